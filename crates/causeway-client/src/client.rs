@@ -1,0 +1,555 @@
+//! [`Client`]: sends API [`Operation`]s to a list of nodes, carrying the causal
+//! context from each response to the next request and failing over to the next
+//! node when one cannot serve.
+//!
+//! Invariant: the context sent is always the `causal-context` of the last
+//! response received (any status), or the one set by the caller. So sequential
+//! calls through one `Client` are causally consistent, whichever node serves them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::{Method, Url};
+use serde_json::{json, Map, Value};
+
+use crate::error::{Error, Result};
+use crate::response::{
+    GetBody, KeyCount, PutBody, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody,
+};
+
+/// Per-request timeout unless [`ClientBuilder::timeout`] says otherwise: the API's
+/// promise is that every request is answered within 5 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Timeout of a view change unless [`ClientBuilder::view_change_timeout`] says
+/// otherwise. A view change answers only once every key has moved, which may take
+/// longer than a key operation.
+pub const DEFAULT_VIEW_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest piece of an unexpected body kept in [`Error::Http`].
+const MAX_ERROR_BODY: usize = 300;
+
+/// One request of the API, independent of the node it is sent to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operation {
+    /// `GET /kv-store/keys/<key>`
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// `PUT /kv-store/keys/<key>` with a string or number value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value, a JSON string or number.
+        value: Value,
+    },
+    /// `DELETE /kv-store/keys/<key>`
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// `GET /kv-store/key-count`
+    KeyCount,
+    /// `GET /kv-store/shards`
+    Shards,
+    /// `GET /kv-store/shards/<id>`
+    Shard {
+        /// Shard id, e.g. `"1"`.
+        id: String,
+    },
+    /// `PUT /kv-store/view-change`
+    ViewChange {
+        /// Every node of the new view, `ip:port`, in order.
+        view: Vec<String>,
+        /// Replicas per shard in the new view.
+        repl_factor: u32,
+    },
+}
+
+impl Operation {
+    fn method(&self) -> Method {
+        match self {
+            Operation::Get { .. }
+            | Operation::KeyCount
+            | Operation::Shards
+            | Operation::Shard { .. } => Method::GET,
+            Operation::Put { .. } | Operation::ViewChange { .. } => Method::PUT,
+            Operation::Delete { .. } => Method::DELETE,
+        }
+    }
+
+    /// Path segments after the host; each is percent-encoded when the URL is built,
+    /// so a key may hold `/`, `?`, spaces, ...
+    fn segments(&self) -> Vec<&str> {
+        match self {
+            Operation::Get { key } | Operation::Put { key, .. } | Operation::Delete { key } => {
+                vec!["kv-store", "keys", key]
+            }
+            Operation::KeyCount => vec!["kv-store", "key-count"],
+            Operation::Shards => vec!["kv-store", "shards"],
+            Operation::Shard { id } => vec!["kv-store", "shards", id],
+            Operation::ViewChange { .. } => vec!["kv-store", "view-change"],
+        }
+    }
+
+    fn body(&self, context: Value) -> Value {
+        let mut body = Map::new();
+        match self {
+            Operation::Put { value, .. } => {
+                body.insert("value".into(), value.clone());
+            }
+            Operation::ViewChange { view, repl_factor } => {
+                body.insert("view".into(), Value::String(view.join(",")));
+                body.insert("repl-factor".into(), json!(repl_factor));
+            }
+            _ => {}
+        }
+        body.insert("causal-context".into(), context);
+        Value::Object(body)
+    }
+
+    /// Whether a timed-out attempt may be repeated on another node. A view change
+    /// that timed out may still be running; starting a second one would race it.
+    fn retry_after_timeout(&self) -> bool {
+        !matches!(self, Operation::ViewChange { .. })
+    }
+}
+
+/// Configures a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    nodes: Vec<String>,
+    timeout: Duration,
+    view_change_timeout: Duration,
+    context: Value,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            nodes: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            view_change_timeout: DEFAULT_VIEW_CHANGE_TIMEOUT,
+            context: empty_context(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds node addresses (`ip:port`, tried in this order). Each item may itself be a
+    /// comma-separated list, as in `CAUSEWAY_NODE=a:13800,b:13800`.
+    pub fn nodes<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for item in nodes {
+            self.nodes.extend(
+                item.as_ref()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        self
+    }
+
+    /// Time one attempt on one node may take, connection included (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Time a view change may take (default 60 s).
+    pub fn view_change_timeout(mut self, timeout: Duration) -> Self {
+        self.view_change_timeout = timeout;
+        self
+    }
+
+    /// Starts from a causal context saved earlier (see [`Client::context`]).
+    pub fn context(mut self, context: Value) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// Checks the addresses and builds the client.
+    pub fn build(self) -> Result<Client> {
+        if self.nodes.is_empty() {
+            return Err(Error::InvalidAddress {
+                address: String::new(),
+                reason: "no node address given".into(),
+            });
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|a| normalize_address(a))
+            .collect::<Result<Vec<_>>>()?;
+        let http = reqwest::Client::builder()
+            // Nodes are addressed directly; a proxy from the environment would only get in the way.
+            .no_proxy()
+            .build()
+            .map_err(|source| Error::Transport {
+                node: "(client setup)".into(),
+                source,
+            })?;
+        Ok(Client {
+            nodes,
+            http,
+            timeout: self.timeout,
+            view_change_timeout: self.view_change_timeout,
+            context: Mutex::new(self.context),
+            preferred: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// A session with a Causeway cluster. See the [crate documentation](crate).
+///
+/// Calls take `&self`; the causal context is shared by every call, so one
+/// `Client` is one causal session. Concurrent calls on one `Client` are allowed,
+/// but the context kept is that of whichever response arrived last.
+#[derive(Debug)]
+pub struct Client {
+    nodes: Vec<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+    view_change_timeout: Duration,
+    context: Mutex<Value>,
+    /// Index of the node that served last; the next request starts there, so a dead
+    /// first address costs one failed attempt, not one per request.
+    preferred: AtomicUsize,
+}
+
+impl Client {
+    /// A client for these nodes (`ip:port`, or comma lists of them), default settings,
+    /// no causal history.
+    pub fn new<I, S>(nodes: I) -> Result<Client>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Client::builder().nodes(nodes).build()
+    }
+
+    /// A builder for the other settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The node addresses, in the order given.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The causal context that the next request will send: the `causal-context` of the
+    /// last response received. Save it to continue the session later.
+    pub fn context(&self) -> Value {
+        self.context
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the causal context, e.g. with one saved by [`Client::context`].
+    pub fn set_context(&self, context: Value) {
+        *self.context.lock().unwrap_or_else(|e| e.into_inner()) = context;
+    }
+
+    /// Reads a key: its value as stored, a JSON string or number.
+    pub async fn get(&self, key: &str) -> Result<Value> {
+        let response = self.execute(&Operation::Get { key: key.into() }).await?;
+        Ok(response.decode::<GetBody>()?.value)
+    }
+
+    /// Writes a key. `value` should be a string or a number (`"v".into()`, `10.into()`).
+    pub async fn put(&self, key: &str, value: impl Into<Value>) -> Result<PutOutcome> {
+        let op = Operation::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        PutOutcome::try_from(&self.execute(&op).await?)
+    }
+
+    /// Deletes a key; [`Error::KeyNotFound`] if it does not exist.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.execute(&Operation::Delete { key: key.into() })
+            .await
+            .map(drop)
+    }
+
+    /// Number of keys in the shard of the node that answers.
+    pub async fn key_count(&self) -> Result<KeyCount> {
+        self.execute(&Operation::KeyCount).await?.decode()
+    }
+
+    /// Ids of every shard.
+    pub async fn shards(&self) -> Result<Vec<String>> {
+        Ok(self
+            .execute(&Operation::Shards)
+            .await?
+            .decode::<ShardList>()?
+            .shards)
+    }
+
+    /// One shard's key count and replicas.
+    pub async fn shard(&self, id: &str) -> Result<ShardInfo> {
+        self.execute(&Operation::Shard { id: id.into() })
+            .await?
+            .decode()
+    }
+
+    /// Changes the cluster's membership and replication factor; returns the new shards
+    /// once every key has moved.
+    pub async fn view_change(&self, view: &[String], repl_factor: u32) -> Result<Vec<ShardInfo>> {
+        let op = Operation::ViewChange {
+            view: view.to_vec(),
+            repl_factor,
+        };
+        Ok(self.execute(&op).await?.decode::<ViewChangeBody>()?.shards)
+    }
+
+    /// Sends `op` to the nodes in turn until one serves it, and returns that
+    /// successful (2xx) response whole. The typed methods are built on this; use it
+    /// to see every field of a response.
+    ///
+    /// A node that is unreachable, times out, answers 5xx or cannot satisfy the
+    /// request's causal dependencies yet is skipped for the next one. If they all
+    /// fail: that error when there is one node, [`Error::AllNodesFailed`] otherwise.
+    pub async fn execute(&self, op: &Operation) -> Result<Response> {
+        let count = self.nodes.len();
+        let start = self.preferred.load(Ordering::Relaxed) % count;
+        let mut failures = Vec::new();
+        for i in (start..count).chain(0..start) {
+            match self.attempt(&self.nodes[i], op).await {
+                Ok(response) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(error) => {
+                    let timed_out = matches!(error, Error::Timeout { .. });
+                    if !error.is_retryable() || (timed_out && !op.retry_after_timeout()) {
+                        return Err(error);
+                    }
+                    failures.push(error);
+                }
+            }
+        }
+        if failures.len() == 1 {
+            Err(failures.remove(0))
+        } else {
+            Err(Error::AllNodesFailed { failures })
+        }
+    }
+
+    /// One attempt on one node. Keeps the context of any JSON response it gets.
+    async fn attempt(&self, node: &str, op: &Operation) -> Result<Response> {
+        let timeout = match op {
+            Operation::ViewChange { .. } => self.view_change_timeout,
+            _ => self.timeout,
+        };
+        let url = url_for(node, op)?;
+        let transport = |source: reqwest::Error| {
+            if source.is_timeout() {
+                Error::Timeout {
+                    node: node.to_owned(),
+                    timeout,
+                }
+            } else {
+                Error::Transport {
+                    node: node.to_owned(),
+                    source,
+                }
+            }
+        };
+        let reply = self
+            .http
+            .request(op.method(), url)
+            .timeout(timeout)
+            .json(&op.body(self.context()))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = reply.status().as_u16();
+        let bytes = reply.bytes().await.map_err(transport)?;
+
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(body)) => body,
+            parsed if (200..300).contains(&status) => {
+                let reason = match parsed {
+                    Ok(_) => "the body is not a JSON object".to_owned(),
+                    Err(e) => format!("the body is not JSON: {e}"),
+                };
+                return Err(Error::Decode {
+                    node: node.to_owned(),
+                    reason,
+                });
+            }
+            _ => {
+                return Err(Error::Http {
+                    node: node.to_owned(),
+                    status,
+                    body: if bytes.is_empty() {
+                        "(empty body)".to_owned()
+                    } else {
+                        truncate(&String::from_utf8_lossy(&bytes))
+                    },
+                })
+            }
+        };
+        let response = Response {
+            node: node.to_owned(),
+            status,
+            body,
+        };
+        if let Some(context) = response.causal_context() {
+            self.set_context(context.clone());
+        }
+        if (200..300).contains(&status) {
+            Ok(response)
+        } else {
+            Err(Error::from_response(response))
+        }
+    }
+}
+
+impl TryFrom<&Response> for PutOutcome {
+    type Error = Error;
+
+    fn try_from(response: &Response) -> Result<PutOutcome> {
+        Ok(PutOutcome {
+            replaced: response.decode::<PutBody>()?.replaced,
+            address: response.address().map(str::to_owned),
+        })
+    }
+}
+
+/// The context of a client with no history.
+pub fn empty_context() -> Value {
+    Value::Object(Map::new())
+}
+
+/// Accepts `host:port`, tolerating a leading `http://` and a trailing `/`.
+fn normalize_address(address: &str) -> Result<String> {
+    let invalid = |reason: &str| Error::InvalidAddress {
+        address: address.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let bare = address.trim();
+    let bare = bare.strip_prefix("http://").unwrap_or(bare);
+    let bare = bare.trim_end_matches('/');
+    let (host, port) = bare
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected ip:port"))?;
+    if host.is_empty() {
+        return Err(invalid("the host is empty"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| invalid("the port is not a number from 0 to 65535"))?;
+    let url = Url::parse(&format!("http://{bare}/")).map_err(|e| invalid(&e.to_string()))?;
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(invalid("expected ip:port"));
+    }
+    Ok(bare.to_owned())
+}
+
+fn url_for(node: &str, op: &Operation) -> Result<Url> {
+    let mut url = Url::parse(&format!("http://{node}/")).map_err(|e| Error::InvalidAddress {
+        address: node.to_owned(),
+        reason: e.to_string(),
+    })?;
+    url.path_segments_mut()
+        .expect("an http URL has a path")
+        .clear()
+        .extend(op.segments());
+    Ok(url)
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_BODY) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_and_normalized() {
+        assert_eq!(
+            normalize_address("127.0.0.1:13800").unwrap(),
+            "127.0.0.1:13800"
+        );
+        assert_eq!(
+            normalize_address("http://10.0.0.2:80/").unwrap(),
+            "10.0.0.2:80"
+        );
+        assert_eq!(normalize_address("localhost:1").unwrap(), "localhost:1");
+        for bad in ["127.0.0.1", ":13800", "a:b", "a:70000", "a:1/x"] {
+            assert!(
+                matches!(normalize_address(bad), Err(Error::InvalidAddress { .. })),
+                "{bad} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn builder_splits_comma_lists() {
+        let c = Client::builder()
+            .nodes(["a:1, b:2", "c:3", ""])
+            .build()
+            .unwrap();
+        assert_eq!(c.nodes(), ["a:1", "b:2", "c:3"]);
+        assert!(matches!(
+            Client::new(Vec::<String>::new()),
+            Err(Error::InvalidAddress { .. })
+        ));
+    }
+
+    #[test]
+    fn keys_are_percent_encoded_into_one_segment() {
+        let op = Operation::Get {
+            key: "a/b c?d#e".into(),
+        };
+        assert_eq!(
+            url_for("n:1", &op).unwrap().as_str(),
+            "http://n:1/kv-store/keys/a%2Fb%20c%3Fd%23e"
+        );
+        assert_eq!(
+            url_for("n:1", &Operation::Shard { id: "2".into() })
+                .unwrap()
+                .as_str(),
+            "http://n:1/kv-store/shards/2"
+        );
+    }
+
+    #[test]
+    fn bodies_follow_the_api() {
+        let ctx = json!({"v": [1]});
+        let put = Operation::Put {
+            key: "k".into(),
+            value: json!(10),
+        };
+        assert_eq!(
+            put.body(ctx.clone()),
+            json!({"value": 10, "causal-context": {"v": [1]}})
+        );
+        let vc = Operation::ViewChange {
+            view: vec!["a:1".into(), "b:2".into()],
+            repl_factor: 2,
+        };
+        assert_eq!(
+            vc.body(ctx.clone()),
+            json!({"view": "a:1,b:2", "repl-factor": 2, "causal-context": {"v": [1]}})
+        );
+        assert_eq!(
+            Operation::KeyCount.body(ctx),
+            json!({"causal-context": {"v": [1]}})
+        );
+    }
+}

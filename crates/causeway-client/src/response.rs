@@ -1,0 +1,166 @@
+//! What nodes answer: the raw [`Response`] (status and JSON object, kept whole so
+//! it can be printed or compared) and the typed outcomes the [`Client`](crate::Client)
+//! methods decode from it.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// A node's answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The address the request was sent to (not necessarily the node that served
+    /// it: see [`Response::address`]).
+    pub node: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// The JSON object the node returned, `causal-context` included.
+    pub body: Map<String, Value>,
+}
+
+impl Response {
+    /// `address` of the response: the node that served a proxied request.
+    pub fn address(&self) -> Option<&str> {
+        self.str_field("address")
+    }
+
+    /// The `message` field, e.g. `"Retrieved successfully"`.
+    pub fn message(&self) -> Option<&str> {
+        self.str_field("message")
+    }
+
+    /// The `error` field of a failed request, e.g. `"Key does not exist"`.
+    pub fn error(&self) -> Option<&str> {
+        self.str_field("error")
+    }
+
+    /// The `causal-context` object, if the response carried one.
+    pub fn causal_context(&self) -> Option<&Value> {
+        self.body.get("causal-context").filter(|v| v.is_object())
+    }
+
+    /// The whole body as a JSON value.
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.body.clone())
+    }
+
+    fn str_field(&self, name: &str) -> Option<&str> {
+        self.body.get(name).and_then(Value::as_str)
+    }
+
+    /// Decodes the body into `T`, naming the node if it does not fit.
+    pub(crate) fn decode<T: for<'de> Deserialize<'de>>(&self) -> Result<T, Error> {
+        T::deserialize(&Value::Object(self.body.clone())).map_err(|e| Error::Decode {
+            node: self.node.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Result of a successful PUT of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    /// `true` when the key existed before (200), `false` when it was created (201).
+    pub replaced: bool,
+    /// The node that served the write, when the request was proxied.
+    pub address: Option<String>,
+}
+
+/// Result of `GET /kv-store/key-count`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct KeyCount {
+    /// Keys stored in the shard of the node that answered.
+    #[serde(rename = "key-count")]
+    pub key_count: u64,
+    /// That shard's id.
+    #[serde(rename = "shard-id")]
+    pub shard_id: String,
+}
+
+/// One shard: its id, how many keys it holds, its replicas in view order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ShardInfo {
+    /// Shard id (`"1"`, `"2"`, ...).
+    #[serde(rename = "shard-id")]
+    pub id: String,
+    /// Keys stored in the shard.
+    #[serde(rename = "key-count")]
+    pub key_count: u64,
+    /// `ip:port` of every replica of the shard.
+    pub replicas: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ShardList {
+    pub shards: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ViewChangeBody {
+    pub shards: Vec<ShardInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetBody {
+    pub value: Value,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PutBody {
+    pub replaced: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn response(body: Value) -> Response {
+        Response {
+            node: "n:1".into(),
+            status: 200,
+            body: body.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn shard_info_decodes_api_field_names() {
+        let r = response(json!({
+            "message": "Shard information retrieved successfully",
+            "shard-id": "2", "key-count": 4, "replicas": ["a:1", "b:2"],
+            "causal-context": {}
+        }));
+        let info: ShardInfo = r.decode().unwrap();
+        assert_eq!(
+            info,
+            ShardInfo {
+                id: "2".into(),
+                key_count: 4,
+                replicas: vec!["a:1".into(), "b:2".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn decode_failure_names_the_node() {
+        let r = response(json!({"shards": "not a list"}));
+        let err = r.decode::<ShardList>().unwrap_err();
+        assert!(
+            matches!(err, Error::Decode { ref node, .. } if node == "n:1"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn causal_context_must_be_an_object() {
+        assert_eq!(
+            response(json!({"causal-context": null})).causal_context(),
+            None
+        );
+        assert_eq!(
+            response(json!({"causal-context": {"a": 1}})).causal_context(),
+            Some(&json!({"a": 1}))
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The library and the command-line client against real nodes (`causeway serve
+//! --in-memory`, see `support/node.rs`). Each test has its own ports:
+//! 211x0.. for this file.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use causeway_client::cli::{run_with_output, ClientCommand, ClientOpts, Exit};
+use causeway_client::{Client, Error};
+use serde_json::{json, Value};
+use support::node::{addresses, binary, cluster};
+use support::temp::TempDir;
+
+/// How long a write may take to become readable on another replica.
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn key_operations_through_the_library() {
+    let view = addresses(21100, 1);
+    let _nodes = cluster(&view, 1).await;
+    let client = Client::new(&view).unwrap();
+
+    let created = client.put("k", "v").await.unwrap();
+    assert!(!created.replaced);
+    assert_eq!(created.address, None);
+    assert!(client.put("k", "v2").await.unwrap().replaced);
+    assert_eq!(client.get("k").await.unwrap(), json!("v2"));
+
+    client.put("n", 10).await.unwrap();
+    assert_eq!(client.get("n").await.unwrap(), json!(10));
+
+    client.delete("k").await.unwrap();
+    assert!(matches!(
+        client.get("k").await,
+        Err(Error::KeyNotFound { .. })
+    ));
+    assert!(matches!(
+        client.delete("k").await,
+        Err(Error::KeyNotFound { .. })
+    ));
+
+    let too_long = client.put(&"x".repeat(51), "v").await.unwrap_err();
+    assert!(
+        matches!(&too_long, Error::BadRequest { error, .. } if error == "Key is too long"),
+        "{too_long:?}"
+    );
+
+    assert!(client.context().is_object());
+    let count = client.key_count().await.unwrap();
+    assert_eq!((count.key_count, count.shard_id.as_str()), (1, "1"));
+    assert_eq!(client.shards().await.unwrap(), ["1"]);
+    let shard = client.shard("1").await.unwrap();
+    assert_eq!(shard.replicas, view);
+    assert_eq!(shard.key_count, 1);
+}
+
+#[tokio::test]
+async fn a_dead_first_address_fails_over_to_the_second() {
+    let view = addresses(21110, 1);
+    let _nodes = cluster(&view, 1).await;
+    // Nothing is started on 21111.
+    let client = Client::new(["127.0.0.1:21111", view[0].as_str()]).unwrap();
+    client.put("k", "v").await.unwrap();
+    assert_eq!(client.get("k").await.unwrap(), json!("v"));
+}
+
+#[tokio::test]
+async fn a_session_moved_to_a_new_client_keeps_read_your_writes() {
+    let view = addresses(21120, 2);
+    let _nodes = cluster(&view, 2).await;
+    let writer = Client::new([&view[0]]).unwrap();
+    writer.put("k", "v").await.unwrap();
+
+    let reader = Client::builder()
+        .nodes([&view[1]])
+        .context(writer.context())
+        .build()
+        .unwrap();
+    assert_eq!(read_until_satisfied(&reader, "k").await, json!("v"));
+}
+
+/// Reads `key` until the node can satisfy the read. A 404 is a causality
+/// violation (the context has seen the write) and fails at once.
+async fn read_until_satisfied(client: &Client, key: &str) -> Value {
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        match client.get(key).await {
+            Ok(value) => return value,
+            Err(Error::Unsatisfiable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("reading {key:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn view_change_through_the_library() {
+    let view = addresses(21130, 2);
+    let _nodes = cluster(&view, 1).await;
+    let client = Client::new(&view).unwrap();
+    assert_eq!(client.shards().await.unwrap(), ["1", "2"]);
+    for i in 0..20 {
+        client.put(&format!("key{i}"), i).await.unwrap();
+    }
+
+    let shards = client.view_change(&view, 2).await.unwrap();
+    // No key is lost: each node, now a replica of the single shard, serves them all.
+    for node in &view {
+        let one = Client::builder()
+            .nodes([node])
+            .context(client.context())
+            .build()
+            .unwrap();
+        for i in 0..20 {
+            let key = format!("key{i}");
+            assert_eq!(
+                read_until_satisfied(&one, &key).await,
+                json!(i),
+                "{key} on {node}"
+            );
+        }
+    }
+    assert_eq!(shards.len(), 1);
+    assert_eq!(shards[0].id, "1");
+    assert_eq!(shards[0].replicas, view);
+    assert_eq!(shards[0].key_count, 20);
+    assert_eq!(client.shards().await.unwrap(), ["1"]);
+}
+
+struct Run {
+    exit: Exit,
+    out: String,
+    err: String,
+}
+
+async fn cli(node: &str, session: &TempDir, json: bool, cmd: ClientCommand) -> Run {
+    let opts = ClientOpts {
+        node: vec![node.to_owned()],
+        session: session.path().join("session.json"),
+        json,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let exit = run_with_output(opts, cmd, &mut out, &mut err).await;
+    Run {
+        exit,
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn cli_put_on_one_node_then_get_on_the_other_reads_the_write() {
+    let view = addresses(21140, 2);
+    let _nodes = cluster(&view, 2).await;
+    let session = TempDir::new("node-cli");
+    let put = ClientCommand::Put {
+        key: "k".into(),
+        value: "v".into(),
+        number: false,
+    };
+    let wrote = cli(&view[0], &session, false, put).await;
+    assert_eq!(
+        (wrote.exit, wrote.out.as_str()),
+        (Exit::Success, "created\n"),
+        "{}",
+        wrote.err
+    );
+
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let read = cli(
+            &view[1],
+            &session,
+            false,
+            ClientCommand::Get { key: "k".into() },
+        )
+        .await;
+        match read.exit {
+            Exit::Success => {
+                assert_eq!(read.out, "v\n");
+                break;
+            }
+            // The replica has not received the write yet: allowed, but only for a while.
+            Exit::Unavailable if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ => panic!("get on the second node: {:?} {}", read.exit, read.err),
+        }
+    }
+
+    let json_get = cli(
+        &view[1],
+        &session,
+        true,
+        ClientCommand::Get { key: "k".into() },
+    )
+    .await;
+    assert_eq!(json_get.exit, Exit::Success, "{}", json_get.err);
+    assert_eq!(json_get.out.lines().count(), 1);
+    let body: Value = serde_json::from_str(&json_get.out).unwrap();
+    assert_eq!(body["value"], json!("v"));
+    assert_eq!(body["doesExist"], json!(true));
+    assert!(body["causal-context"].is_object(), "{body}");
+}
+
+/// Runs the `causeway` binary's client subcommands in `dir`.
+fn causeway(dir: &TempDir, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("CAUSEWAY_NODE")
+        .env_remove("CAUSEWAY_SESSION")
+        .output()
+        .unwrap();
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_causeway_binary_reads_its_writes_across_nodes() {
+    let view = addresses(21150, 2);
+    let _nodes = cluster(&view, 2).await;
+    let dir = TempDir::new("node-binary");
+
+    let (code, out, err) = causeway(&dir, &["put", "--node", &view[0], "k", "v"]);
+    assert_eq!((code, out.as_str()), (0, "created\n"), "{err}");
+    // The default session file is in the current directory.
+    assert!(dir.path().join(".causeway-session.json").is_file());
+
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let (code, out, err) = causeway(&dir, &["get", "--node", &view[1], "k"]);
+        match code {
+            0 => {
+                assert_eq!(out, "v\n");
+                break;
+            }
+            3 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("causeway get on the second node exited {code}: {err}"),
+        }
+    }
+
+    let (code, out, err) = causeway(&dir, &["get", "--json", "--node", &view[1], "k"]);
+    assert_eq!(code, 0, "{err}");
+    let body: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body["value"], json!("v"));
+
+    let (code, _, _) = causeway(&dir, &["get", "--node", &view[0], "missing"]);
+    assert_eq!(code, 1);
+}

@@ -1,0 +1,237 @@
+//! Per-answer checks: every answer is a JSON object of the shape the API
+//! contract lists, with a `causal-context` object; no 5xx but the documented
+//! 503; no request left unanswered for 5 s while its node was up.
+
+use serde_json::{json, Map, Value};
+
+use super::report::{AnomalyKind, Report};
+use super::timeline::Timeline;
+use crate::history::OpKind;
+
+/// Clients give up after this long; a node must answer sooner.
+pub const CLIENT_TIMEOUT_MS: f64 = 5000.0;
+
+/// Checks `body` against the contract for `kind` answered with `status`.
+/// Returns what is wrong, if anything.
+pub fn check_answer(kind: OpKind, status: u16, body: &Value) -> Result<(), String> {
+    let Some(obj) = body.as_object() else {
+        return Err(format!("answer is not a JSON object: {body}"));
+    };
+    match obj.get("causal-context") {
+        Some(Value::Object(_)) => {}
+        Some(other) => return Err(format!("causal-context is not an object: {other}")),
+        None => return Err("answer has no causal-context".into()),
+    }
+    if let Some(addr) = obj.get("address") {
+        if !addr.is_string() {
+            return Err(format!("address is not a string: {addr}"));
+        }
+    }
+    let method = kind.method();
+    let expected: Value = match (kind, status) {
+        (OpKind::Put, 201) => json!({"message": "Added successfully", "replaced": false}),
+        (OpKind::Put, 200) => json!({"message": "Updated successfully", "replaced": true}),
+        (OpKind::Get, 200) => {
+            match obj.get("value") {
+                Some(Value::String(_)) | Some(Value::Number(_)) => {}
+                other => return Err(format!("GET 200 value is {other:?}")),
+            }
+            json!({"message": "Retrieved successfully", "doesExist": true, "value": obj["value"]})
+        }
+        (OpKind::Delete, 200) => json!({"message": "Deleted successfully", "doesExist": true}),
+        (OpKind::Get | OpKind::Delete, 404) => json!({
+            "message": format!("Error in {method}"),
+            "error": "Key does not exist",
+            "doesExist": false
+        }),
+        (OpKind::Get, 400) | (_, 503) => json!({
+            "message": format!("Error in {method}"),
+            "error": "Unable to satisfy request"
+        }),
+        (OpKind::Put | OpKind::Delete, 400) => {
+            return Err(format!(
+                "{method} refused with 400: writes must always be accepted"
+            ))
+        }
+        _ => return Err(format!("unexpected status {status} for {method}")),
+    };
+    let mut rest: Map<String, Value> = obj.clone();
+    rest.remove("causal-context");
+    rest.remove("address");
+    if Value::Object(rest.clone()) != expected {
+        return Err(format!(
+            "{method} {status} answered {}, expected {expected}",
+            Value::Object(rest)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every answer of the history, counting outcomes and latencies.
+pub fn check_answers(timeline: &Timeline<'_>, report: &mut Report) {
+    let mut latencies = Vec::with_capacity(timeline.ops.len());
+    for rec in &timeline.ops {
+        report.operations += 1;
+        let method = rec.invoke.kind.method();
+        let op = rec.invoke.op;
+        let Some(resp) = rec.response else {
+            *report
+                .outcomes
+                .entry(format!("{method} unanswered"))
+                .or_insert(0) += 1;
+            continue;
+        };
+        let latency = resp.t - rec.invoke.t;
+        latencies.push(latency);
+        if let Some(error) = &resp.error {
+            *report
+                .outcomes
+                .entry(format!("{method} failed"))
+                .or_insert(0) += 1;
+            if timeline.node_down_during(&rec.invoke.node, rec) {
+                report.excused_failures += 1;
+            } else if resp.status.is_none() {
+                report.add(
+                    AnomalyKind::Unavailable,
+                    format!(
+                        "{method} op {op} to {} (up and running) failed after {latency:.0} ms: {error}",
+                        rec.invoke.node
+                    ),
+                    vec![op],
+                );
+            } else {
+                report.add(
+                    AnomalyKind::Protocol,
+                    format!("{method} op {op} to {}: {error}", rec.invoke.node),
+                    vec![op],
+                );
+            }
+            continue;
+        }
+        let status = resp.status.unwrap_or(0);
+        *report
+            .outcomes
+            .entry(format!("{method} {status}"))
+            .or_insert(0) += 1;
+        match status {
+            400 => report.refused_400 += 1,
+            503 => report.unavailable_503 += 1,
+            s if s >= 500 => report.add(
+                AnomalyKind::ServerError,
+                format!(
+                    "{method} op {op} to {} answered {s}: {:?}",
+                    rec.invoke.node, resp.body
+                ),
+                vec![op],
+            ),
+            _ => {}
+        }
+        if latency > CLIENT_TIMEOUT_MS && !timeline.node_down_during(&rec.invoke.node, rec) {
+            report.add(
+                AnomalyKind::Unavailable,
+                format!(
+                    "{method} op {op} to {} took {latency:.0} ms",
+                    rec.invoke.node
+                ),
+                vec![op],
+            );
+        }
+        let body = resp.body.clone().unwrap_or(Value::Null);
+        if let Err(problem) = check_answer(rec.invoke.kind, status, &body) {
+            report.add(
+                AnomalyKind::Protocol,
+                format!("op {op} to {}: {problem}", rec.invoke.node),
+                vec![op],
+            );
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    if let Some(&max) = latencies.last() {
+        report.max_latency_ms = max;
+        report.p99_latency_ms = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_shapes_pass_and_extras_fail() {
+        let ctx = json!({});
+        let ok = [
+            (
+                OpKind::Put,
+                201,
+                json!({"message": "Added successfully", "replaced": false, "causal-context": ctx}),
+            ),
+            (
+                OpKind::Put,
+                200,
+                json!({"message": "Updated successfully", "replaced": true, "causal-context": ctx, "address": "1.2.3.4:1"}),
+            ),
+            (
+                OpKind::Get,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": "v", "causal-context": ctx}),
+            ),
+            (
+                OpKind::Get,
+                404,
+                json!({"message": "Error in GET", "error": "Key does not exist", "doesExist": false, "causal-context": ctx}),
+            ),
+            (
+                OpKind::Get,
+                400,
+                json!({"message": "Error in GET", "error": "Unable to satisfy request", "causal-context": ctx}),
+            ),
+            (
+                OpKind::Put,
+                503,
+                json!({"message": "Error in PUT", "error": "Unable to satisfy request", "causal-context": ctx}),
+            ),
+            (
+                OpKind::Delete,
+                200,
+                json!({"message": "Deleted successfully", "doesExist": true, "causal-context": ctx}),
+            ),
+        ];
+        for (kind, status, body) in ok {
+            assert_eq!(
+                check_answer(kind, status, &body),
+                Ok(()),
+                "{kind:?} {status} {body}"
+            );
+        }
+        let bad = [
+            (
+                OpKind::Get,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": "v"}),
+            ),
+            (
+                OpKind::Get,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": "v", "causal-context": null}),
+            ),
+            (
+                OpKind::Get,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": "v", "version": 3, "causal-context": {}}),
+            ),
+            (
+                OpKind::Put,
+                400,
+                json!({"message": "Error in PUT", "error": "Unable to satisfy request", "causal-context": {}}),
+            ),
+            (OpKind::Get, 500, json!({"causal-context": {}})),
+            (OpKind::Get, 404, json!([])),
+        ];
+        for (kind, status, body) in bad {
+            assert!(
+                check_answer(kind, status, &body).is_err(),
+                "{kind:?} {status} {body}"
+            );
+        }
+    }
+}

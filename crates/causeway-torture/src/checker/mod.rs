@@ -1,0 +1,113 @@
+//! The history checker: from client-observed history only (black box), it
+//! decides whether the store kept its promises. See `causal` for the
+//! happens-before construction and the staleness rules, `convergence` for
+//! the post-healing state, `answers` for availability and the API contract.
+
+mod answers;
+mod bitset;
+mod causal;
+mod convergence;
+mod explain;
+mod report;
+mod timeline;
+
+pub use answers::{check_answer, CLIENT_TIMEOUT_MS};
+pub use explain::{causal_chain, describe_chain, Link};
+pub use report::{Anomaly, AnomalyKind, Report};
+pub use timeline::{OpRecord, Timeline};
+
+use crate::history::{Event, Fault};
+
+/// What the checker must find in the history besides client operations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// A history without final (post-healing) reads is an anomaly: a
+    /// campaign always ends with them.
+    pub require_final: bool,
+}
+
+/// Checks a whole history.
+pub fn check(events: &[Event], options: CheckOptions) -> Report {
+    let timeline = Timeline::build(events);
+    let mut report = Report::default();
+    count_faults(events, &mut report);
+    answers::check_answers(&timeline, &mut report);
+    let mut causal = causal::CausalChecker::new(&timeline);
+    causal.run(events, &mut report);
+    let finals = convergence::check_convergence(events, &mut report);
+    if options.require_final && finals.is_empty() {
+        report.add(
+            AnomalyKind::FinalReadFailed,
+            "the history holds no final state to compare".into(),
+            vec![],
+        );
+    }
+    for f in &finals {
+        for outcome in &f.outcomes {
+            causal.final_state(
+                &f.key,
+                outcome.as_deref(),
+                f.outcomes.len() == 1,
+                &mut report,
+            );
+        }
+    }
+    causal.check_arbitration(&mut report);
+    report
+}
+
+/// Checks only the post-healing state (final reads and key counts): whether
+/// the replicas have converged.
+pub fn check_final_state(events: &[Event]) -> Report {
+    let mut report = Report::default();
+    convergence::check_convergence(events, &mut report);
+    report
+}
+
+fn count_faults(events: &[Event], report: &mut Report) {
+    for event in events {
+        let Event::Fault(rec) = event else { continue };
+        let name = match &rec.fault {
+            Fault::PartitionStart { .. } => "partition",
+            Fault::Kill { .. } => "kill",
+            Fault::Pause { .. } => "pause",
+            Fault::ViewChangeStart { .. } => "view-change",
+            Fault::NodeExited { node, status } => {
+                report.add(
+                    AnomalyKind::NodeCrash,
+                    format!("node {node} exited on its own: {status}"),
+                    vec![],
+                );
+                continue;
+            }
+            Fault::NodePanicked { node, line } => {
+                report.add(
+                    AnomalyKind::NodeCrash,
+                    format!("node {node} panicked: {line}"),
+                    vec![],
+                );
+                continue;
+            }
+            Fault::ViewChangeEnd {
+                id,
+                status,
+                error,
+                ms,
+            } => {
+                if *status != Some(200) {
+                    report.add(
+                        AnomalyKind::ViewChangeFailed,
+                        format!(
+                            "view change {id} answered {status:?} {} after {ms:.0} ms",
+                            error.as_deref().unwrap_or("")
+                        ),
+                        vec![],
+                    );
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        *report.faults.entry(name.to_string()).or_insert(0) += 1;
+    }
+}

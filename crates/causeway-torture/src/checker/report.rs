@@ -1,0 +1,132 @@
+//! The checker's verdict: counts of what happened and the anomalies found.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::history::OpId;
+
+/// The kinds of broken promises the checker reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnomalyKind {
+    /// A read returned a version its causal past had already superseded
+    /// (read-your-writes, monotonic reads/writes, writes-follow-reads).
+    StaleRead,
+    /// Observations order concurrent writes of a key inconsistently: a client
+    /// saw a winner and its causal future went back to the loser.
+    ArbitrationCycle,
+    /// A read returned a value no client wrote (for that key) before it.
+    PhantomRead,
+    /// An acknowledged write is gone after healing without a write that could
+    /// supersede it.
+    LostWrite,
+    /// Replicas of a shard hold different data after healing.
+    Divergence,
+    /// `key-count` disagrees with the keys a shard serves.
+    KeyCountMismatch,
+    /// After healing a key is not served by exactly the replicas of a shard.
+    Placement,
+    /// A request got no answer within 5 s (or the node could not be reached)
+    /// although the node it was sent to was up and running.
+    Unavailable,
+    /// A 5xx other than the documented 503.
+    ServerError,
+    /// An answer that breaks the API contract (shape, fields, status).
+    Protocol,
+    /// A node process died or panicked on its own.
+    NodeCrash,
+    /// A view change on a healthy cluster did not succeed.
+    ViewChangeFailed,
+    /// The final state could not be read.
+    FinalReadFailed,
+}
+
+/// One anomaly, with the operations involved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Anomaly {
+    pub kind: AnomalyKind,
+    pub detail: String,
+    pub ops: Vec<OpId>,
+}
+
+/// Everything the checker found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub operations: u64,
+    /// `"GET 200"` -> count; `"PUT failed"` for answers that never came.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Answers 400 "Unable to satisfy request" (allowed, counted).
+    pub refused_400: u64,
+    /// Answers 503 (allowed, counted).
+    pub unavailable_503: u64,
+    /// Client-side failures explained by a killed or paused target node.
+    pub excused_failures: u64,
+    pub max_latency_ms: f64,
+    pub p99_latency_ms: f64,
+    /// Fault kind -> times injected.
+    pub faults: BTreeMap<String, u64>,
+    /// Keys whose final state was compared across replicas.
+    pub final_keys: u64,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Report {
+    pub(crate) fn add(&mut self, kind: AnomalyKind, detail: String, ops: Vec<OpId>) {
+        self.anomalies.push(Anomaly { kind, detail, ops });
+    }
+
+    /// Number of anomalies of each kind.
+    pub fn anomaly_counts(&self) -> BTreeMap<AnomalyKind, u64> {
+        let mut m = BTreeMap::new();
+        for a in &self.anomalies {
+            *m.entry(a.kind).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// True when some anomaly of `kind` was found.
+    pub fn has(&self, kind: AnomalyKind) -> bool {
+        self.anomalies.iter().any(|a| a.kind == kind)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "operations: {}", self.operations)?;
+        for (outcome, n) in &self.outcomes {
+            writeln!(f, "  {outcome}: {n}")?;
+        }
+        writeln!(
+            f,
+            "400 (unable to satisfy): {}, 503: {}, failures on killed/paused nodes: {}",
+            self.refused_400, self.unavailable_503, self.excused_failures
+        )?;
+        writeln!(
+            f,
+            "latency: p99 {:.1} ms, max {:.1} ms",
+            self.p99_latency_ms, self.max_latency_ms
+        )?;
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        writeln!(
+            f,
+            "faults injected: {}",
+            if faults.is_empty() {
+                "none".into()
+            } else {
+                faults.join(", ")
+            }
+        )?;
+        writeln!(f, "keys compared after healing: {}", self.final_keys)?;
+        writeln!(f, "anomalies: {}", self.anomalies.len())?;
+        for (kind, n) in self.anomaly_counts() {
+            writeln!(f, "  {kind:?}: {n}")?;
+        }
+        Ok(())
+    }
+}

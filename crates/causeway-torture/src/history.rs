@@ -1,0 +1,411 @@
+//! The campaign's record of what clients saw: one JSON object per line.
+//!
+//! Every operation appears twice: an `invoke` line (written before the request
+//! is sent, with the causal context sent and the operation whose response that
+//! context came from) and a `response` line (the HTTP status and body, or the
+//! client-side failure). Fault injections, view changes and the final
+//! per-replica reads taken after healing are recorded in the same stream, in
+//! the order they happened, so the checker needs nothing but this file.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Identifier of one client operation, unique within a history.
+pub type OpId = u64;
+
+/// What a client operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Get,
+    Put,
+    Delete,
+}
+
+impl OpKind {
+    /// The HTTP method name, as the API's error messages spell it.
+    pub fn method(self) -> &'static str {
+        match self {
+            OpKind::Get => "GET",
+            OpKind::Put => "PUT",
+            OpKind::Delete => "DELETE",
+        }
+    }
+}
+
+/// A request about to be sent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Invoke {
+    pub op: OpId,
+    pub session: u32,
+    /// Milliseconds since the campaign started.
+    pub t: f64,
+    pub kind: OpKind,
+    pub key: String,
+    /// The value written (puts only); unique across the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The node (`ip:port`) the request is sent to.
+    pub node: String,
+    /// The operation whose response carried the context sent (none: `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx_from: Option<OpId>,
+    /// The causal context sent, as received (opaque).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub context: Value,
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Response {
+    pub op: OpId,
+    pub t: f64,
+    /// HTTP status, absent when no HTTP answer arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The parsed body (absent when it was not JSON or no answer arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Client-side failure: `timeout`, `connect: ...`, `body: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// The `causal-context` of the answer, if it has one.
+    pub fn context(&self) -> Option<&Value> {
+        self.body
+            .as_ref()
+            .and_then(|b| b.get("causal-context"))
+            .filter(|c| c.is_object())
+    }
+
+    /// The `value` of a successful GET, as a string (numbers are rendered).
+    pub fn value(&self) -> Option<String> {
+        self.body
+            .as_ref()
+            .and_then(|b| b.get("value"))
+            .map(value_string)
+    }
+}
+
+/// A value as the history compares it: strings as-is, anything else as JSON.
+pub fn value_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A fault or cluster event, with the time it took effect.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaultRecord {
+    pub t: f64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// What happened to the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    /// Traffic between these node pairs is dropped (both directions).
+    PartitionStart {
+        name: String,
+        links: Vec<(String, String)>,
+    },
+    PartitionEnd {
+        name: String,
+        links: Vec<(String, String)>,
+    },
+    /// SIGKILL sent; the node is down until `restarted`.
+    Kill {
+        node: String,
+    },
+    /// The node was restarted (on the same data directory) and is ready.
+    Restarted {
+        node: String,
+    },
+    /// SIGSTOP sent; the node hangs until `resumed`.
+    Pause {
+        node: String,
+    },
+    Resumed {
+        node: String,
+    },
+    /// A view change request was sent.
+    ViewChangeStart {
+        id: u32,
+        view: Vec<String>,
+        repl_factor: usize,
+    },
+    /// The view change request answered (or failed).
+    ViewChangeEnd {
+        id: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        ms: f64,
+    },
+    /// A node process exited without being told to.
+    NodeExited {
+        node: String,
+        status: String,
+    },
+    /// A node's log shows a panic.
+    NodePanicked {
+        node: String,
+        line: String,
+    },
+    /// Every fault was removed; the convergence phase begins.
+    HealAll,
+}
+
+/// One replica's answer to a final read (empty context, after healing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FinalRead {
+    pub node: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The value read (absent when the key does not exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// True when the node served the key itself (no `address` in the answer).
+    pub local: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One node's `/kv-store/key-count` after healing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyCount {
+    pub node: String,
+    pub shard: String,
+    pub count: u64,
+}
+
+/// Campaign parameters, written first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Meta {
+    pub seed: u64,
+    pub nodes: Vec<String>,
+    pub view: Vec<String>,
+    pub repl_factor: usize,
+    pub sessions: u32,
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub broken_read_rule: bool,
+}
+
+/// One line of the history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    Meta(Meta),
+    Invoke(Invoke),
+    Response(Response),
+    Fault(FaultRecord),
+    /// The final view (shard id -> replicas), as the cluster reports it.
+    FinalView {
+        shards: Vec<(String, Vec<String>)>,
+    },
+    Final(FinalRead),
+    KeyCount(KeyCount),
+}
+
+/// Errors reading or writing a history.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("history line {line}: {source}")]
+    Parse {
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// Appends events to a JSON-lines file; shared by every session task.
+pub struct HistoryWriter {
+    out: Mutex<BufWriter<File>>,
+    start: Instant,
+}
+
+impl HistoryWriter {
+    /// Creates (truncates) the file at `path`.
+    pub fn create(path: &Path) -> Result<Self, HistoryError> {
+        Ok(HistoryWriter {
+            out: Mutex::new(BufWriter::new(File::create(path)?)),
+            start: Instant::now(),
+        })
+    }
+
+    /// Milliseconds since the writer was created: the history's clock.
+    pub fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// Appends one event. Events are written in the order of this call, so the
+    /// file order is a real-time order of what the campaign did and saw.
+    pub fn record(&self, event: &Event) {
+        let line = serde_json::to_string(event).expect("history events serialize");
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // A full disk would make the verdict meaningless; fail loudly.
+        writeln!(out, "{line}").expect("write history");
+    }
+
+    /// Stamps `fault` with the current time and records it.
+    pub fn fault(&self, fault: Fault) {
+        self.record(&Event::Fault(FaultRecord {
+            t: self.now(),
+            fault,
+        }));
+    }
+
+    /// Flushes buffered lines to the file.
+    pub fn flush(&self) -> Result<(), HistoryError> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads a history file.
+pub fn read_history(path: &Path) -> Result<Vec<Event>, HistoryError> {
+    read_with(path, |e| e)
+}
+
+/// Reads a history file without the causal contexts (replaced by `{}` in
+/// answers and dropped from invocations): the checker needs only whether an
+/// answer carried one, and a long campaign's contexts would not fit in memory.
+pub fn read_history_compact(path: &Path) -> Result<Vec<Event>, HistoryError> {
+    read_with(path, |mut e| {
+        match &mut e {
+            Event::Invoke(inv) => inv.context = Value::Null,
+            Event::Response(resp) => {
+                if let Some(Value::Object(body)) = resp.body.as_mut() {
+                    if let Some(ctx) = body.get_mut("causal-context") {
+                        if ctx.is_object() {
+                            *ctx = Value::Object(Default::default());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        e
+    })
+}
+
+fn read_with(path: &Path, mut map: impl FnMut(Event) -> Event) -> Result<Vec<Event>, HistoryError> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut events = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str(&line).map_err(|source| HistoryError::Parse {
+            line: i + 1,
+            source,
+        })?;
+        events.push(map(event));
+    }
+    Ok(events)
+}
+
+/// The raw lines (with contexts) of the invocations and answers of `ops`.
+pub fn excerpt(path: &Path, ops: &[OpId]) -> Result<Vec<String>, HistoryError> {
+    #[derive(Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        op: Option<OpId>,
+    }
+    let reader = BufReader::new(File::open(path)?);
+    let mut out = Vec::new();
+    for line in reader.lines() {
+        let line = line?;
+        let Ok(head) = serde_json::from_str::<Head>(&line) else {
+            continue;
+        };
+        let is_op = head.kind == "invoke" || head.kind == "response";
+        if is_op && head.op.is_some_and(|op| ops.contains(&op)) {
+            out.push(line);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_round_trip_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.jsonl");
+        let events = vec![
+            Event::Invoke(Invoke {
+                op: 1,
+                session: 0,
+                t: 1.5,
+                kind: OpKind::Put,
+                key: "k1".into(),
+                value: Some("s0-w1".into()),
+                node: "127.0.0.2:13800".into(),
+                ctx_from: None,
+                context: json!({}),
+            }),
+            Event::Response(Response {
+                op: 1,
+                t: 2.0,
+                status: Some(201),
+                body: Some(
+                    json!({"message": "Added successfully", "replaced": false, "causal-context": {}}),
+                ),
+                error: None,
+            }),
+            Event::Fault(FaultRecord {
+                t: 3.0,
+                fault: Fault::PartitionStart {
+                    name: "isolate".into(),
+                    links: vec![("a".into(), "b".into())],
+                },
+            }),
+        ];
+        let w = HistoryWriter::create(&path).unwrap();
+        for e in &events {
+            w.record(e);
+        }
+        w.flush().unwrap();
+        assert_eq!(read_history(&path).unwrap(), events);
+        let compact = read_history_compact(&path).unwrap();
+        match &compact[0] {
+            Event::Invoke(inv) => assert!(inv.context.is_null()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(excerpt(&path, &[1]).unwrap().len(), 2);
+        assert!(excerpt(&path, &[2]).unwrap().is_empty());
+        let compact = read_history_compact(&path).unwrap();
+        match &compact[0] {
+            Event::Invoke(inv) => assert!(inv.context.is_null()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(excerpt(&path, &[1]).unwrap().len(), 2);
+        assert!(excerpt(&path, &[2]).unwrap().is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.lines().next().unwrap().contains(r#""type":"invoke""#));
+        assert!(text.contains(r#""fault":"partition-start""#));
+    }
+}

@@ -1,0 +1,537 @@
+//! The checker is itself tested: hand-written histories with one known
+//! anomaly each must be caught (and only that), and good histories must pass.
+
+use causeway_torture::checker::{check, AnomalyKind, CheckOptions, Report};
+use causeway_torture::history::{
+    Event, Fault, FaultRecord, FinalRead, Invoke, KeyCount, OpId, OpKind, Response,
+};
+use serde_json::{json, Value};
+
+const N1: &str = "127.0.0.2:13800";
+const N2: &str = "127.0.0.3:13800";
+
+/// Builds histories line by line.
+#[derive(Default)]
+struct H {
+    events: Vec<Event>,
+    t: f64,
+    next: OpId,
+}
+
+impl H {
+    fn tick(&mut self) -> f64 {
+        self.t += 1.0;
+        self.t
+    }
+
+    fn invoke(
+        &mut self,
+        session: u32,
+        kind: OpKind,
+        key: &str,
+        value: Option<&str>,
+        ctx_from: Option<OpId>,
+    ) -> OpId {
+        self.next += 1;
+        let t = self.tick();
+        self.events.push(Event::Invoke(Invoke {
+            op: self.next,
+            session,
+            t,
+            kind,
+            key: key.into(),
+            value: value.map(String::from),
+            node: N1.into(),
+            ctx_from,
+            context: json!({}),
+        }));
+        self.next
+    }
+
+    fn respond(&mut self, op: OpId, status: u16, mut body: Value) {
+        body["causal-context"] = json!({"op": op});
+        let t = self.tick();
+        self.events.push(Event::Response(Response {
+            op,
+            t,
+            status: Some(status),
+            body: Some(body),
+            error: None,
+        }));
+    }
+
+    fn fail(&mut self, op: OpId, error: &str, t_add: f64) {
+        self.t += t_add;
+        let t = self.tick();
+        self.events.push(Event::Response(Response {
+            op,
+            t,
+            status: None,
+            body: None,
+            error: Some(error.into()),
+        }));
+    }
+
+    fn put(&mut self, session: u32, key: &str, value: &str, ctx: Option<OpId>) -> OpId {
+        let op = self.invoke(session, OpKind::Put, key, Some(value), ctx);
+        self.respond(
+            op,
+            201,
+            json!({"message": "Added successfully", "replaced": false}),
+        );
+        op
+    }
+
+    fn del(&mut self, session: u32, key: &str, ctx: Option<OpId>) -> OpId {
+        let op = self.invoke(session, OpKind::Delete, key, None, ctx);
+        self.respond(
+            op,
+            200,
+            json!({"message": "Deleted successfully", "doesExist": true}),
+        );
+        op
+    }
+
+    /// A GET answered with `value` (`None`: 404).
+    fn get(&mut self, session: u32, key: &str, value: Option<&str>, ctx: Option<OpId>) -> OpId {
+        let op = self.invoke(session, OpKind::Get, key, None, ctx);
+        self.answer_get(op, value);
+        op
+    }
+
+    fn answer_get(&mut self, op: OpId, value: Option<&str>) {
+        match value {
+            Some(v) => self.respond(
+                op,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": v}),
+            ),
+            None => self.respond(
+                op,
+                404,
+                json!({"message": "Error in GET", "error": "Key does not exist", "doesExist": false}),
+            ),
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) {
+        let t = self.tick();
+        self.events.push(Event::Fault(FaultRecord { t, fault }));
+    }
+
+    /// Final state: every node holds `values[i]` for `key`.
+    fn final_state(&mut self, key: &str, values: &[(&str, Option<&str>)]) {
+        for (node, v) in values {
+            self.events.push(Event::Final(FinalRead {
+                node: node.to_string(),
+                key: key.into(),
+                status: Some(if v.is_some() { 200 } else { 404 }),
+                value: v.map(String::from),
+                local: true,
+                error: None,
+            }));
+        }
+    }
+
+    fn view(&mut self) {
+        self.events.push(Event::FinalView {
+            shards: vec![("1".into(), vec![N1.into(), N2.into()])],
+        });
+    }
+
+    fn key_count(&mut self, node: &str, count: u64) {
+        self.events.push(Event::KeyCount(KeyCount {
+            node: node.into(),
+            shard: "1".into(),
+            count,
+        }));
+    }
+
+    fn check(&self) -> Report {
+        check(&self.events, CheckOptions::default())
+    }
+}
+
+fn kinds(report: &Report) -> Vec<AnomalyKind> {
+    let mut k: Vec<AnomalyKind> = report.anomalies.iter().map(|a| a.kind).collect();
+    k.dedup();
+    k
+}
+
+fn assert_only(report: &Report, kind: AnomalyKind) {
+    assert!(
+        report.has(kind),
+        "expected {kind:?}, got {:#?}",
+        report.anomalies
+    );
+    assert_eq!(kinds(report), vec![kind], "{:#?}", report.anomalies);
+}
+
+fn assert_clean(report: &Report) {
+    assert!(report.anomalies.is_empty(), "{:#?}", report.anomalies);
+}
+
+/// A rich, correct history: sessions, context flow, hand-offs, concurrent
+/// writes resolved once and for all, deletes, a converged final state.
+#[test]
+fn a_good_history_passes() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let r1 = h.get(0, "k", Some("s0-w1"), Some(a));
+    let b = h.put(1, "k", "s1-w1", None); // concurrent with a
+    let r2 = h.get(1, "k", Some("s1-w1"), Some(b));
+    // Session 0 sees the concurrent write win, and stays with it.
+    let r3 = h.get(0, "k", Some("s1-w1"), Some(r1));
+    let r4 = h.get(0, "k", Some("s1-w1"), Some(r3));
+    let c = h.put(0, "k", "s0-w2", Some(r4)); // supersedes both
+                                              // Session 1 took session 0's context: it must see c, and does.
+    let r5 = h.get(1, "k", Some("s0-w2"), Some(c));
+    let _ = r2;
+    let d = h.del(1, "k", Some(r5));
+    h.get(1, "k", None, Some(d));
+    h.put(2, "j", "s2-w1", None);
+    h.get(2, "j", None, None); // empty context: not found is allowed
+    h.view();
+    h.final_state("k", &[(N1, None), (N2, None)]);
+    h.final_state("j", &[(N1, Some("s2-w1")), (N2, Some("s2-w1"))]);
+    h.key_count(N1, 1);
+    h.key_count(N2, 1);
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.operations, 12);
+    assert_eq!(report.final_keys, 2);
+}
+
+#[test]
+fn a_stale_read_of_the_sessions_own_write_is_caught() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    let r = h.get(0, "k", Some("s0-w1"), Some(b));
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    assert_eq!(report.anomalies[0].ops, vec![r, a, b]);
+}
+
+#[test]
+fn not_found_after_own_write_is_a_stale_read() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.get(0, "k", None, Some(a));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn not_found_is_fine_when_a_concurrent_delete_exists() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.del(1, "k", None);
+    h.get(0, "k", None, Some(a));
+    assert_clean(&h.check());
+}
+
+#[test]
+fn a_monotonic_read_violation_is_caught() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.put(0, "k", "s0-w2", Some(a));
+    let r1 = h.get(1, "k", Some("s0-w2"), None);
+    h.get(1, "k", Some("s0-w1"), Some(r1));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn writes_follow_reads_across_sessions_is_enforced() {
+    let mut h = H::default();
+    h.put(0, "x", "s0-w1", None);
+    let r = h.get(1, "x", Some("s0-w1"), None);
+    h.put(1, "x", "s1-w1", Some(r)); // written after reading s0-w1
+    let r2 = h.get(2, "x", Some("s1-w1"), None);
+    h.get(2, "x", Some("s0-w1"), Some(r2));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn causality_across_keys_is_enforced() {
+    let mut h = H::default();
+    let a = h.put(0, "x", "s0-w1", None);
+    let a2 = h.put(0, "x", "s0-w2", Some(a));
+    h.put(0, "y", "s0-w3", Some(a2)); // y depends on x=s0-w2
+    let r = h.get(1, "y", Some("s0-w3"), None);
+    h.get(1, "x", Some("s0-w1"), Some(r)); // so x must be at least s0-w2
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn a_context_handed_to_another_session_carries_causality() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    h.get(1, "k", Some("s0-w1"), Some(b)); // session 1 sends session 0's context
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn going_back_to_a_loser_after_seeing_the_winner_is_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.put(1, "k", "s1-w1", None); // concurrent
+    let r1 = h.get(2, "k", Some("s0-w1"), None);
+    let r2 = h.get(2, "k", Some("s1-w1"), Some(r1)); // s1-w1 wins over s0-w1
+    h.get(2, "k", Some("s0-w1"), Some(r2)); // and now the other way round
+    assert_only(&h.check(), AnomalyKind::ArbitrationCycle);
+}
+
+#[test]
+fn a_lost_write_is_caught() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    h.view();
+    h.final_state("k", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
+    let report = h.check();
+    assert_only(&report, AnomalyKind::LostWrite);
+    assert_eq!(report.anomalies[0].ops, vec![a, b]);
+}
+
+#[test]
+fn a_write_lost_to_nothing_is_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.final_state("k", &[(N1, None), (N2, None)]);
+    assert_only(&h.check(), AnomalyKind::LostWrite);
+}
+
+#[test]
+fn a_write_superseded_by_a_concurrent_one_is_not_lost() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.put(1, "k", "s1-w1", None);
+    h.final_state("k", &[(N1, Some("s1-w1")), (N2, Some("s1-w1"))]);
+    assert_clean(&h.check());
+}
+
+#[test]
+fn a_divergent_replica_is_caught() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.put(0, "k", "s0-w2", Some(a));
+    h.view();
+    h.final_state("k", &[(N1, Some("s0-w2")), (N2, Some("s0-w2"))]);
+    h.final_state("j", &[(N1, None), (N2, None)]);
+    h.key_count(N1, 1);
+    h.key_count(N2, 1);
+    assert_clean(&h.check());
+
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.put(1, "k", "s1-w1", Some(a));
+    h.final_state("k", &[(N1, Some("s1-w1")), (N2, Some("s0-w1"))]);
+    let report = h.check();
+    // One replica also lost s1-w1, which superseded what it holds.
+    assert!(
+        report.has(AnomalyKind::Divergence),
+        "{:#?}",
+        report.anomalies
+    );
+    assert!(
+        report.has(AnomalyKind::LostWrite),
+        "{:#?}",
+        report.anomalies
+    );
+}
+
+#[test]
+fn divergent_replicas_of_concurrent_writes_are_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.put(1, "k", "s1-w1", None);
+    h.final_state("k", &[(N1, Some("s1-w1")), (N2, Some("s0-w1"))]);
+    assert_only(&h.check(), AnomalyKind::Divergence);
+}
+
+#[test]
+fn divergent_key_counts_are_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.view();
+    h.final_state("k", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
+    h.key_count(N1, 1);
+    h.key_count(N2, 2);
+    assert_only(&h.check(), AnomalyKind::Divergence);
+}
+
+#[test]
+fn a_key_on_the_wrong_nodes_is_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.view();
+    h.final_state("k", &[(N1, Some("s0-w1"))]);
+    assert_only(&h.check(), AnomalyKind::Placement);
+}
+
+#[test]
+fn a_phantom_value_is_caught() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.get(1, "k", Some("nobody-wrote-this"), None);
+    h.get(1, "j", Some("s0-w1"), None); // a value of another key
+    let report = h.check();
+    assert_only(&report, AnomalyKind::PhantomRead);
+    assert_eq!(report.anomalies.len(), 2);
+}
+
+#[test]
+fn a_failed_write_need_not_be_visible_but_may_be() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.invoke(0, OpKind::Put, "k", Some("s0-w2"), Some(a));
+    h.respond(
+        b,
+        503,
+        json!({"message": "Error in PUT", "error": "Unable to satisfy request"}),
+    );
+    let r = h.get(0, "k", Some("s0-w1"), Some(b)); // fine: s0-w2 was never acknowledged
+    h.get(0, "k", Some("s0-w2"), Some(r)); // fine too: it took effect later
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.unavailable_503, 1);
+}
+
+#[test]
+fn a_refused_read_is_counted_not_an_anomaly() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let r = h.invoke(0, OpKind::Get, "k", None, Some(a));
+    h.respond(
+        r,
+        400,
+        json!({"message": "Error in GET", "error": "Unable to satisfy request"}),
+    );
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.refused_400, 1);
+}
+
+#[test]
+fn contexts_from_before_a_view_change_may_be_ignored_but_writes_may_not_be_lost() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(200),
+        error: None,
+        ms: 10.0,
+    });
+    h.get(0, "k", Some("s0-w1"), Some(b)); // context from the old view: not judged
+    assert_clean(&h.check());
+    h.final_state("k", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
+    assert_only(&h.check(), AnomalyKind::LostWrite);
+}
+
+#[test]
+fn a_stale_read_within_the_new_view_is_still_caught() {
+    let mut h = H::default();
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(200),
+        error: None,
+        ms: 10.0,
+    });
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    h.get(0, "k", Some("s0-w1"), Some(b));
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    assert_eq!(report.faults.get("view-change"), Some(&1));
+}
+
+#[test]
+fn failures_are_anomalies_unless_the_node_was_down() {
+    let mut h = H::default();
+    let op = h.invoke(0, OpKind::Get, "k", None, None);
+    h.fail(op, "timeout", 5000.0);
+    assert_only(&h.check(), AnomalyKind::Unavailable);
+
+    let mut h = H::default();
+    h.fault(Fault::Pause { node: N1.into() });
+    let op = h.invoke(0, OpKind::Get, "k", None, None);
+    h.fail(op, "timeout", 5000.0);
+    h.fault(Fault::Resumed { node: N1.into() });
+    let op2 = h.invoke(0, OpKind::Get, "k", None, None);
+    h.fault(Fault::Kill { node: N1.into() });
+    h.fail(op2, "connect: refused", 0.0);
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.excused_failures, 2);
+    assert_eq!(report.faults.get("pause"), Some(&1));
+    assert_eq!(report.faults.get("kill"), Some(&1));
+}
+
+#[test]
+fn server_errors_and_broken_answers_are_caught() {
+    let mut h = H::default();
+    let op = h.invoke(0, OpKind::Get, "k", None, None);
+    h.respond(op, 500, json!({"message": "boom"}));
+    assert!(h.check().has(AnomalyKind::ServerError));
+
+    let mut h = H::default();
+    let op = h.invoke(0, OpKind::Get, "k", None, None);
+    h.events.push(Event::Response(Response {
+        op,
+        t: 2.0,
+        status: Some(404),
+        body: Some(
+            json!({"message": "Error in GET", "error": "Key does not exist", "doesExist": false}),
+        ),
+        error: None,
+    }));
+    assert_only(&h.check(), AnomalyKind::Protocol);
+}
+
+#[test]
+fn a_node_crash_and_a_failed_view_change_are_reported() {
+    let mut h = H::default();
+    h.fault(Fault::NodeExited {
+        node: N1.into(),
+        status: "signal: 6 (SIGABRT)".into(),
+    });
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into()],
+        repl_factor: 1,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(503),
+        error: Some("{}".into()),
+        ms: 5000.0,
+    });
+    let report = h.check();
+    assert!(report.has(AnomalyKind::NodeCrash));
+    assert!(report.has(AnomalyKind::ViewChangeFailed));
+}
+
+#[test]
+fn a_missing_final_state_fails_a_campaign_history() {
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    let report = check(
+        &h.events,
+        CheckOptions {
+            require_final: true,
+        },
+    );
+    assert_only(&report, AnomalyKind::FinalReadFailed);
+}

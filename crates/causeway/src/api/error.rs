@@ -1,0 +1,221 @@
+//! The one place where outcomes and errors become HTTP responses.
+//!
+//! Every response is a JSON object with a `causal-context`; key operations carry
+//! exactly the fields of the client contract (`API.md`), plus `address` when another
+//! node served them.
+
+use crate::causal::{Context, Signer};
+use crate::transport::{KeyError, KeyOutcome, KeyResponse};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value as Json};
+
+/// A JSON response body: fields, then `causal-context` and optional `address`.
+pub fn json_response(
+    status: StatusCode,
+    fields: Json,
+    ctx: Json,
+    address: Option<&str>,
+) -> Response {
+    let mut body = match fields {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    body.insert("causal-context".into(), ctx);
+    if let Some(a) = address {
+        body.insert("address".into(), Json::String(a.to_string()));
+    }
+    (status, axum::Json(Json::Object(body))).into_response()
+}
+
+/// A key operation's answer, serialised straight to the body: exactly the contract's
+/// fields for each outcome, then `causal-context`, and `address` when proxied.
+#[derive(serde::Serialize)]
+struct KeyBody<'a> {
+    message: std::borrow::Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(rename = "doesExist", skip_serializing_if = "Option::is_none")]
+    does_exist: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<ValueOut<'a>>,
+    #[serde(rename = "causal-context")]
+    ctx: crate::causal::context::WireContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<&'a str>,
+}
+
+/// A stored value as the client sent it: a JSON string, or the number's own text.
+struct ValueOut<'a>(&'a crate::causal::Value);
+
+impl serde::Serialize for ValueOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            crate::causal::Value::Str(s) => ser.serialize_str(s),
+            crate::causal::Value::Num(_) => self.0.to_json().serialize(ser),
+        }
+    }
+}
+
+/// Maps a served (or refused) key operation to its response.
+pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) -> Response {
+    use std::borrow::Cow;
+    let (status, message, error, does_exist, replaced): (_, Cow<'static, str>, _, _, _) =
+        match &resp.result {
+            Ok(KeyOutcome::Found(_)) => (
+                StatusCode::OK,
+                "Retrieved successfully".into(),
+                None,
+                Some(true),
+                None,
+            ),
+            Ok(KeyOutcome::NotFound) => (
+                StatusCode::NOT_FOUND,
+                "Error in GET".into(),
+                Some("Key does not exist".to_string()),
+                Some(false),
+                None,
+            ),
+            Ok(KeyOutcome::Put { replaced: false }) => (
+                StatusCode::CREATED,
+                "Added successfully".into(),
+                None,
+                None,
+                Some(false),
+            ),
+            Ok(KeyOutcome::Put { replaced: true }) => (
+                StatusCode::OK,
+                "Updated successfully".into(),
+                None,
+                None,
+                Some(true),
+            ),
+            Ok(KeyOutcome::Deleted) => (
+                StatusCode::OK,
+                "Deleted successfully".into(),
+                None,
+                Some(true),
+                None,
+            ),
+            Ok(KeyOutcome::DeleteNotFound) => (
+                StatusCode::NOT_FOUND,
+                "Error in DELETE".into(),
+                Some("Key does not exist".to_string()),
+                Some(false),
+                None,
+            ),
+            Err(e) => {
+                let status = match e {
+                    KeyError::KeyTooLong | KeyError::Unsatisfiable => StatusCode::BAD_REQUEST,
+                    KeyError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    KeyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                (
+                    status,
+                    format!("Error in {method}").into(),
+                    Some(e.to_string()),
+                    None,
+                    None,
+                )
+            }
+        };
+    let found = match &resp.result {
+        Ok(KeyOutcome::Found(v)) => Some(ValueOut(v)),
+        _ => None,
+    };
+    let body = KeyBody {
+        message,
+        error,
+        does_exist,
+        replaced,
+        value: found,
+        ctx: resp.ctx.wire(signer),
+        address: resp.served_by.as_deref(),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Errors found before an operation reaches the store.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Failed to parse request body")]
+    BadBody { method: &'static str },
+    #[error("Value is missing")]
+    ValueMissing,
+    #[error("Value must be a string or a number")]
+    ValueType,
+    #[error("{what} is too large (limit {limit} bytes)")]
+    TooLarge {
+        method: &'static str,
+        what: &'static str,
+        limit: usize,
+    },
+    #[error("{error}")]
+    BadRequest { method: &'static str, error: String },
+    #[error("Shard does not exist")]
+    ShardNotFound,
+    #[error("Not found")]
+    NoRoute,
+    #[error("Method not allowed")]
+    MethodNotAllowed { method: String },
+    #[error("Missing or wrong cluster secret")]
+    Unauthorized,
+    #[error("Unable to satisfy request")]
+    Unavailable { method: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadBody { .. }
+            | ApiError::ValueMissing
+            | ApiError::ValueType
+            | ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ShardNotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::BadBody { method }
+            | ApiError::TooLarge { method, .. }
+            | ApiError::BadRequest { method, .. }
+            | ApiError::Unavailable { method } => format!("Error in {method}"),
+            ApiError::ValueMissing | ApiError::ValueType => "Error in PUT".into(),
+            ApiError::ShardNotFound => "Error in GET".into(),
+            ApiError::MethodNotAllowed { method } => format!("Error in {method}"),
+            ApiError::Conflict(_) => "Error in PUT".into(),
+            ApiError::NoRoute | ApiError::Unauthorized => "Error".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let fields = json!({"message": self.message(), "error": self.to_string()});
+        json_response(self.status(), fields, Context::default().to_json(), None)
+    }
+}
+
+/// The method name used in `"Error in <METHOD>"` messages.
+pub fn method_name(m: &axum::http::Method) -> &'static str {
+    match *m {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "request",
+    }
+}

@@ -1,0 +1,412 @@
+//! The HTTP face of a node: the client API of `API.md` (under `/kv-store` and its
+//! alias `/kvs`), operational endpoints (`/health`, `/ready`, `/metrics`) and the
+//! internal node-to-node route (`/internal/rpc`, guarded by the cluster secret).
+//!
+//! Handlers only parse and validate requests; [`crate::node::Node`] decides, and
+//! [`error`] turns every outcome into a response. Bodies are read with a size limit;
+//! anything malformed gets a JSON error, never a panic.
+
+pub mod error;
+
+use crate::causal::{Context, Signer, Value};
+use crate::node::Node;
+use crate::transport::http::{RPC_PATH, SECRET_HEADER};
+use crate::transport::{Envelope, KeyOp, KeyRequest};
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, put};
+use axum::Router;
+use error::{json_response, key_response, method_name, ApiError};
+use serde_json::{json, Value as Json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Request size limits.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest client request body.
+    pub max_body_bytes: usize,
+    /// Largest value (bytes of its string or number text).
+    pub max_value_bytes: usize,
+    /// Largest internal (node-to-node) message.
+    pub max_internal_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_internal_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// Shared by every request handler (cloning it is one reference count).
+pub type App = Arc<AppState>;
+
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub limits: Limits,
+    pub secret: Option<String>,
+    /// Signs client contexts when the cluster has a secret.
+    pub signer: Option<Signer>,
+}
+
+/// Builds the router for one node.
+pub fn router(app: App) -> Router {
+    // Both prefixes are routed directly (not nested) to keep the hot path free of
+    // prefix stripping.
+    let mut r = Router::new();
+    for prefix in ["/kv-store", "/kvs"] {
+        r = r
+            .route(&format!("{prefix}/keys/{{key}}"), any(key_op))
+            .route(&format!("{prefix}/key-count"), get(key_count))
+            .route(&format!("{prefix}/shards"), get(shards))
+            .route(&format!("{prefix}/shards/{{id}}"), get(shard))
+            .route(&format!("{prefix}/view-change"), put(view_change));
+    }
+    r.route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route(RPC_PATH, post(internal_rpc))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.as_str().to_string(),
+    }
+}
+
+/// Counts and times every request, by route template and status.
+async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
+    let route = route_label(req.extensions().get::<MatchedPath>().map(|p| p.as_str()));
+    let method = method_name(req.method());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let m = &app.node.metrics;
+    m.requests
+        .get_or_create(&crate::metrics::RouteLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&crate::metrics::RouteOnly { route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn route_label(path: Option<&str>) -> &'static str {
+    match path {
+        Some(p) if p.ends_with("/keys/{key}") => "keys",
+        Some(p) if p.ends_with("/key-count") => "key-count",
+        Some(p) if p.ends_with("/shards") => "shards",
+        Some(p) if p.ends_with("/shards/{id}") => "shard",
+        Some(p) if p.ends_with("/view-change") => "view-change",
+        Some("/health") => "health",
+        Some("/ready") => "ready",
+        Some("/metrics") => "metrics",
+        Some(RPC_PATH) => "internal",
+        _ => "other",
+    }
+}
+
+/// Reads a JSON object body. An empty body reads as `{}`.
+async fn read_json(
+    body: Body,
+    method: &'static str,
+    limit: usize,
+) -> Result<serde_json::Map<String, Json>, ApiError> {
+    let bytes = read_bytes(body, method, "Request body", limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice::<Json>(&bytes) {
+        Ok(Json::Object(m)) => Ok(m),
+        _ => Err(ApiError::BadBody { method }),
+    }
+}
+
+/// Most bytes read (and discarded) from an oversized body before answering 413, so
+/// that ordinary clients still read the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+async fn read_bytes(
+    body: Body,
+    method: &'static str,
+    what: &'static str,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::BadBody { method });
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::TooLarge {
+            method,
+            what,
+            limit,
+        });
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn key_op(
+    State(app): State<App>,
+    method: Method,
+    key: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Body,
+) -> Response {
+    let name = method_name(&method);
+    let op_kind = match method {
+        Method::GET => 0,
+        Method::PUT => 1,
+        Method::DELETE => 2,
+        _ => {
+            return ApiError::MethodNotAllowed {
+                method: method.to_string(),
+            }
+            .into_response()
+        }
+    };
+    let Ok(Path(key)) = key else {
+        return ApiError::BadRequest {
+            method: name,
+            error: "Key is not valid UTF-8".into(),
+        }
+        .into_response();
+    };
+    let body = match read_json(body, name, app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
+    let op = match op_kind {
+        0 => KeyOp::Get,
+        2 => KeyOp::Delete,
+        _ => match body.get("value") {
+            None | Some(Json::Null) => return ApiError::ValueMissing.into_response(),
+            Some(v) => match Value::from_json(v) {
+                None => return ApiError::ValueType.into_response(),
+                Some(v) if v.len() > app.limits.max_value_bytes => {
+                    return ApiError::TooLarge {
+                        method: name,
+                        what: "Value",
+                        limit: app.limits.max_value_bytes,
+                    }
+                    .into_response()
+                }
+                Some(v) => KeyOp::Put(v),
+            },
+        },
+    };
+    let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
+    key_response(name, resp, app.signer.as_ref())
+}
+
+/// Echoes the client's context on informational answers.
+async fn request_ctx(body: Body, limit: usize) -> Json {
+    match read_json(body, "GET", limit).await {
+        Ok(b) => b
+            .get("causal-context")
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+        Err(_) => json!({}),
+    }
+}
+
+async fn key_count(State(app): State<App>, body: Body) -> Response {
+    let ctx = request_ctx(body, app.limits.max_body_bytes).await;
+    let (shard, count) = app.node.key_count();
+    let fields = json!({
+        "message": "Key count retrieved successfully",
+        "key-count": count,
+        "shard-id": shard.map(|s| s.to_string()),
+    });
+    json_response(StatusCode::OK, fields, ctx, None)
+}
+
+async fn shards(State(app): State<App>, body: Body) -> Response {
+    let ctx = request_ctx(body, app.limits.max_body_bytes).await;
+    let fields = json!({
+        "message": "Shard membership retrieved successfully",
+        "shards": app.node.view().shard_ids(),
+    });
+    json_response(StatusCode::OK, fields, ctx, None)
+}
+
+async fn shard(
+    State(app): State<App>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Body,
+) -> Response {
+    // An id that is not even valid UTF-8 names no shard.
+    let id = id.map(|Path(id)| id).unwrap_or_default();
+    let ctx = request_ctx(body, app.limits.max_body_bytes).await;
+    let view = app.node.view();
+    let Some(shard) = id
+        .parse::<u32>()
+        .ok()
+        .filter(|s| *s >= 1 && (*s as usize) <= view.shard_count())
+    else {
+        return ApiError::ShardNotFound.into_response();
+    };
+    let Some(count) = app.node.shard_key_count(shard).await else {
+        return ApiError::Unavailable { method: "GET" }.into_response();
+    };
+    let fields = json!({
+        "message": "Shard information retrieved successfully",
+        "shard-id": shard.to_string(),
+        "key-count": count,
+        "replicas": view.replicas(shard),
+    });
+    json_response(StatusCode::OK, fields, ctx, None)
+}
+
+async fn view_change(State(app): State<App>, body: Body) -> Response {
+    let body = match read_json(body, "PUT", app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let bad = |error: &str| {
+        ApiError::BadRequest {
+            method: "PUT",
+            error: error.to_string(),
+        }
+        .into_response()
+    };
+    let nodes: Vec<String> = match body.get("view") {
+        Some(Json::String(s)) => s
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        Some(Json::Array(a)) => match a
+            .iter()
+            .map(|n| n.as_str().map(|s| s.trim().to_string()))
+            .collect()
+        {
+            Some(v) => v,
+            None => return bad("view must be a comma-separated string or a list of strings"),
+        },
+        Some(_) => return bad("view must be a comma-separated string or a list of strings"),
+        None => return bad("view is missing"),
+    };
+    let repl = match body.get("repl-factor") {
+        Some(Json::Number(n)) => n.as_u64(),
+        Some(Json::String(s)) => s.trim().parse().ok(),
+        None => Some(1),
+        _ => None,
+    };
+    let Some(repl) = repl.and_then(|r| usize::try_from(r).ok()) else {
+        return bad("repl-factor must be a positive integer");
+    };
+    match app.node.view_change(nodes, repl).await {
+        Ok(shards) => {
+            let shards: Vec<Json> = shards
+                .into_iter()
+                .map(|s| json!({"shard-id": s.id.to_string(), "key-count": s.key_count, "replicas": s.replicas}))
+                .collect();
+            let ctx = Context {
+                epoch: app.node.view().epoch,
+                ..Context::default()
+            };
+            json_response(
+                StatusCode::OK,
+                json!({"message": "View change successful", "shards": shards}),
+                ctx.to_signed_json(app.signer.as_ref()),
+                None,
+            )
+        }
+        Err(crate::view_change::ViewChangeError::Invalid(e)) => bad(&e),
+        Err(e) => ApiError::Conflict(e.to_string()).into_response(),
+    }
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, json!({"status": "ok"}), json!({}), None)
+}
+
+async fn ready(State(app): State<App>) -> Response {
+    let view = app.node.view();
+    let (shard, keys) = app.node.key_count();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "status": "ready",
+            "epoch": view.epoch,
+            "view": view.nodes,
+            "repl-factor": view.repl_factor,
+            "shard-id": shard.map(|s| s.to_string()),
+            "keys": keys,
+            "durable": app.node.is_durable(),
+        }),
+        json!({}),
+        None,
+    )
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let m = &app.node.metrics;
+    m.keys.set(app.node.key_count().1 as i64);
+    m.view_epoch.set(app.node.view().epoch as i64);
+    m.storage_bytes.set(app.node.disk_bytes() as i64);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        m.encode(),
+    )
+        .into_response()
+}
+
+async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    if let Some(secret) = &app.secret {
+        let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
+        if !given.is_some_and(|g| crate::causal::context::constant_time_eq(g, secret.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    let bytes = match read_bytes(
+        body,
+        "POST",
+        "Internal message",
+        app.limits.max_internal_bytes,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(env) = postcard::from_bytes::<Envelope>(&bytes) else {
+        return ApiError::BadBody { method: "POST" }.into_response();
+    };
+    let reply = app.node.handle_rpc(env).await;
+    let bytes = postcard::to_allocvec(&reply).expect("replies always encode");
+    ([("content-type", "application/octet-stream")], bytes).into_response()
+}

@@ -1,0 +1,209 @@
+//! Stored versions and the merge that makes replicas converge.
+//!
+//! A [`Version`] is what a replica holds for one key: the value (or a tombstone), the
+//! identity of the write that produced it ([`WriteId`]), the replication [`Dot`] under
+//! which replicas track it, and its causal past ([`Deps`]).
+//!
+//! Merge law: of two versions of a key the one with the greater [`WriteId`] wins
+//! (`ts`, then origin, then counter: a total order). Write timestamps are hybrid
+//! logical clocks that every write raises above everything it depends on, so a write
+//! always beats every write in its causal past; concurrent writes are ordered by
+//! timestamp, deterministically on every replica. Merge is therefore a maximum over a
+//! total order: commutative, associative and idempotent (property-tested below).
+
+use super::clock::{Deps, Dot, ShardNo};
+use serde::{Deserialize, Serialize};
+
+/// A client value: a JSON string or a JSON number, kept as it came.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    Str(Box<str>),
+    /// The number's JSON text, so it is handed back as it came.
+    Num(Box<str>),
+}
+
+impl Value {
+    /// Builds a value from JSON; `None` for types the store does not hold.
+    pub fn from_json(v: &serde_json::Value) -> Option<Value> {
+        match v {
+            serde_json::Value::String(s) => Some(Value::Str(s.as_str().into())),
+            serde_json::Value::Number(n) => Some(Value::Num(n.to_string().into())),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Num(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// Bytes the value occupies (for size limits).
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Str(s) | Value::Num(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The identity of one client write; its order is the merge order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WriteId {
+    /// Hybrid logical timestamp: `unix_ms << 10 | logical`.
+    pub ts: u64,
+    pub origin: u64,
+    pub counter: u64,
+}
+
+/// One key's state on a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub id: WriteId,
+    /// The replication dot. Equal to the write's own origin and counter, except for a
+    /// version a replica received through resharding, which it re-dots as its own so
+    /// that ordinary replication carries it to its shard peers.
+    pub dot: Dot,
+    /// The view epoch in which `past` was recorded; `past` means nothing in another one.
+    pub epoch: u64,
+    /// Writes this version supersedes (its causal past). Its own dot is implicit: it
+    /// is not stored here, which saves an allocation per key in the common case of a
+    /// write whose client context was empty.
+    pub past: Deps,
+    /// `None` is a tombstone.
+    pub value: Option<Value>,
+}
+
+impl Version {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// True when this version supersedes write `counter` of `origin`, a write of
+    /// `shard` (the shard of this version's key, in this version's epoch).
+    pub fn supersedes(&self, shard: ShardNo, origin: u64, counter: u64) -> bool {
+        (self.dot.origin == origin && self.dot.counter >= counter)
+            || self
+                .past
+                .shard(shard)
+                .is_some_and(|p| p.get(origin) >= counter)
+    }
+
+    /// Records that this version also supersedes `other` (and its past), when both
+    /// belong to the same epoch.
+    pub fn absorb(&mut self, shard: ShardNo, other: &Version) {
+        if other.epoch != self.epoch {
+            return;
+        }
+        self.past.join(&other.past);
+        if !self.supersedes(shard, other.dot.origin, other.dot.counter) {
+            self.past.add(shard, other.dot);
+        }
+    }
+}
+
+/// Merges `incoming` into `current` (versions of one key of `shard`); returns the
+/// surviving version, or `None` when `current` already wins (nothing to change).
+pub fn merge(current: Option<&Version>, incoming: &Version, shard: ShardNo) -> Option<Version> {
+    match current {
+        None => Some(incoming.clone()),
+        Some(cur) if incoming.id > cur.id => {
+            let mut v = incoming.clone();
+            // The survivor supersedes the loser too; keep that knowledge.
+            v.absorb(shard, cur);
+            Some(v)
+        }
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn version() -> impl Strategy<Value = Version> {
+        // A write id names one write, so the value is a function of the id.
+        (0u64..4, 0u64..3, 1u64..4).prop_map(|(ts, o, c)| {
+            let v = ((ts + o + c) % 3 != 0).then(|| format!("{ts}-{o}-{c}"));
+            let mut past = Deps::new();
+            past.add(
+                1,
+                Dot {
+                    origin: o,
+                    counter: c,
+                },
+            );
+            Version {
+                id: WriteId {
+                    ts,
+                    origin: o,
+                    counter: c,
+                },
+                dot: Dot {
+                    origin: o,
+                    counter: c,
+                },
+                epoch: 0,
+                past,
+                value: v.map(|v| Value::Str(v.into())),
+            }
+        })
+    }
+
+    fn m(a: &Version, b: &Version) -> Version {
+        merge(Some(a), b, 1).unwrap_or_else(|| a.clone())
+    }
+
+    proptest! {
+        #[test]
+        fn merge_winner_is_order_independent(a in version(), b in version(), c in version()) {
+            prop_assert_eq!(m(&a, &b).id, m(&b, &a).id);
+            prop_assert_eq!(m(&m(&a, &b), &c).id, m(&a, &m(&b, &c)).id);
+            prop_assert_eq!(m(&a, &a), a.clone());
+            prop_assert_eq!(m(&m(&a, &b), &c).value, m(&m(&c, &b), &a).value);
+        }
+    }
+
+    #[test]
+    fn causal_successor_wins() {
+        let old = Version {
+            id: WriteId {
+                ts: 10,
+                origin: 9,
+                counter: 1,
+            },
+            dot: Dot {
+                origin: 9,
+                counter: 1,
+            },
+            epoch: 1,
+            past: Deps::new(),
+            value: Some(Value::Str("old".into())),
+        };
+        let mut new = old.clone();
+        new.id = WriteId {
+            ts: 11,
+            origin: 1,
+            counter: 1,
+        };
+        new.value = None;
+        assert_eq!(merge(Some(&old), &new, 1).unwrap().value, None);
+        assert!(
+            merge(Some(&new), &old, 1).is_none(),
+            "an older write never replaces a newer one"
+        );
+    }
+
+    #[test]
+    fn numbers_round_trip_as_numbers() {
+        let v = Value::from_json(&serde_json::json!(10)).unwrap();
+        assert_eq!(v.to_json(), serde_json::json!(10));
+        assert!(Value::from_json(&serde_json::json!(true)).is_none());
+        assert!(Value::from_json(&serde_json::json!({"a": 1})).is_none());
+    }
+}

@@ -1,0 +1,32 @@
+//! # Causeway
+//!
+//! A sharded, replicated, causally consistent key-value store. Any replica of a shard
+//! accepts reads and writes at once (highly available), clients never see
+//! happens-before violated (causal contexts), replicas converge by push and
+//! anti-entropy, any node proxies to the shard that owns a key, and the cluster
+//! reshards online (view change).
+//!
+//! The crate reads bottom-up as the architecture:
+//! - [`causal`]: clocks, versions, merge, client contexts and the read rule (pure);
+//! - [`placement`]: views, shards and the key-to-shard hash (pure);
+//! - [`storage`]: the durable engine (fjall) behind one small interface;
+//! - [`node`]: a replica's state, its single-writer committer (group commit), and how
+//!   a node serves or forwards key operations;
+//! - [`replication`]: push and anti-entropy between the replicas of a shard;
+//! - [`view_change`]: installing views and handing keys to their new owners;
+//! - [`transport`]: the seam all node-to-node traffic goes through (HTTP or in-memory);
+//! - [`api`]: the HTTP API and the one place errors become responses;
+//! - [`config`], [`server`], [`metrics`], [`demo`]: running it.
+
+pub mod api;
+pub mod causal;
+pub mod config;
+pub mod demo;
+pub mod metrics;
+pub mod node;
+pub mod placement;
+pub mod replication;
+pub mod server;
+pub mod storage;
+pub mod transport;
+pub mod view_change;

@@ -1,0 +1,156 @@
+//! Prometheus metrics, grouped per subsystem, served at `GET /metrics`.
+//!
+//! Counters and histograms are updated on the hot paths with atomic operations only;
+//! gauges that mirror state (keys, epoch, disk) are refreshed when scraped.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteLabels, Counter>,
+    pub latency: Family<RouteOnly, Histogram>,
+    pub proxied: Family<OutcomeLabels, Counter>,
+    pub read_fetches: Family<OutcomeLabels, Counter>,
+    pub sync_rounds: Family<OutcomeLabels, Counter>,
+    pub sync_batch_versions: Histogram,
+    pub sync_lag_seconds: Histogram,
+    pub versions_repaired: Counter,
+    pub migrated_out: Counter,
+    pub tombstones_collected: Counter,
+    pub commit_batches: Counter,
+    pub view_epoch: Gauge,
+    pub keys: Gauge,
+    pub storage_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("causeway");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<RouteOnly, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let proxied = Family::<OutcomeLabels, Counter>::default();
+        let read_fetches = Family::<OutcomeLabels, Counter>::default();
+        let sync_rounds = Family::<OutcomeLabels, Counter>::default();
+        let sync_batch_versions = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        let sync_lag_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let versions_repaired = Counter::default();
+        let migrated_out = Counter::default();
+        let tombstones_collected = Counter::default();
+        let commit_batches = Counter::default();
+        let view_epoch = Gauge::default();
+        let keys = Gauge::default();
+        let storage_bytes = Gauge::default();
+        registry.register(
+            "http_requests",
+            "Client and operational HTTP requests",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "proxied_requests",
+            "Key requests forwarded to another shard",
+            proxied.clone(),
+        );
+        registry.register(
+            "read_fetches",
+            "Reads that fetched a newer version from a peer",
+            read_fetches.clone(),
+        );
+        registry.register(
+            "replication_sync_rounds",
+            "Replication rounds to shard peers",
+            sync_rounds.clone(),
+        );
+        registry.register(
+            "replication_batch_versions",
+            "Versions per replication message",
+            sync_batch_versions.clone(),
+        );
+        registry.register(
+            "replication_lag_seconds",
+            "Age of the oldest write in a replication batch when sent",
+            sync_lag_seconds.clone(),
+        );
+        registry.register(
+            "anti_entropy_repairs",
+            "Versions sent in full (repair) transfers to peers",
+            versions_repaired.clone(),
+        );
+        registry.register(
+            "migrated_keys",
+            "Keys handed to new owners by view changes",
+            migrated_out.clone(),
+        );
+        registry.register(
+            "tombstones_collected",
+            "Tombstones removed once every replica had them",
+            tombstones_collected.clone(),
+        );
+        registry.register(
+            "commit_batches",
+            "Durable commit batches (syncs)",
+            commit_batches.clone(),
+        );
+        registry.register("view_epoch", "Current view epoch", view_epoch.clone());
+        registry.register("keys", "Live keys held by this node", keys.clone());
+        registry.register("storage_bytes", "Bytes used on disk", storage_bytes.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            proxied,
+            read_fetches,
+            sync_rounds,
+            sync_batch_versions,
+            sync_lag_seconds,
+            versions_repaired,
+            migrated_out,
+            tombstones_collected,
+            commit_batches,
+            view_epoch,
+            keys,
+            storage_bytes,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("write to String");
+        out
+    }
+}

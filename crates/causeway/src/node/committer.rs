@@ -1,0 +1,450 @@
+//! The committer: the single writer of a replica's state, and its group commit.
+//!
+//! Every change (client writes, replicated and migrated versions, removals, a new
+//! view) is a [`Job`] sent to one dedicated thread. The thread drains whatever jobs
+//! are waiting, computes their effects against the current state plus the batch so
+//! far, writes the whole batch to disk with one sync, and only then applies it to the
+//! in-memory state and answers the jobs. So:
+//! - a write is acknowledged only after it is durable, and many writes share a sync;
+//! - nothing that is not durable is ever visible to readers or to replication, so a
+//!   crash can only lose writes nobody saw (and their counters may be reused safely);
+//! - counters are assigned in one place, in order.
+
+use super::state::State;
+use crate::causal::{Context, Deps, Dot, VClock, Value, Version, WriteId};
+use crate::placement::View;
+use crate::storage::{Batch, Storage, StorageError};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+use tokio::sync::{oneshot, watch};
+
+/// Most jobs folded into one sync.
+const MAX_BATCH: usize = 4096;
+/// How far ahead of our clock a client's timestamp may be before we stop trusting it.
+const MAX_SKEW_MS: u64 = 60_000;
+/// Logical bits below the milliseconds in a timestamp (keeps timestamps under 2^53,
+/// exact in every JSON client).
+pub const HLC_SHIFT: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("this node does not own the key in view epoch {0}")]
+    NotOwner(u64),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the node is shutting down")]
+    Closed,
+    #[error("the forwarded write arrived after its sender gave up on it")]
+    Expired,
+}
+
+/// A client write's result.
+#[derive(Debug)]
+pub struct WriteDone {
+    /// The key held a live value before this write.
+    pub existed: bool,
+    /// The write's dot, timestamp and view epoch (what the client's context learns).
+    pub dot: Dot,
+    pub ts: u64,
+    pub epoch: u64,
+}
+
+pub enum Job {
+    /// A client PUT (`Some`) or DELETE (`None`) of a key this node owns.
+    Write {
+        key: String,
+        value: Option<Value>,
+        ctx: Context,
+        /// Wall-clock ms after which a forwarded write must not be applied.
+        deadline: Option<u64>,
+        reply: oneshot::Sender<Result<WriteDone, CommitError>>,
+    },
+    /// Versions from a shard peer, with the peer's clock when the batch was complete
+    /// relative to `assumed` (our clock as the peer last knew it).
+    Sync {
+        versions: Vec<(String, Version)>,
+        claim: Option<(VClock, VClock)>,
+        reply: oneshot::Sender<Result<VClock, CommitError>>,
+    },
+    /// Versions handed over by a previous owner during a view change; each accepted
+    /// one is re-dotted as this replica's own. Replies with the keys refused (not owned).
+    Migrate {
+        versions: Vec<(String, Version)>,
+        reply: oneshot::Sender<Result<Vec<String>, CommitError>>,
+    },
+    /// Removes keys whose version is still the given one (moved away, or collected).
+    Remove {
+        keys: Vec<(String, WriteId)>,
+        reply: oneshot::Sender<Result<usize, CommitError>>,
+    },
+    /// Installs a newer view. Replies whether it was installed.
+    SetView {
+        view: View,
+        reply: oneshot::Sender<Result<bool, CommitError>>,
+    },
+}
+
+/// Handle to send jobs; cloneable.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread. `commits` is bumped after every applied batch.
+    pub fn start(
+        state: Arc<RwLock<State>>,
+        storage: Arc<Storage>,
+    ) -> (Committer, watch::Receiver<u64>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (seq_tx, seq_rx) = watch::channel(0u64);
+        std::thread::Builder::new()
+            .name("causeway-committer".into())
+            .spawn(move || run(rx, state, storage, seq_tx))
+            .expect("spawn committer thread");
+        (Committer { tx }, seq_rx)
+    }
+
+    pub async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Job,
+    ) -> Result<T, CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| CommitError::Closed)?;
+        rx.await.map_err(|_| CommitError::Closed)?
+    }
+}
+
+/// Effects of one batch, computed before anything is written.
+struct Pending {
+    versions: HashMap<String, Option<Version>>,
+    clock: VClock,
+    last_ts: u64,
+    view: Option<View>,
+    clock_dirty: bool,
+}
+
+impl Pending {
+    fn new(st: &State) -> Pending {
+        Pending {
+            versions: HashMap::new(),
+            clock: st.clock.clone(),
+            last_ts: st.last_ts,
+            view: None,
+            clock_dirty: false,
+        }
+    }
+
+    fn get<'a>(&'a self, st: &'a State, key: &str) -> Option<&'a Version> {
+        match self.versions.get(key) {
+            Some(v) => v.as_ref(),
+            None => st.get(key),
+        }
+    }
+
+    fn next_dot(&mut self, st: &State) -> Dot {
+        let origin = st.origin();
+        let counter = self.clock.get(origin) + 1;
+        self.clock.raise(origin, counter);
+        self.clock_dirty = true;
+        Dot { origin, counter }
+    }
+
+    fn observe_ts(&mut self, ts: u64) {
+        if ts > self.last_ts {
+            self.last_ts = ts;
+        }
+    }
+}
+
+enum Reply {
+    Write(
+        oneshot::Sender<Result<WriteDone, CommitError>>,
+        Result<WriteDone, CommitError>,
+    ),
+    Sync(oneshot::Sender<Result<VClock, CommitError>>),
+    Migrate(
+        oneshot::Sender<Result<Vec<String>, CommitError>>,
+        Vec<String>,
+    ),
+    Remove(oneshot::Sender<Result<usize, CommitError>>, usize),
+    SetView(oneshot::Sender<Result<bool, CommitError>>, bool),
+}
+
+fn run(
+    rx: mpsc::Receiver<Job>,
+    state: Arc<RwLock<State>>,
+    storage: Arc<Storage>,
+    seq: watch::Sender<u64>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // A view change is a batch of its own: the jobs after it must see the new view.
+        let mut segment = Vec::new();
+        for job in jobs {
+            if matches!(job, Job::SetView { .. }) {
+                if !segment.is_empty() {
+                    commit_batch(std::mem::take(&mut segment), &state, &storage, &seq);
+                }
+                commit_batch(vec![job], &state, &storage, &seq);
+            } else {
+                segment.push(job);
+            }
+        }
+        if !segment.is_empty() {
+            commit_batch(segment, &state, &storage, &seq);
+        }
+    }
+}
+
+fn commit_batch(
+    jobs: Vec<Job>,
+    state: &Arc<RwLock<State>>,
+    storage: &Storage,
+    seq: &watch::Sender<u64>,
+) {
+    let mut replies = Vec::with_capacity(jobs.len());
+    let pending = {
+        let st = state.read();
+        let mut p = Pending::new(&st);
+        for job in jobs {
+            replies.push(compute(job, &st, &mut p));
+        }
+        p
+    };
+    let result = {
+        let puts: Vec<(&str, &Version)> = pending
+            .versions
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_str(), v)))
+            .collect();
+        let removes: Vec<&str> = pending
+            .versions
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let batch = Batch {
+            puts,
+            removes,
+            clock: pending.clock_dirty.then_some(&pending.clock),
+            last_ts: Some(pending.last_ts),
+            view: pending.view.as_ref(),
+        };
+        if batch.puts.is_empty()
+            && batch.removes.is_empty()
+            && batch.clock.is_none()
+            && batch.view.is_none()
+        {
+            Ok(())
+        } else {
+            storage.commit(&batch)
+        }
+    };
+    match result {
+        Ok(()) => {
+            {
+                let mut st = state.write();
+                for (k, v) in pending.versions {
+                    st.set(&k, v);
+                }
+                st.clock.join(&pending.clock);
+                st.last_ts = st.last_ts.max(pending.last_ts);
+                if let Some(v) = pending.view {
+                    st.view = Arc::new(v);
+                }
+            }
+            seq.send_modify(|s| *s += 1);
+            let clock = state.read().clock.clone();
+            for r in replies {
+                match r {
+                    Reply::Write(tx, res) => drop(tx.send(res)),
+                    Reply::Sync(tx) => drop(tx.send(Ok(clock.clone()))),
+                    Reply::Migrate(tx, refused) => drop(tx.send(Ok(refused))),
+                    Reply::Remove(tx, n) => drop(tx.send(Ok(n))),
+                    Reply::SetView(tx, b) => drop(tx.send(Ok(b))),
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "commit failed; answering the batch with an error");
+            let msg = e.to_string();
+            let err = || {
+                CommitError::Storage(StorageError::Engine(fjall::Error::Io(
+                    std::io::Error::other(msg.clone()),
+                )))
+            };
+            for r in replies {
+                match r {
+                    Reply::Write(tx, _) => drop(tx.send(Err(err()))),
+                    Reply::Sync(tx) => drop(tx.send(Err(err()))),
+                    Reply::Migrate(tx, _) => drop(tx.send(Err(err()))),
+                    Reply::Remove(tx, _) => drop(tx.send(Err(err()))),
+                    Reply::SetView(tx, _) => drop(tx.send(Err(err()))),
+                }
+            }
+        }
+    }
+}
+
+fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
+    match job {
+        Job::Write {
+            key,
+            value,
+            ctx,
+            deadline,
+            reply,
+        } => {
+            let res = if deadline.is_some_and(|d| crate::node::wall_ms() > d) {
+                Err(CommitError::Expired)
+            } else {
+                write(&key, value, ctx, st, p)
+            };
+            Reply::Write(reply, res)
+        }
+        Job::Sync {
+            versions,
+            claim,
+            reply,
+        } => {
+            let epoch = st.view.epoch;
+            for (key, mut incoming) in versions {
+                p.observe_ts(incoming.id.ts);
+                // A peer still handing over keys of an old view may send some this
+                // shard does not own; their old owners hand them to the right place.
+                if !st.owns(&key) {
+                    continue;
+                }
+                if incoming.epoch != epoch {
+                    incoming.epoch = epoch;
+                    incoming.past = Deps::new();
+                }
+                let shard = st.view.shard_of_key(&key);
+                if let Some(v) = crate::causal::version::merge(p.get(st, &key), &incoming, shard) {
+                    p.versions.insert(key, Some(v));
+                }
+            }
+            if let Some((clock, assumed)) = claim {
+                // The peer's claim holds only if we still have what it assumed we have
+                // (a replica restarted with an empty disk does not).
+                if p.clock.covers(&assumed) && !p.clock.covers(&clock) {
+                    p.clock.join(&clock);
+                    p.clock_dirty = true;
+                }
+            }
+            Reply::Sync(reply)
+        }
+        Job::Migrate { versions, reply } => {
+            let mut refused = Vec::new();
+            for (key, incoming) in versions {
+                if !st.owns(&key) {
+                    refused.push(key);
+                    continue;
+                }
+                p.observe_ts(incoming.id.ts);
+                if p.get(st, &key).is_some_and(|cur| cur.id >= incoming.id) {
+                    continue;
+                }
+                let dot = p.next_dot(st);
+                let v = Version {
+                    id: incoming.id,
+                    dot,
+                    epoch: st.view.epoch,
+                    past: Deps::new(),
+                    value: incoming.value,
+                };
+                p.versions.insert(key, Some(v));
+            }
+            Reply::Migrate(reply, refused)
+        }
+        Job::Remove { keys, reply } => {
+            let mut n = 0;
+            for (key, id) in keys {
+                if p.get(st, &key).is_some_and(|v| v.id == id) {
+                    p.versions.insert(key, None);
+                    n += 1;
+                }
+            }
+            Reply::Remove(reply, n)
+        }
+        Job::SetView { view, reply } => {
+            let newer = view.rank() > st.view.rank();
+            if newer {
+                p.view = Some(view);
+            }
+            Reply::SetView(reply, newer)
+        }
+    }
+}
+
+fn write(
+    key: &str,
+    value: Option<Value>,
+    ctx: Context,
+    st: &State,
+    p: &mut Pending,
+) -> Result<WriteDone, CommitError> {
+    let view = &st.view;
+    let shard = match st.my_shard() {
+        Some(s) if s == view.shard_of_key(key) => s,
+        _ => return Err(CommitError::NotOwner(view.epoch)),
+    };
+    let ctx = ctx.in_epoch(view.epoch);
+    let now = hlc_now();
+    let ctx_ts = if ctx.ts <= now.saturating_add(MAX_SKEW_MS << HLC_SHIFT) {
+        ctx.ts
+    } else {
+        0
+    };
+    let ts = now
+        .max(ctx_ts.saturating_add(1))
+        .max(p.last_ts.saturating_add(1));
+    p.observe_ts(ts);
+    let dot = p.next_dot(st);
+    // The write's causal past: what the client depended on, and what the version it
+    // replaces already superseded.
+    let mut past = ctx.deps.clone();
+    // Our own earlier writes are implied by the new dot.
+    past.remove(shard, dot.origin);
+    let mut version = Version {
+        id: WriteId {
+            ts,
+            origin: dot.origin,
+            counter: dot.counter,
+        },
+        dot,
+        epoch: view.epoch,
+        past,
+        value,
+    };
+    let prev = p.get(st, key);
+    if let Some(prev) = prev {
+        version.absorb(shard, prev);
+    }
+    let existed = prev.is_some_and(|v| !v.is_tombstone());
+    let done = WriteDone {
+        existed,
+        dot,
+        ts,
+        epoch: view.epoch,
+    };
+    p.versions.insert(key.to_string(), Some(version));
+    Ok(done)
+}
+
+/// Hybrid logical clock reading: wall-clock milliseconds shifted left [`HLC_SHIFT`] bits.
+pub fn hlc_now() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    ms << HLC_SHIFT
+}

@@ -1,0 +1,604 @@
+//! A Causeway node: the replica it holds, how it serves key operations (locally or by
+//! proxying to the owning shard), and the one `match` over node-to-node requests.
+//!
+//! Invariants:
+//! - a node serves a key itself only if it is a replica of the key's shard in its
+//!   current view; otherwise it forwards to a replica of that shard (at most two hops);
+//! - a read is answered only when the read rule holds for it (`causal::read_is_safe`),
+//!   or with a version fetched from a peer for which it holds; else 400;
+//! - every wait on another node is bounded by a timeout from [`Timeouts`].
+//!
+//! Replication loops live in [`crate::replication`], resharding in
+//! [`crate::view_change`]; both are `impl Node` blocks or tasks over an `Arc<Node>`.
+
+pub mod committer;
+pub mod state;
+
+use crate::causal::{read_is_safe, Context, ShardNo, VClock, Version};
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::placement::View;
+use crate::storage::{Loaded, Storage};
+use crate::transport::{
+    Envelope, KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse, Rpc, RpcReply, Transport,
+};
+use committer::{CommitError, Committer, Job};
+use parking_lot::{Mutex, RwLock};
+use state::State;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Bounds on every wait for another node.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// Asking shard peers for a newer version of a key during a read.
+    pub fetch: Duration,
+    /// One attempt to forward a request to one replica.
+    pub proxy_attempt: Duration,
+    /// All attempts of one forwarded request (stays under the client's 5 s).
+    pub proxy_total: Duration,
+    /// One replication message.
+    pub sync: Duration,
+    /// One resharding hand-over message.
+    pub migrate: Duration,
+    /// Idle replication heartbeat (anti-entropy when nothing new was written).
+    pub heartbeat: Duration,
+    /// How long a view-change coordinator waits for each node to install the view and
+    /// hand over its keys (a node that does not answer catches up later).
+    pub apply_view: Duration,
+    /// How long a node waits for its shard peers to catch up at the end of a view change.
+    pub settle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            fetch: Duration::from_millis(700),
+            proxy_attempt: Duration::from_millis(1800),
+            proxy_total: Duration::from_millis(4000),
+            sync: Duration::from_secs(3),
+            migrate: Duration::from_secs(20),
+            heartbeat: Duration::from_millis(500),
+            apply_view: Duration::from_secs(60),
+            settle: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a node needs to know about itself.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `ip:port` as other nodes reach this one.
+    pub address: String,
+    pub max_key_chars: usize,
+    pub timeouts: Timeouts,
+    /// Test hook: answer reads without the read rule (fault-campaign self-check).
+    pub broken_read_rule: bool,
+}
+
+impl NodeConfig {
+    pub fn new(address: impl Into<String>) -> NodeConfig {
+        NodeConfig {
+            address: address.into(),
+            max_key_chars: 50,
+            timeouts: Timeouts::default(),
+            broken_read_rule: false,
+        }
+    }
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub(crate) state: Arc<RwLock<State>>,
+    pub(crate) committer: Committer,
+    pub(crate) commits: watch::Receiver<u64>,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub metrics: Arc<Metrics>,
+    pub(crate) view_tx: watch::Sender<Arc<View>>,
+    /// Shard peers' clocks as last reported to our replication loops (for tombstone GC).
+    pub(crate) peer_clocks: Mutex<HashMap<String, (u64, VClock)>>,
+    pub(crate) migrate_lock: tokio::sync::Mutex<()>,
+    /// Background tasks, aborted by [`Node::stop`].
+    pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    rr: AtomicUsize,
+}
+
+impl Node {
+    /// Builds a node over what storage loaded and starts its background tasks
+    /// (replication, tombstone collection, resharding hand-over). `initial_view` is used
+    /// unless storage holds a view from a later view change.
+    pub fn start(
+        cfg: NodeConfig,
+        storage: Storage,
+        loaded: Loaded,
+        initial_view: View,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Node>, crate::storage::StorageError> {
+        let view = match loaded.meta.view {
+            Some(v) if v.rank() > initial_view.rank() => v,
+            _ => initial_view,
+        };
+        let mut st = State::new(
+            cfg.address.clone(),
+            loaded.meta.incarnation,
+            view.clone(),
+            loaded.meta.clock,
+            loaded.meta.last_ts,
+        );
+        storage.for_each_version(|k, v| {
+            st.last_ts = st.last_ts.max(v.id.ts);
+            st.set(k, Some(v));
+        })?;
+        let state = Arc::new(RwLock::new(st));
+        let storage = Arc::new(storage);
+        let (committer, commits) = Committer::start(state.clone(), storage.clone());
+        let (view_tx, _) = watch::channel(Arc::new(view));
+        let node = Arc::new(Node {
+            cfg,
+            state,
+            committer,
+            commits,
+            storage,
+            transport,
+            metrics: Arc::new(Metrics::new()),
+            view_tx,
+            peer_clocks: Mutex::new(HashMap::new()),
+            migrate_lock: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+        });
+        crate::replication::spawn(node.clone());
+        // A node restarted mid-change still holds keys it must hand over.
+        let n = node.clone();
+        let h = tokio::spawn(async move { n.migrate_out().await });
+        node.tasks.lock().push(h.abort_handle());
+        Ok(node)
+    }
+
+    /// Stops the node's background work (replication, collection, hand-over).
+    pub fn stop(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.cfg.address
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.state.read().view.clone()
+    }
+
+    /// (shard of this node, live keys it holds).
+    pub fn key_count(&self) -> (Option<ShardNo>, u64) {
+        let st = self.state.read();
+        (st.my_shard(), st.live as u64)
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.storage.is_durable()
+    }
+
+    pub fn disk_bytes(&self) -> u64 {
+        self.storage.disk_bytes()
+    }
+
+    /// Syncs storage (at shutdown; every acknowledged write already is).
+    pub fn flush(&self) -> Result<(), crate::storage::StorageError> {
+        self.storage.flush()
+    }
+
+    pub(crate) fn envelope(&self, rpc: Rpc) -> Envelope {
+        Envelope {
+            from: self.cfg.address.clone(),
+            rpc,
+        }
+    }
+
+    /// Serves a client key operation: locally if this node is a replica of the key's
+    /// shard, otherwise by forwarding it.
+    pub async fn handle_key(&self, req: KeyRequest) -> KeyResponse {
+        self.route_key(req, 0, None).await
+    }
+
+    /// `deadline` (wall-clock ms) is when whoever forwarded the request gives up on it:
+    /// a write still unapplied by then is abandoned, so that a forwarded write that
+    /// arrives late (say, retransmitted after a partition heals) cannot land after the
+    /// client was answered by another replica and moved on.
+    async fn route_key(&self, req: KeyRequest, hops: u8, deadline: Option<u64>) -> KeyResponse {
+        let owns = self.state.read().owns(&req.key);
+        if owns {
+            match self.serve_local(req.clone(), deadline).await {
+                Some(resp) => return resp,
+                // The view changed under us: route again with the new one.
+                None => return Box::pin(self.proxy(req, hops, deadline)).await,
+            }
+        }
+        self.proxy(req, hops, deadline).await
+    }
+
+    /// Forwards to the replicas of the key's shard, spreading load over them and failing
+    /// over within the time budget. 503 (`Unavailable`) only if none answers in time.
+    async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<u64>) -> KeyResponse {
+        let t = &self.cfg.timeouts;
+        let mut total = t.proxy_total;
+        if let Some(outer) = outer {
+            total = total.min(Duration::from_millis(outer.saturating_sub(wall_ms())));
+        }
+        let deadline = tokio::time::Instant::now() + total;
+        let view = self.view();
+        let replicas: Vec<String> = view
+            .replicas(view.shard_of_key(&req.key))
+            .iter()
+            .filter(|r| **r != self.cfg.address)
+            .cloned()
+            .collect();
+        if hops < 3 && !replicas.is_empty() {
+            let start = self.rr.fetch_add(1, Ordering::Relaxed);
+            for i in 0..replicas.len() {
+                let to = &replicas[(start + i) % replicas.len()];
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let attempt = left.min(t.proxy_attempt);
+                let msg = self.envelope(Rpc::Key {
+                    epoch: view.epoch,
+                    hops: hops + 1,
+                    deadline_ms: wall_ms() + attempt.as_millis() as u64,
+                    req: req.clone(),
+                });
+                match self.transport.call(to, msg, attempt).await {
+                    Ok(RpcReply::Key(mut resp)) if resp.result != Err(KeyError::Unavailable) => {
+                        self.metrics
+                            .proxied
+                            .get_or_create(&OutcomeLabels { outcome: "ok" })
+                            .inc();
+                        resp.served_by.get_or_insert_with(|| to.clone());
+                        return resp;
+                    }
+                    Ok(other) => tracing::debug!(to, ?other, "proxy attempt not served"),
+                    Err(e) => tracing::debug!(to, error = %e, "proxy attempt failed"),
+                }
+            }
+        }
+        self.metrics
+            .proxied
+            .get_or_create(&OutcomeLabels {
+                outcome: "unavailable",
+            })
+            .inc();
+        KeyResponse {
+            result: Err(KeyError::Unavailable),
+            ctx: req.ctx,
+            served_by: None,
+        }
+    }
+
+    /// Serves a key operation on this replica; `None` if it does not own the key
+    /// (any more).
+    async fn serve_local(&self, req: KeyRequest, deadline: Option<u64>) -> Option<KeyResponse> {
+        let KeyRequest { key, op, ctx } = req;
+        match op {
+            KeyOp::Get => {
+                let (v, ctx) = match self.safe_read(&key, &ctx).await? {
+                    Ok(found) => found,
+                    Err(e) => {
+                        return Some(KeyResponse {
+                            result: Err(e),
+                            ctx,
+                            served_by: None,
+                        })
+                    }
+                };
+                let result = match v.and_then(|v| v.value) {
+                    Some(value) => KeyOutcome::Found(value),
+                    None => KeyOutcome::NotFound,
+                };
+                Some(KeyResponse {
+                    result: Ok(result),
+                    ctx,
+                    served_by: None,
+                })
+            }
+            KeyOp::Put(value) => {
+                if key.chars().count() > self.cfg.max_key_chars {
+                    return Some(KeyResponse {
+                        result: Err(KeyError::KeyTooLong),
+                        ctx,
+                        served_by: None,
+                    });
+                }
+                self.write(key, Some(value), ctx, deadline).await
+            }
+            KeyOp::Delete => {
+                let ctx = match self.safe_read(&key, &ctx).await? {
+                    Ok((v, after)) if v.as_ref().is_none_or(|v| v.is_tombstone()) => {
+                        return Some(KeyResponse {
+                            result: Ok(KeyOutcome::DeleteNotFound),
+                            ctx: after,
+                            served_by: None,
+                        });
+                    }
+                    Ok((_, after)) => after,
+                    // Not known to be absent: delete anyway (writes are never refused).
+                    Err(_) => ctx,
+                };
+                self.write(key, None, ctx, deadline).await
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        key: String,
+        value: Option<crate::causal::Value>,
+        ctx: Context,
+        deadline: Option<u64>,
+    ) -> Option<KeyResponse> {
+        let is_put = value.is_some();
+        let res = self
+            .committer
+            .submit(|reply| Job::Write {
+                key,
+                value,
+                ctx: ctx.clone(),
+                deadline,
+                reply,
+            })
+            .await;
+        match res {
+            Ok(done) => {
+                let mut out = ctx.in_epoch(done.epoch);
+                out.ts = out.ts.max(done.ts);
+                let shard = self
+                    .state
+                    .read()
+                    .view
+                    .shard_of_node(&self.cfg.address)
+                    .unwrap_or(0);
+                out.deps.add(shard, done.dot);
+                let result = if is_put {
+                    KeyOutcome::Put {
+                        replaced: done.existed,
+                    }
+                } else {
+                    KeyOutcome::Deleted
+                };
+                Some(KeyResponse {
+                    result: Ok(result),
+                    ctx: out,
+                    served_by: None,
+                })
+            }
+            Err(CommitError::NotOwner(_)) => None,
+            Err(CommitError::Expired) => Some(KeyResponse {
+                result: Err(KeyError::Unavailable),
+                ctx,
+                served_by: None,
+            }),
+            Err(e) => Some(KeyResponse {
+                result: Err(KeyError::Internal(e.to_string())),
+                ctx,
+                served_by: None,
+            }),
+        }
+    }
+
+    /// The version to answer a read with, and the client's context after it; `Err` when
+    /// no causally safe answer can be given in time. `None` if the key is not ours.
+    async fn safe_read(
+        &self,
+        key: &str,
+        ctx: &Context,
+    ) -> Option<Result<(Option<Version>, Context), KeyError>> {
+        let (shard, ctx, local, safe, view) = {
+            let st = self.state.read();
+            let shard = st.my_shard()?;
+            if st.view.shard_of_key(key) != shard {
+                return None;
+            }
+            let ctx = ctx.in_epoch(st.view.epoch);
+            let local = st.get(key).cloned();
+            let safe = read_is_safe(&ctx, shard, &st.clock, local.as_ref());
+            (shard, ctx, local, safe, st.view.clone())
+        };
+        let answer = |v: Option<Version>, mut ctx: Context| {
+            if let Some(v) = &v {
+                ctx.observe(v, shard);
+            }
+            Ok((v, ctx))
+        };
+        if safe || self.broken_read_rule() {
+            return Some(answer(local, ctx));
+        }
+        let peers: Vec<String> = view
+            .replicas(shard)
+            .iter()
+            .filter(|r| **r != self.cfg.address)
+            .cloned()
+            .collect();
+        match self.fetch_from_peers(key, &ctx, peers).await {
+            Some(fetched) => {
+                self.metrics
+                    .read_fetches
+                    .get_or_create(&OutcomeLabels { outcome: "ok" })
+                    .inc();
+                let best = match (local, fetched) {
+                    (Some(l), Some(f)) => Some(if f.id > l.id { f } else { l }),
+                    (l, f) => f.or(l),
+                };
+                Some(answer(best, ctx))
+            }
+            None => {
+                self.metrics
+                    .read_fetches
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "unsatisfiable",
+                    })
+                    .inc();
+                Some(Err(KeyError::Unsatisfiable))
+            }
+        }
+    }
+
+    fn broken_read_rule(&self) -> bool {
+        cfg!(feature = "test-hooks") && self.cfg.broken_read_rule
+    }
+
+    /// Asks every shard peer at once; the first safe answer wins. `Some(None)` means a
+    /// peer safely says the key does not exist.
+    async fn fetch_from_peers(
+        &self,
+        key: &str,
+        ctx: &Context,
+        peers: Vec<String>,
+    ) -> Option<Option<Version>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in peers {
+            let msg = self.envelope(Rpc::Fetch {
+                key: key.to_string(),
+                ctx: ctx.clone(),
+            });
+            let fut = self.transport.call(&p, msg, self.cfg.timeouts.fetch);
+            tasks.spawn(fut);
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Ok(RpcReply::Fetched(v))) = r {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The one handler of node-to-node requests.
+    pub async fn handle_rpc(self: &Arc<Self>, env: Envelope) -> RpcReply {
+        let Envelope { from, rpc } = env;
+        match rpc {
+            Rpc::Key {
+                epoch,
+                hops,
+                deadline_ms,
+                req,
+            } => {
+                if epoch > self.view().epoch {
+                    self.refresh_view_from(&from).await;
+                }
+                RpcReply::Key(self.route_key(req, hops, Some(deadline_ms)).await)
+            }
+            Rpc::Fetch { key, ctx } => {
+                let st = self.state.read();
+                let Some(shard) = st.my_shard().filter(|s| *s == st.view.shard_of_key(&key)) else {
+                    return RpcReply::Unsafe;
+                };
+                let ctx = ctx.in_epoch(st.view.epoch);
+                let local = st.get(&key);
+                if read_is_safe(&ctx, shard, &st.clock, local) {
+                    RpcReply::Fetched(local.cloned())
+                } else {
+                    RpcReply::Unsafe
+                }
+            }
+            Rpc::Sync {
+                epoch,
+                versions,
+                claim,
+            } => {
+                let view = self.view();
+                if epoch != view.epoch || view.shard_of_node(&from).is_none() {
+                    return RpcReply::WrongEpoch {
+                        view: (*view).clone(),
+                    };
+                }
+                match self
+                    .committer
+                    .submit(|reply| Job::Sync {
+                        versions,
+                        claim,
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(clock) => RpcReply::Synced { clock },
+                    Err(e) => RpcReply::Error(e.to_string()),
+                }
+            }
+            Rpc::Migrate { view, versions } => {
+                if view.rank() > self.view().rank() {
+                    self.install_view(view).await;
+                }
+                match self
+                    .committer
+                    .submit(|reply| Job::Migrate { versions, reply })
+                    .await
+                {
+                    Ok(refused) => RpcReply::Migrated { refused },
+                    Err(e) => RpcReply::Error(e.to_string()),
+                }
+            }
+            Rpc::ApplyView { view } => {
+                let current = self.apply_view(view).await;
+                RpcReply::View {
+                    view: (*current).clone(),
+                }
+            }
+            Rpc::GetView => RpcReply::View {
+                view: (*self.view()).clone(),
+            },
+            Rpc::Settle => RpcReply::Settled {
+                complete: self.settle(self.cfg.timeouts.settle).await,
+            },
+            Rpc::KeyCount => {
+                let st = self.state.read();
+                RpcReply::KeyCount {
+                    epoch: st.view.epoch,
+                    shard: st.my_shard(),
+                    count: st.live as u64,
+                }
+            }
+        }
+    }
+
+    /// Live keys of `shard`, from this node if it is a replica, else from one that is.
+    pub async fn shard_key_count(&self, shard: ShardNo) -> Option<u64> {
+        let (mine, count, replicas) = {
+            let st = self.state.read();
+            (
+                st.my_shard() == Some(shard),
+                st.live as u64,
+                st.view.replicas(shard).to_vec(),
+            )
+        };
+        if mine {
+            return Some(count);
+        }
+        let deadline = tokio::time::Instant::now() + self.cfg.timeouts.proxy_total;
+        for r in replicas {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let msg = self.envelope(Rpc::KeyCount);
+            if let Ok(RpcReply::KeyCount { count, .. }) = self
+                .transport
+                .call(&r, msg, left.min(self.cfg.timeouts.proxy_attempt))
+                .await
+            {
+                return Some(count);
+            }
+        }
+        None
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,211 @@
+//! The replica's in-memory state: every key it holds, indexed by key and by dot.
+//!
+//! Invariants (kept by the committer, the only writer, under the write lock):
+//! - everything here is already durable: the committer applies a batch only after
+//!   [`crate::storage::Storage::commit`] returned;
+//! - `dots` holds exactly one entry per stored version, under the version's dot;
+//! - `clock` covers every dot in `dots` and only grows;
+//! - `live` counts versions that are not tombstones; `tombstones` lists the others.
+//!
+//! Readers take the read lock briefly and copy out what they need.
+
+use crate::causal::{Dot, Origin, ShardNo, VClock, Version};
+use crate::placement::View;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+pub type Key = Arc<str>;
+
+pub struct State {
+    pub me: String,
+    pub incarnation: u64,
+    pub view: Arc<View>,
+    pub keys: BTreeMap<Key, Version>,
+    pub dots: HashMap<Origin, BTreeMap<u64, Key>>,
+    pub tombstones: HashSet<Key>,
+    pub clock: VClock,
+    pub last_ts: u64,
+    pub live: usize,
+}
+
+impl State {
+    pub fn new(me: String, incarnation: u64, view: View, clock: VClock, last_ts: u64) -> State {
+        State {
+            me,
+            incarnation,
+            view: Arc::new(view),
+            keys: BTreeMap::new(),
+            dots: HashMap::new(),
+            tombstones: HashSet::new(),
+            clock,
+            last_ts,
+            live: 0,
+        }
+    }
+
+    /// This node's origin in the current epoch.
+    pub fn origin(&self) -> Origin {
+        origin_for(self.incarnation, self.view.epoch)
+    }
+
+    /// This node's shard in the current view, if it is in the view.
+    pub fn my_shard(&self) -> Option<ShardNo> {
+        self.view.shard_of_node(&self.me)
+    }
+
+    /// True when this node is a replica of `key`'s shard in the current view.
+    pub fn owns(&self, key: &str) -> bool {
+        self.my_shard() == Some(self.view.shard_of_key(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Version> {
+        self.keys.get(key)
+    }
+
+    /// Installs (or with `None`, removes) the version of `key`, keeping the indexes.
+    pub fn set(&mut self, key: &str, version: Option<Version>) {
+        let new_dot = version.as_ref().map(|v| v.dot);
+        let new_is_tombstone = version.as_ref().map(Version::is_tombstone);
+        let old = match version {
+            Some(v) => {
+                let k: Key = match self.keys.get_key_value(key) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(key),
+                };
+                self.dots
+                    .entry(v.dot.origin)
+                    .or_default()
+                    .insert(v.dot.counter, k.clone());
+                if v.is_tombstone() {
+                    self.tombstones.insert(k.clone());
+                } else {
+                    self.live += 1;
+                }
+                self.keys.insert(k, v)
+            }
+            None => self.keys.remove(key),
+        };
+        if let Some(old) = old {
+            if new_dot != Some(old.dot) {
+                self.remove_dot(old.dot);
+            }
+            if old.is_tombstone() {
+                if new_is_tombstone != Some(true) {
+                    self.tombstones.remove(key);
+                }
+            } else {
+                self.live -= 1;
+            }
+        }
+        if new_dot.is_none() {
+            self.tombstones.remove(key);
+        }
+    }
+
+    fn remove_dot(&mut self, dot: Dot) {
+        if let Some(m) = self.dots.get_mut(&dot.origin) {
+            m.remove(&dot.counter);
+            if m.is_empty() {
+                self.dots.remove(&dot.origin);
+            }
+        }
+    }
+
+    /// Versions whose dot is not covered by `known`, at most `limit` of them
+    /// (`None` when there are more: the caller falls back to a full transfer).
+    pub fn delta(&self, known: &VClock, limit: usize) -> Option<Vec<(String, Version)>> {
+        let mut out = Vec::new();
+        for (&origin, by_counter) in &self.dots {
+            for (_, key) in by_counter.range(known.get(origin) + 1..) {
+                if out.len() == limit {
+                    return None;
+                }
+                out.push((key.to_string(), self.keys[key].clone()));
+            }
+        }
+        Some(out)
+    }
+
+    /// Up to `limit` versions with keys after `cursor`, in key order.
+    pub fn chunk_after(&self, cursor: Option<&str>, limit: usize) -> Vec<(String, Version)> {
+        use std::ops::Bound;
+        let lower = match cursor {
+            Some(c) => Bound::Excluded(c),
+            None => Bound::Unbounded,
+        };
+        self.keys
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+/// The origin of a node incarnation in one epoch (never 0).
+pub fn origin_for(incarnation: u64, epoch: u64) -> Origin {
+    let mut z = incarnation ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::{Deps, Value, WriteId};
+
+    fn v(origin: u64, counter: u64, value: Option<&str>) -> Version {
+        Version {
+            id: WriteId {
+                ts: counter,
+                origin,
+                counter,
+            },
+            dot: Dot { origin, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: value.map(|s| Value::Str(s.into())),
+        }
+    }
+
+    fn state() -> State {
+        State::new(
+            "a:1".into(),
+            1,
+            View::new(0, vec!["a:1".into()], 1),
+            VClock::new(),
+            0,
+        )
+    }
+
+    #[test]
+    fn indexes_follow_replacements() {
+        let mut s = state();
+        s.set("k", Some(v(1, 1, Some("x"))));
+        s.set("k", Some(v(1, 2, None)));
+        assert_eq!(s.live, 0);
+        assert!(s.tombstones.contains("k"));
+        assert_eq!(s.dots[&1].len(), 1, "the replaced dot left the index");
+        s.set("k", Some(v(2, 1, Some("y"))));
+        assert_eq!(s.live, 1);
+        assert!(s.tombstones.is_empty());
+        assert!(!s.dots.contains_key(&1));
+        s.set("k", None);
+        assert_eq!((s.live, s.keys.len(), s.dots.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn delta_is_what_the_peer_lacks() {
+        let mut s = state();
+        for i in 1..=5 {
+            s.set(&format!("k{i}"), Some(v(7, i, Some("x"))));
+        }
+        let known: VClock = [(7, 3)].into_iter().collect();
+        let d = s.delta(&known, 100).unwrap();
+        let mut keys: Vec<_> = d.iter().map(|(k, _)| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["k4", "k5"]);
+        assert!(s.delta(&VClock::new(), 4).is_none(), "over the limit");
+        assert_eq!(s.chunk_after(Some("k3"), 10).len(), 2);
+    }
+}

@@ -1,0 +1,177 @@
+//! Placement: which shard owns a key, and which nodes form each shard.
+//!
+//! A [`View`] is the cluster membership at one epoch: nodes in `VIEW` order, grouped
+//! `repl_factor` at a time into shards "1", "2", .... Keys map to shards by jump
+//! consistent hashing of a 64-bit key hash, which keeps shards balanced and, when the
+//! shard count grows from `n` to `n + 1`, moves only about `1 / (n + 1)` of the keys.
+//!
+//! Views are totally ordered by `(epoch, fingerprint)`, so two view changes racing
+//! for the same epoch resolve to the same winner on every node.
+
+use crate::causal::ShardNo;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    pub epoch: u64,
+    pub nodes: Vec<String>,
+    pub repl_factor: usize,
+}
+
+impl View {
+    pub fn new(epoch: u64, nodes: Vec<String>, repl_factor: usize) -> View {
+        View {
+            epoch,
+            nodes,
+            repl_factor,
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.nodes.len().checked_div(self.repl_factor).unwrap_or(0)
+    }
+
+    /// Shard ids "1"..="n".
+    pub fn shard_ids(&self) -> Vec<String> {
+        (1..=self.shard_count()).map(|s| s.to_string()).collect()
+    }
+
+    /// Replicas of `shard` (1-based); empty for an unknown shard.
+    pub fn replicas(&self, shard: ShardNo) -> &[String] {
+        let s = shard as usize;
+        if s == 0 || s > self.shard_count() {
+            return &[];
+        }
+        &self.nodes[(s - 1) * self.repl_factor..s * self.repl_factor]
+    }
+
+    /// The shard `node` belongs to, if it is in the view.
+    pub fn shard_of_node(&self, node: &str) -> Option<ShardNo> {
+        let i = self.nodes.iter().position(|n| n == node)?;
+        if self.repl_factor == 0 || i >= self.shard_count() * self.repl_factor {
+            return None;
+        }
+        Some((i / self.repl_factor) as ShardNo + 1)
+    }
+
+    /// The shard that owns `key`.
+    pub fn shard_of_key(&self, key: &str) -> ShardNo {
+        jump_hash(key_hash(key), self.shard_count().max(1) as u32) + 1
+    }
+
+    /// Order key for racing views: epoch first, then a fingerprint of the membership.
+    pub fn rank(&self) -> (u64, u64) {
+        let mut h = Fnv::new();
+        for n in &self.nodes {
+            h.write(n.as_bytes());
+            h.write(b",");
+        }
+        h.write(&(self.repl_factor as u64).to_le_bytes());
+        (self.epoch, h.finish())
+    }
+
+    pub fn contains(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n == node)
+    }
+}
+
+/// A stable 64-bit hash of a key (FNV-1a, then a splitmix64 finaliser for avalanche).
+pub fn key_hash(key: &str) -> u64 {
+    let mut h = Fnv::new();
+    h.write(key.as_bytes());
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Jump consistent hash (Lamping and Veach, 2014): a bucket in `0..buckets`.
+pub fn jump_hash(mut key: u64, buckets: u32) -> u32 {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < i64::from(buckets) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as u32
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(n: usize, r: usize) -> View {
+        View::new(1, (0..n).map(|i| format!("10.0.0.{i}:13800")).collect(), r)
+    }
+
+    #[test]
+    fn shards_follow_view_order() {
+        let v = view(6, 2);
+        assert_eq!(v.shard_ids(), vec!["1", "2", "3"]);
+        assert_eq!(v.replicas(2), &["10.0.0.2:13800", "10.0.0.3:13800"]);
+        assert_eq!(v.shard_of_node("10.0.0.5:13800"), Some(3));
+        assert_eq!(v.shard_of_node("10.0.0.9:13800"), None);
+        assert!(v.replicas(0).is_empty() && v.replicas(4).is_empty());
+    }
+
+    #[test]
+    fn balanced_over_three_shards() {
+        let v = view(3, 1);
+        let mut counts = [0usize; 3];
+        for i in 0..10_000 {
+            counts[(v.shard_of_key(&format!("key{i}")) - 1) as usize] += 1;
+        }
+        let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+        println!("10,000 keys over 3 shards: {counts:?}");
+        assert!(max as f64 <= min as f64 * 1.10, "unbalanced: {counts:?}");
+    }
+
+    #[test]
+    fn growing_two_to_three_shards_moves_about_a_third() {
+        let (two, three) = (view(2, 1), view(3, 1));
+        let n = 10_000;
+        let moved = (0..n)
+            .filter(|i| {
+                let k = format!("key{i}");
+                two.shard_of_key(&k) != three.shard_of_key(&k)
+            })
+            .count();
+        println!(
+            "2 -> 3 shards moved {moved} of {n} keys ({:.3} of a third)",
+            moved as f64 / (n as f64 / 3.0)
+        );
+        assert!((moved as f64) <= 1.1 * n as f64 / 3.0, "moved {moved}");
+        // Keys that move only go to the new shard.
+        for i in 0..n {
+            let k = format!("key{i}");
+            if two.shard_of_key(&k) != three.shard_of_key(&k) {
+                assert_eq!(three.shard_of_key(&k), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn rank_orders_racing_views() {
+        let a = View::new(2, vec!["a:1".into()], 1);
+        let b = View::new(2, vec!["b:1".into()], 1);
+        assert_ne!(a.rank(), b.rank());
+        assert!(View::new(3, vec![], 1).rank() > a.rank().max(b.rank()));
+    }
+}

@@ -1,0 +1,295 @@
+//! Replication within a shard: push and anti-entropy in one loop per shard peer.
+//!
+//! Each node runs one loop per peer of its shard. The loop keeps `known`, the peer's
+//! clock as the peer last reported it, and sends the peer every version whose dot that
+//! clock does not cover (the dot index makes this a range scan), together with a
+//! *claim*: our clock, taken atomically with the versions. Because every write we
+//! cover is in the batch or superseded by a version in the batch or one the peer
+//! already covers, the peer may join our clock into its own once it has stored the
+//! batch, provided its clock still covers `known` (a peer restarted with an empty
+//! disk does not, and refuses the claim; its reply then resets `known`).
+//!
+//! The loop wakes on every local commit (so new writes go out at once, batched with
+//! whatever accumulated while the previous message was in flight, over one pooled
+//! connection) and on a heartbeat (so a lost message, a partition that healed, or a
+//! wiped peer is repaired). When the difference is too large for one message it
+//! falls back to a full transfer in key order, claiming at the end the clock taken at
+//! the start. A tombstone is collected once every shard peer's clock covers it.
+
+use crate::causal::VClock;
+use crate::metrics::OutcomeLabels;
+use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
+use crate::node::Node;
+use crate::transport::{Rpc, RpcReply};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most versions in one incremental message.
+const DELTA_LIMIT: usize = 20_000;
+/// Versions per message in a full transfer.
+const FULL_CHUNK: usize = 5_000;
+
+/// Starts the replication supervisor and the tombstone collector; they run until
+/// [`Node::stop`].
+pub fn spawn(node: Arc<Node>) {
+    let n = node.clone();
+    let a = tokio::spawn(async move { supervise(n).await });
+    let n = node.clone();
+    let b = tokio::spawn(async move { collect_tombstones(n).await });
+    node.tasks
+        .lock()
+        .extend([a.abort_handle(), b.abort_handle()]);
+}
+
+/// Aborts the task when dropped, so a stopped supervisor takes its loops with it.
+struct Abort(tokio::task::JoinHandle<()>);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps one loop per current shard peer; restarts them all when the view changes.
+async fn supervise(node: Arc<Node>) {
+    let mut views = node.view_tx.subscribe();
+    let mut loops: HashMap<String, Abort> = HashMap::new();
+    loop {
+        let view = views.borrow_and_update().clone();
+        loops.clear();
+        node.peer_clocks.lock().clear();
+        let epoch = view.epoch;
+        if let Some(shard) = view.shard_of_node(node.address()) {
+            for peer in view.replicas(shard) {
+                if peer != node.address() {
+                    let (n, p) = (node.clone(), peer.clone());
+                    loops.insert(
+                        peer.clone(),
+                        Abort(tokio::spawn(async move { peer_loop(n, p, epoch).await })),
+                    );
+                }
+            }
+        } else if let Some(first) = view.nodes.first() {
+            // Outside the view: keep learning views from a member so proxying stays right.
+            let (n, p) = (node.clone(), first.clone());
+            loops.insert(
+                p.clone(),
+                Abort(tokio::spawn(async move { watch_view(n, p).await })),
+            );
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_view(node: Arc<Node>, peer: String) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        node.refresh_view_from(&peer).await;
+    }
+}
+
+async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
+    let mut commits = node.commits.clone();
+    let mut known: Option<VClock> = None;
+    let mut backoff = Duration::from_millis(50);
+    let mut last_sent = Instant::now() - Duration::from_secs(60);
+    loop {
+        match sync_once(&node, &peer, epoch, &mut known, &mut last_sent).await {
+            Ok(true) => {
+                backoff = Duration::from_millis(50);
+                continue;
+            }
+            Ok(false) => backoff = Duration::from_millis(50),
+            Err(()) => {
+                node.metrics
+                    .sync_rounds
+                    .get_or_create(&OutcomeLabels { outcome: "failed" })
+                    .inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            _ = tokio::time::sleep(node.cfg.timeouts.heartbeat) => {}
+        }
+    }
+}
+
+/// One round. `Ok(true)`: more to send at once; `Ok(false)`: peer is up to date.
+async fn sync_once(
+    node: &Arc<Node>,
+    peer: &str,
+    epoch: u64,
+    known: &mut Option<VClock>,
+    last_sent: &mut Instant,
+) -> Result<bool, ()> {
+    let Some(assumed) = known.clone() else {
+        // First contact: learn the peer's clock.
+        let clock = send(node, peer, epoch, Vec::new(), None).await?;
+        *known = Some(clock);
+        return Ok(true);
+    };
+    let (clock, delta) = {
+        let st = node.state.read();
+        (st.clock.clone(), st.delta(&assumed, DELTA_LIMIT))
+    };
+    match delta {
+        Some(versions) => {
+            let idle = versions.is_empty() && assumed.covers(&clock);
+            if idle && last_sent.elapsed() < node.cfg.timeouts.heartbeat {
+                return Ok(false);
+            }
+            if let Some(oldest) = versions.iter().map(|(_, v)| v.id.ts).min() {
+                let age_ms = (hlc_now().saturating_sub(oldest) >> HLC_SHIFT) as f64;
+                node.metrics.sync_lag_seconds.observe(age_ms / 1000.0);
+            }
+            node.metrics
+                .sync_batch_versions
+                .observe(versions.len() as f64);
+            let n = versions.len();
+            let reply = send(node, peer, epoch, versions, Some((clock, assumed))).await?;
+            *last_sent = Instant::now();
+            *known = Some(reply);
+            Ok(n > 0)
+        }
+        None => {
+            full_transfer(node, peer, epoch, clock, assumed, known).await?;
+            *last_sent = Instant::now();
+            Ok(true)
+        }
+    }
+}
+
+/// Sends every version in key order, then claims `clock` (taken before the first chunk).
+async fn full_transfer(
+    node: &Arc<Node>,
+    peer: &str,
+    epoch: u64,
+    clock: VClock,
+    assumed: VClock,
+    known: &mut Option<VClock>,
+) -> Result<(), ()> {
+    tracing::info!(peer, "full transfer to shard peer");
+    let mut cursor: Option<String> = None;
+    loop {
+        let chunk = node.state.read().chunk_after(cursor.as_deref(), FULL_CHUNK);
+        let Some((last, _)) = chunk.last() else { break };
+        cursor = Some(last.clone());
+        node.metrics.versions_repaired.inc_by(chunk.len() as u64);
+        send(node, peer, epoch, chunk, None).await?;
+    }
+    let reply = send(node, peer, epoch, Vec::new(), Some((clock, assumed))).await?;
+    *known = Some(reply);
+    Ok(())
+}
+
+async fn send(
+    node: &Arc<Node>,
+    peer: &str,
+    epoch: u64,
+    versions: Vec<(String, crate::causal::Version)>,
+    claim: Option<(VClock, VClock)>,
+) -> Result<VClock, ()> {
+    let msg = node.envelope(Rpc::Sync {
+        epoch,
+        versions,
+        claim,
+    });
+    match node.transport.call(peer, msg, node.cfg.timeouts.sync).await {
+        Ok(RpcReply::Synced { clock }) => {
+            node.metrics
+                .sync_rounds
+                .get_or_create(&OutcomeLabels { outcome: "ok" })
+                .inc();
+            node.peer_clocks
+                .lock()
+                .insert(peer.to_string(), (epoch, clock.clone()));
+            Ok(clock)
+        }
+        Ok(RpcReply::WrongEpoch { view }) => {
+            let mine = node.view();
+            if view.rank() > mine.rank() {
+                node.adopt_view(view).await;
+            } else if view.rank() < mine.rank() {
+                // The peer is behind: tell it (it hands over what it must when it switches).
+                let msg = node.envelope(Rpc::ApplyView {
+                    view: (*mine).clone(),
+                });
+                let wait = node.cfg.timeouts.apply_view + Duration::from_secs(1);
+                let fut = node.transport.call(peer, msg, wait);
+                tokio::spawn(fut);
+            }
+            Err(())
+        }
+        Ok(other) => {
+            tracing::debug!(peer, ?other, "unexpected sync reply");
+            Err(())
+        }
+        Err(e) => {
+            tracing::debug!(peer, error = %e, "sync failed");
+            Err(())
+        }
+    }
+}
+
+/// Removes tombstones that every shard peer's clock covers.
+async fn collect_tombstones(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let doomed: Vec<(String, crate::causal::WriteId)> = {
+            let st = node.state.read();
+            if st.tombstones.is_empty() {
+                continue;
+            }
+            let Some(shard) = st.my_shard() else { continue };
+            let peers: Vec<&String> = st
+                .view
+                .replicas(shard)
+                .iter()
+                .filter(|p| **p != st.me)
+                .collect();
+            let clocks = node.peer_clocks.lock();
+            let peer_clocks: Option<Vec<&VClock>> = peers
+                .iter()
+                .map(|p| {
+                    clocks
+                        .get(*p)
+                        .filter(|(e, _)| *e == st.view.epoch)
+                        .map(|(_, c)| c)
+                })
+                .collect();
+            let Some(peer_clocks) = peer_clocks else {
+                continue;
+            };
+            st.tombstones
+                .iter()
+                .filter_map(|k| {
+                    let v = st.keys.get(k)?;
+                    peer_clocks
+                        .iter()
+                        .all(|c| c.contains(v.dot))
+                        .then(|| (k.to_string(), v.id))
+                })
+                .take(10_000)
+                .collect()
+        };
+        if doomed.is_empty() {
+            continue;
+        }
+        if let Ok(n) = node
+            .committer
+            .submit(|reply| Job::Remove {
+                keys: doomed,
+                reply,
+            })
+            .await
+        {
+            node.metrics.tombstones_collected.inc_by(n as u64);
+        }
+    }
+}

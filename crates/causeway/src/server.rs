@@ -1,0 +1,76 @@
+//! Wiring a node to the world: open storage, build the transport and the node, serve
+//! HTTP on an already-bound listener until `shutdown` resolves, then drain.
+//!
+//! Taking a bound listener (rather than an address) lets tests bind port 0 or a
+//! chosen loopback address without races.
+
+use crate::api::{self, AppState};
+use crate::config::ServeConfig;
+use crate::node::Node;
+use crate::storage::{Storage, StorageError};
+use crate::transport::http::HttpTransport;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Opens the node's storage and starts it (with the HTTP transport).
+pub fn start_node(cfg: &ServeConfig) -> Result<Arc<Node>, StorageError> {
+    let (storage, loaded) = match &cfg.data_dir {
+        Some(dir) => Storage::open(dir, cfg.durability)?,
+        None => Storage::in_memory(),
+    };
+    tracing::info!(durable = storage.is_durable(), "storage opened");
+    let transport = Arc::new(HttpTransport::new(&cfg.node.address, cfg.secret.clone()));
+    Node::start(
+        cfg.node.clone(),
+        storage,
+        loaded,
+        cfg.view.clone(),
+        transport,
+    )
+}
+
+/// Serves `node` on `listener` until `shutdown` resolves; in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    node: Arc<Node>,
+    cfg: &ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = std::sync::Arc::new(AppState {
+        node: node.clone(),
+        limits: cfg.limits.clone(),
+        secret: cfg.secret.clone(),
+        signer: cfg.secret.as_deref().map(crate::causal::Signer::new),
+    });
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    if let Err(e) = node.flush() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

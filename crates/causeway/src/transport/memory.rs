@@ -1,0 +1,89 @@
+//! In-process transport for cluster tests: delivers envelopes straight to the target
+//! node's handler (after an encode/decode round trip, so messages stay serialisable),
+//! and can cut links in one or both directions. A cut link behaves like a dropped
+//! packet: the call waits out its timeout.
+
+use super::{Envelope, RpcFuture, Transport, TransportError};
+use crate::node::Node;
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Network {
+    nodes: RwLock<HashMap<String, Weak<Node>>>,
+    /// (from, to) pairs that drop traffic.
+    cut: RwLock<HashSet<(String, String)>>,
+}
+
+impl Network {
+    pub fn new() -> Arc<Network> {
+        Arc::new(Network::default())
+    }
+
+    pub fn register(&self, node: &Arc<Node>) {
+        self.nodes
+            .write()
+            .insert(node.address().to_string(), Arc::downgrade(node));
+    }
+
+    pub fn unregister(&self, address: &str) {
+        self.nodes.write().remove(address);
+    }
+
+    /// Cuts traffic both ways between every node of `a` and every node of `b`.
+    pub fn partition(&self, a: &[&str], b: &[&str]) {
+        let mut cut = self.cut.write();
+        for x in a {
+            for y in b {
+                cut.insert((x.to_string(), y.to_string()));
+                cut.insert((y.to_string(), x.to_string()));
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.write().clear();
+    }
+
+    /// The transport a node at `address` uses.
+    pub fn transport(self: &Arc<Self>, address: &str) -> Arc<MemoryTransport> {
+        Arc::new(MemoryTransport {
+            net: self.clone(),
+            me: address.to_string(),
+        })
+    }
+}
+
+pub struct MemoryTransport {
+    net: Arc<Network>,
+    me: String,
+}
+
+impl Transport for MemoryTransport {
+    fn call(&self, to: &str, msg: Envelope, timeout: Duration) -> RpcFuture {
+        let cut = self
+            .net
+            .cut
+            .read()
+            .contains(&(self.me.clone(), to.to_string()));
+        let target = self.net.nodes.read().get(to).and_then(Weak::upgrade);
+        let to = to.to_string();
+        Box::pin(async move {
+            if cut {
+                tokio::time::sleep(timeout).await;
+                return Err(TransportError::Timeout(to));
+            }
+            let Some(node) = target else {
+                return Err(TransportError::Unreachable(to, "no such node".into()));
+            };
+            let bytes = postcard::to_allocvec(&msg).expect("envelopes always encode");
+            let msg: Envelope = postcard::from_bytes(&bytes).expect("envelopes round-trip");
+            match tokio::time::timeout(timeout, node.handle_rpc(msg)).await {
+                Ok(reply) => Ok(reply),
+                Err(_) => Err(TransportError::Timeout(to)),
+            }
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! The transport seam: every node-to-node message goes through [`Transport`].
+//!
+//! The protocol is one request enum ([`Rpc`]) and one reply enum ([`RpcReply`]),
+//! handled by one `match` in [`crate::node::Node::handle_rpc`]. [`http::HttpTransport`]
+//! carries them as postcard over pooled keep-alive HTTP connections to
+//! `POST /internal/rpc`; [`memory::MemoryTransport`] delivers them in-process and can
+//! cut links, so whole clusters run inside one test.
+//!
+//! Every call has a timeout: a dead or partitioned peer costs a bounded wait.
+
+pub mod http;
+pub mod memory;
+
+use crate::causal::{Context, VClock, Version};
+use crate::placement::View;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// A client key operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum KeyOp {
+    Get,
+    Put(crate::causal::Value),
+    Delete,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRequest {
+    pub key: String,
+    pub op: KeyOp,
+    pub ctx: Context,
+}
+
+/// What happened to a key operation that was served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KeyOutcome {
+    Found(crate::causal::Value),
+    NotFound,
+    Put { replaced: bool },
+    Deleted,
+    DeleteNotFound,
+}
+
+/// Why a key operation was not served.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum KeyError {
+    #[error("Key is too long")]
+    KeyTooLong,
+    /// The replica cannot give a causally safe answer (400).
+    #[error("Unable to satisfy request")]
+    Unsatisfiable,
+    /// No replica of the key's shard answered in time (503).
+    #[error("Unable to satisfy request")]
+    Unavailable,
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyResponse {
+    pub result: Result<KeyOutcome, KeyError>,
+    pub ctx: Context,
+    /// The node that served it, when that is not the node the client asked.
+    pub served_by: Option<String>,
+}
+
+/// A node-to-node request, with the sender's address.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: String,
+    pub rpc: Rpc,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Serve a client key operation (proxied). `epoch` is the sender's view epoch.
+    /// `deadline_ms` is the sender's wall-clock time at which it stops waiting; a write
+    /// not applied by then must not be applied at all.
+    Key {
+        epoch: u64,
+        hops: u8,
+        deadline_ms: u64,
+        req: KeyRequest,
+    },
+    /// A replica's version of `key`, if it is safe for `ctx` there.
+    Fetch {
+        key: String,
+        ctx: Context,
+    },
+    /// Anti-entropy / push: versions, and the sender's clock when the batch is
+    /// complete relative to `assumed` (the receiver's clock as the sender knows it).
+    Sync {
+        epoch: u64,
+        versions: Vec<(String, Version)>,
+        claim: Option<(VClock, VClock)>,
+    },
+    /// Resharding hand-over: versions the receiver owns in `view`.
+    Migrate {
+        view: View,
+        versions: Vec<(String, Version)>,
+    },
+    /// Install `view` (if newer), move away what this node no longer owns, then reply.
+    ApplyView {
+        view: View,
+    },
+    GetView,
+    KeyCount,
+    /// Wait (bounded) until every shard peer has everything this node has now.
+    Settle,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum RpcReply {
+    Key(KeyResponse),
+    Fetched(Option<Version>),
+    /// The replica could not answer `Fetch` safely either.
+    Unsafe,
+    Synced {
+        clock: VClock,
+    },
+    Migrated {
+        refused: Vec<String>,
+    },
+    /// The receiver is in another view; here it is.
+    WrongEpoch {
+        view: View,
+    },
+    View {
+        view: View,
+    },
+    KeyCount {
+        epoch: u64,
+        shard: Option<u32>,
+        count: u64,
+    },
+    Settled {
+        complete: bool,
+    },
+    Error(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer {0} unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("peer {0} timed out")]
+    Timeout(String),
+    #[error("peer {0} refused: {1}")]
+    Refused(String, String),
+}
+
+pub type RpcFuture = Pin<Box<dyn Future<Output = Result<RpcReply, TransportError>> + Send>>;
+
+/// Sends one request to one node and waits (at most `timeout`) for its reply.
+pub trait Transport: Send + Sync + 'static {
+    fn call(&self, to: &str, msg: Envelope, timeout: Duration) -> RpcFuture;
+}

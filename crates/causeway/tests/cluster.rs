@@ -1,0 +1,478 @@
+//! In-process cluster tests: whole clusters of real nodes in one process, talking over
+//! the in-memory transport, with links cut to make partitions. Fast enough for every
+//! commit; the same scenarios run against real processes in `processes.rs`.
+
+use causeway::causal::{Context, Value};
+use causeway::node::{Node, NodeConfig, Timeouts};
+use causeway::placement::View;
+use causeway::storage::Storage;
+use causeway::transport::memory::Network;
+use causeway::transport::{KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Cluster {
+    net: Arc<Network>,
+    nodes: HashMap<String, Arc<Node>>,
+}
+
+fn addr(i: usize) -> String {
+    format!("10.0.0.{i}:13800")
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        fetch: Duration::from_millis(200),
+        proxy_attempt: Duration::from_millis(400),
+        proxy_total: Duration::from_millis(1000),
+        sync: Duration::from_millis(500),
+        migrate: Duration::from_secs(5),
+        heartbeat: Duration::from_millis(100),
+        apply_view: Duration::from_secs(2),
+        settle: Duration::from_secs(2),
+    }
+}
+
+impl Cluster {
+    fn start(n: usize, repl: usize) -> Cluster {
+        let net = Network::new();
+        let view = View::new(0, (1..=n).map(addr).collect(), repl);
+        let mut c = Cluster {
+            net,
+            nodes: HashMap::new(),
+        };
+        for i in 1..=n {
+            c.boot(&addr(i), view.clone());
+        }
+        c
+    }
+
+    /// Starts (or restarts, with an empty store) the node at `a`.
+    fn boot(&mut self, a: &str, view: View) {
+        if let Some(old) = self.nodes.remove(a) {
+            old.stop();
+            self.net.unregister(a);
+        }
+        let mut cfg = NodeConfig::new(a);
+        cfg.timeouts = timeouts();
+        let (storage, loaded) = Storage::in_memory();
+        let node = Node::start(cfg, storage, loaded, view, self.net.transport(a))
+            .expect("in-memory start");
+        self.net.register(&node);
+        self.nodes.insert(a.to_string(), node);
+    }
+
+    fn node(&self, i: usize) -> &Arc<Node> {
+        &self.nodes[&addr(i)]
+    }
+
+    async fn op(&self, i: usize, key: &str, op: KeyOp, ctx: &Context) -> KeyResponse {
+        self.node(i)
+            .handle_key(KeyRequest {
+                key: key.into(),
+                op,
+                ctx: ctx.clone(),
+            })
+            .await
+    }
+
+    async fn put(&self, i: usize, key: &str, v: &str, ctx: &Context) -> KeyResponse {
+        self.op(i, key, KeyOp::Put(Value::Str(v.into())), ctx).await
+    }
+
+    async fn get(&self, i: usize, key: &str, ctx: &Context) -> KeyResponse {
+        self.op(i, key, KeyOp::Get, ctx).await
+    }
+
+    /// Polls until every listed node serves `key` as `expected` with an empty context.
+    async fn await_value(
+        &self,
+        nodes: &[usize],
+        key: &str,
+        expected: Option<&str>,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut all = true;
+            for &i in nodes {
+                let r = self.get(i, key, &Context::default()).await;
+                let got = match r.result {
+                    Ok(KeyOutcome::Found(Value::Str(s))) => Some(s.to_string()),
+                    _ => None,
+                };
+                all &= got.as_deref() == expected;
+            }
+            if all {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} did not converge to {expected:?} on {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn value(r: &KeyResponse) -> Option<String> {
+    match &r.result {
+        Ok(KeyOutcome::Found(Value::Str(s))) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_every_replica() {
+    let c = Cluster::start(3, 3);
+    let r = c.put(1, "k", "v1", &Context::default()).await;
+    assert_eq!(r.result, Ok(KeyOutcome::Put { replaced: false }));
+    assert!(r.served_by.is_none(), "a replica serves its own shard");
+    c.await_value(&[1, 2, 3], "k", Some("v1"), Duration::from_secs(1))
+        .await;
+    // Read-your-writes on another replica with the context.
+    let r2 = c.put(2, "k", "v2", &r.ctx).await;
+    assert_eq!(r2.result, Ok(KeyOutcome::Put { replaced: true }));
+    assert_eq!(value(&c.get(3, "k", &r2.ctx).await).as_deref(), Some("v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_bob_carol_across_a_partition() {
+    let c = Cluster::start(2, 2);
+    let (n1, n2) = (addr(1), addr(2));
+    // Both sides start with the old a.
+    let seed = c.put(1, "a", "old", &Context::default()).await;
+    c.await_value(&[1, 2], "a", Some("old"), Duration::from_secs(2))
+        .await;
+    c.net.partition(&[&n1], &[&n2]);
+
+    // Alice updates a on side 1; Bob reads it there.
+    let alice = c.put(1, "a", "new", &seed.ctx).await;
+    assert!(alice.result.is_ok());
+    let bob_read = c.get(1, "a", &Context::default()).await;
+    assert_eq!(value(&bob_read).as_deref(), Some("new"));
+    // Bob updates b on side 2 with that context: accepted at once.
+    let bob = c.put(2, "b", "from-bob", &bob_read.ctx).await;
+    assert_eq!(bob.result, Ok(KeyOutcome::Put { replaced: false }));
+    // Carol reads b on side 2, then a there: never the old a.
+    let carol_b = c.get(2, "b", &Context::default()).await;
+    assert_eq!(value(&carol_b).as_deref(), Some("from-bob"));
+    let carol_a = c.get(2, "a", &carol_b.ctx).await;
+    assert_eq!(
+        carol_a.result,
+        Err(KeyError::Unsatisfiable),
+        "stale a must not be served"
+    );
+    // Alice updates a on Bob's side: Carol's next read there returns it.
+    let alice2 = c.put(2, "a", "newer", &alice.ctx).await;
+    assert!(alice2.result.is_ok());
+    let carol_a2 = c.get(2, "a", &carol_b.ctx).await;
+    assert_eq!(value(&carol_a2).as_deref(), Some("newer"));
+
+    c.net.heal();
+    c.await_value(&[1, 2], "a", Some("newer"), Duration::from_secs(2))
+        .await;
+    c.await_value(&[1, 2], "b", Some("from-bob"), Duration::from_secs(2))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_in_a_partition_converge() {
+    let c = Cluster::start(2, 2);
+    c.net.partition(&[&addr(1)], &[&addr(2)]);
+    let r1 = c.put(1, "k", "left", &Context::default()).await;
+    let r2 = c.put(2, "k", "right", &Context::default()).await;
+    assert_eq!(r1.result, Ok(KeyOutcome::Put { replaced: false }));
+    assert_eq!(r2.result, Ok(KeyOutcome::Put { replaced: false }));
+    // Many divergent keys on both sides.
+    for i in 0..2000 {
+        c.put(
+            1 + i % 2,
+            &format!("d{i}"),
+            &format!("v{i}"),
+            &Context::default(),
+        )
+        .await;
+    }
+    c.net.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (a, b) = (c.node(1).key_count().1, c.node(2).key_count().1);
+        if a == 2001 && b == 2001 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "counts {a} {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v1 = value(&c.get(1, "k", &Context::default()).await);
+    let v2 = value(&c.get(2, "k", &Context::default()).await);
+    assert_eq!(v1, v2, "replicas agree on one winner");
+    assert!(v1 == Some("left".into()) || v1 == Some("right".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_replicate_and_tombstones_are_collected() {
+    let c = Cluster::start(2, 2);
+    let r = c.put(1, "k", "v", &Context::default()).await;
+    c.await_value(&[1, 2], "k", Some("v"), Duration::from_secs(1))
+        .await;
+    let d = c.op(2, "k", KeyOp::Delete, &r.ctx).await;
+    assert_eq!(d.result, Ok(KeyOutcome::Deleted));
+    c.await_value(&[1, 2], "k", None, Duration::from_secs(1))
+        .await;
+    let again = c.op(1, "k", KeyOp::Delete, &d.ctx).await;
+    assert_eq!(again.result, Ok(KeyOutcome::DeleteNotFound));
+    // Once both replicas have the tombstone it is collected, and the key stays deleted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let collected = c
+            .node(1)
+            .metrics
+            .encode()
+            .contains("causeway_tombstones_collected_total 1")
+            && c.node(2)
+                .metrics
+                .encode()
+                .contains("causeway_tombstones_collected_total 1");
+        if collected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tombstones not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.await_value(&[1, 2], "k", None, Duration::from_millis(10))
+        .await;
+    assert_eq!(c.get(1, "k", &d.ctx).await.result, Ok(KeyOutcome::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_is_repaired() {
+    let mut c = Cluster::start(2, 2);
+    for i in 0..300 {
+        c.put(1, &format!("k{i}"), "v", &Context::default()).await;
+    }
+    c.await_value(&[2], "k299", Some("v"), Duration::from_secs(2))
+        .await;
+    let view = (*c.node(2).view()).clone();
+    c.boot(&addr(2), view);
+    assert_eq!(c.node(2).key_count().1, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while c.node(2).key_count().1 != 300 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wiped replica has {}",
+            c.node(2).key_count().1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // New writes on the restarted replica use a fresh origin: nothing is overwritten by
+    // a reused counter.
+    let w = c.put(2, "fresh", "x", &Context::default()).await;
+    assert!(w.result.is_ok());
+    c.await_value(&[1, 2], "fresh", Some("x"), Duration::from_secs(2))
+        .await;
+    c.await_value(&[1, 2], "k0", Some("v"), Duration::from_secs(1))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_to_the_owning_shard_and_fails_over() {
+    let c = Cluster::start(4, 2);
+    let view = c.node(1).view();
+    // A key owned by shard 2 (nodes 3 and 4), asked of node 1.
+    let key = (0..)
+        .map(|i| format!("p{i}"))
+        .find(|k| view.shard_of_key(k) == 2)
+        .unwrap();
+    let r = c.put(1, &key, "v", &Context::default()).await;
+    assert_eq!(r.result, Ok(KeyOutcome::Put { replaced: false }));
+    let by = r
+        .served_by
+        .clone()
+        .expect("proxied answers carry the address");
+    assert!(by == addr(3) || by == addr(4));
+    c.await_value(&[3, 4], &key, Some("v"), Duration::from_secs(1))
+        .await;
+    // One replica of shard 2 unreachable: still served, by the other.
+    c.net.partition(&[&addr(1), &addr(2)], &[&addr(3)]);
+    for _ in 0..4 {
+        let g = c.get(1, &key, &r.ctx).await;
+        assert_eq!(value(&g).as_deref(), Some("v"));
+        assert_eq!(g.served_by.as_deref(), Some(addr(4).as_str()));
+    }
+    // Whole shard unreachable: 503 within the time budget.
+    c.net.partition(&[&addr(1)], &[&addr(4)]);
+    let t = std::time::Instant::now();
+    let g = c.get(1, &key, &Context::default()).await;
+    assert_eq!(g.result, Err(KeyError::Unavailable));
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+async fn view_change_case(from: (usize, usize), to_nodes: Vec<usize>, to_repl: usize) {
+    let n_max = from.0.max(*to_nodes.iter().max().unwrap());
+    let mut c = Cluster::start(from.0, from.1);
+    // Nodes that join start with the old view, not containing themselves.
+    let old_view = (*c.node(1).view()).clone();
+    for i in from.0 + 1..=n_max {
+        c.boot(&addr(i), old_view.clone());
+    }
+    let mut ctx = Context::default();
+    for i in 0..150 {
+        let r = c
+            .put(1 + i % from.0, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await;
+        assert!(r.result.is_ok());
+        ctx = r.ctx;
+    }
+    let new_nodes: Vec<String> = to_nodes.iter().map(|&i| addr(i)).collect();
+    let shards = c
+        .node(1)
+        .view_change(new_nodes.clone(), to_repl)
+        .await
+        .expect("view change");
+    let total: u64 = shards.iter().map(|s| s.key_count.unwrap()).sum();
+    assert_eq!(total, 150, "exact counts: {shards:?}");
+    let view = c.node(to_nodes[0]).view();
+    assert_eq!(view.nodes, new_nodes);
+    // When the change answers, every key is on exactly the replicas of its new shard.
+    let deadline = tokio::time::Instant::now();
+    loop {
+        let mut ok = true;
+        for s in 1..=view.shard_count() as u32 {
+            for r in view.replicas(s) {
+                let (shard, count) = c.nodes[r].key_count();
+                ok &= shard == Some(s) && count == shards[(s - 1) as usize].key_count.unwrap();
+            }
+        }
+        for i in 1..=n_max {
+            if !view.contains(&addr(i)) {
+                ok &= c.node(i).key_count().1 == 0;
+            }
+        }
+        if ok {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "keys not on exactly their new replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every key readable with its latest value from every node, old and new.
+    for i in 1..=n_max {
+        for k in (0..150).step_by(7) {
+            let r = c.get(i, &format!("key{k}"), &Context::default()).await;
+            assert_eq!(value(&r), Some(format!("v{k}")), "key{k} from node {i}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_change_adds_a_shard() {
+    view_change_case((4, 2), vec![1, 2, 3, 4, 5, 6], 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_change_removes_nodes() {
+    view_change_case((6, 2), vec![3, 4, 5, 6], 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_change_changes_the_replication_factor() {
+    view_change_case((4, 2), vec![1, 2, 3, 4], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_change_mixed() {
+    view_change_case((4, 2), vec![2, 5, 6, 3, 4, 7], 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_during_a_view_change_catches_up() {
+    let mut c = Cluster::start(4, 2);
+    let old_view = (*c.node(1).view()).clone();
+    for i in 5..=6 {
+        c.boot(&addr(i), old_view.clone());
+    }
+    let mut ctx = Context::default();
+    for i in 0..120 {
+        ctx = c
+            .put(1 + i % 4, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    c.await_value(&[4], "key119", Some("v119"), Duration::from_secs(2))
+        .await;
+    // Node 4 is cut off from everyone while the view changes from 2 to 3 shards.
+    let others: Vec<String> = [1, 2, 3, 5, 6].iter().map(|&i| addr(i)).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    c.net.partition(&[&addr(4)], &others);
+    let new_nodes: Vec<String> = (1..=6).map(addr).collect();
+    c.node(1)
+        .view_change(new_nodes.clone(), 2)
+        .await
+        .expect("view change without node 4");
+    assert_eq!(c.node(4).view().epoch, 0, "node 4 did not hear of it");
+    c.net.heal();
+    // Node 4 learns the view from its peers, hands over what it no longer owns, and is
+    // brought up to date by its new shard peer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let view = c.node(4).view();
+        let counts: Vec<u64> = (1..=6).map(|i| c.node(i).key_count().1).collect();
+        let per_shard_equal = (0..3).all(|s| counts[2 * s] == counts[2 * s + 1]);
+        if view.nodes == new_nodes && per_shard_equal && counts.iter().sum::<u64>() == 240 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not caught up: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 1..=6 {
+        for k in (0..120).step_by(11) {
+            let r = c.get(i, &format!("key{k}"), &Context::default()).await;
+            assert_eq!(value(&r), Some(format!("v{k}")), "key{k} from node {i}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_view_changes_end_in_one_view() {
+    let c = Cluster::start(6, 2);
+    let mut ctx = Context::default();
+    for i in 0..100 {
+        ctx = c
+            .put(1 + i % 6, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    let a: Vec<String> = (1..=6).map(addr).collect();
+    let b: Vec<String> = [6, 5, 4, 3, 2, 1].iter().map(|&i| addr(i)).collect();
+    let (n1, n6) = (c.node(1).clone(), c.node(6).clone());
+    let (ra, rb) = tokio::join!(n1.view_change(a.clone(), 3), n6.view_change(b.clone(), 1));
+    assert!(ra.is_ok() || rb.is_ok(), "one of them wins: {ra:?} {rb:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let views: Vec<_> = (1..=6).map(|i| (*c.node(i).view()).clone()).collect();
+        let total: u64 = (1..=6).map(|i| c.node(i).key_count().1).sum();
+        let expected = 100 * views[0].repl_factor as u64;
+        if views.iter().all(|v| *v == views[0]) && total == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "views or keys diverge: {views:?} total {total}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in (0..100).step_by(9) {
+        let r = c.get(3, &format!("key{k}"), &Context::default()).await;
+        assert_eq!(value(&r), Some(format!("v{k}")));
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs Causeway's whole test suite: unit and property tests, in-process cluster tests,
+# tests against real node processes (with real partitions: needs root and iptables),
+# the client and tool crates, the Docker cluster test (where Docker runs), and a short
+# fault campaign. SKIP_DOCKER=1 / SKIP_CAMPAIGN=1 leave those out.
+# Installs what it needs (iptables) when run as root on Debian/Ubuntu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v iptables >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing iptables"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  else
+    echo "error: the partition tests need iptables and root (run $0 as root)" >&2
+    exit 1
+  fi
+fi
+
+stages=0
+echo "== cargo test (workspace)"
+cargo test --workspace --all-targets --no-fail-fast -- --test-threads "${TEST_THREADS:-2}"
+stages=$((stages + 1))
+
+if [ "${SKIP_DOCKER:-0}" != 1 ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "== docker: image, 6-node cluster, network disconnect"
+  ./docker/test.sh
+  stages=$((stages + 1))
+else
+  echo "== docker: skipped (SKIP_DOCKER=1, or Docker is not running here)"
+fi
+
+if [ -f crates/causeway-torture/Cargo.toml ] && [ "${SKIP_CAMPAIGN:-0}" != 1 ]; then
+  echo "== short fault campaign"
+  cargo build --release -p causeway -p causeway-torture
+  ./target/release/causeway-torture --bin target/release/causeway --duration "${CAMPAIGN_SECS:-90}" \
+    --seed "${CAMPAIGN_SEED:-1}" --history target/torture-history.jsonl
+  stages=$((stages + 1))
+fi
+
+# Every stage above stops the script on failure, so reaching here means all passed.
+echo "stages: ${stages} passed, 0 failed"
