@@ -110,10 +110,24 @@ impl Operation {
         Value::Object(body)
     }
 
-    /// Whether a timed-out attempt may be repeated on another node. A view change
-    /// that timed out may still be running; starting a second one would race it.
-    fn retry_after_timeout(&self) -> bool {
-        !matches!(self, Operation::ViewChange { .. })
+    /// Whether the next node may be asked after this operation failed with `error`.
+    ///
+    /// A write (put, delete) is retried only when the failed attempt certainly did
+    /// nothing: the connection was never made. After a timeout or a 503 the write may
+    /// still be applied; sent again it would be a second write, which the store orders
+    /// after whatever other clients wrote in between, so the caller decides. A view
+    /// change that timed out may still be running; starting a second one would race it.
+    fn may_retry_after(&self, error: &Error) -> bool {
+        if !error.is_retryable() {
+            return false;
+        }
+        match self {
+            Operation::Put { .. } | Operation::Delete { .. } => {
+                matches!(error, Error::Transport { source, .. } if source.is_connect())
+            }
+            Operation::ViewChange { .. } => !matches!(error, Error::Timeout { .. }),
+            _ => true,
+        }
     }
 }
 
@@ -317,7 +331,8 @@ impl Client {
     /// to see every field of a response.
     ///
     /// A node that is unreachable, times out, answers 5xx or cannot satisfy the
-    /// request's causal dependencies yet is skipped for the next one. If they all
+    /// request's causal dependencies yet is skipped for the next one; a write only
+    /// when the node could not be reached at all (see the crate docs). If they all
     /// fail: that error when there is one node, [`Error::AllNodesFailed`] otherwise.
     pub async fn execute(&self, op: &Operation) -> Result<Response> {
         let count = self.nodes.len();
@@ -330,8 +345,7 @@ impl Client {
                     return Ok(response);
                 }
                 Err(error) => {
-                    let timed_out = matches!(error, Error::Timeout { .. });
-                    if !error.is_retryable() || (timed_out && !op.retry_after_timeout()) {
+                    if !op.may_retry_after(&error) {
                         return Err(error);
                     }
                     failures.push(error);

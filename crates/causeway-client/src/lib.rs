@@ -14,8 +14,11 @@
 //! - failures are typed ([`Error`]): [`Error::KeyNotFound`], [`Error::BadRequest`],
 //!   [`Error::Unsatisfiable`], [`Error::Unavailable`], [`Error::AllNodesFailed`], ...
 //!
-//! Retrying a write on another node after a timeout may apply it twice; a key
-//! write is idempotent but the second answer may then say `replaced: true`.
+//! Reads go to the next node after any of those failures. A write goes to the next
+//! node only when the connection to the first could not be made: after a timeout or
+//! a 503 it may still be applied, and sending it again would make a second write that
+//! the store orders after anything other clients wrote meanwhile. Such a write fails
+//! with its error, and the caller decides whether to repeat it.
 //!
 //! The [`cli`] module holds the `causeway get|put|...` subcommands, which keep
 //! the context in a session file between invocations.

@@ -188,14 +188,14 @@ async fn when_every_node_fails_each_failure_is_reported_in_order() {
     let unavailable = FakeNode::start(|_| {
         Reply::Json(
             503,
-            json!({"message": "Error in PUT", "error": "Unable to satisfy request",
+            json!({"message": "Error in GET", "error": "Unable to satisfy request",
                                  "causal-context": {}}),
         )
     })
     .await;
     let broken = FakeNode::start(|_| Reply::Text(502, "<html>bad gateway</html>")).await;
     let client = Client::new([&unavailable.addr, &broken.addr]).unwrap();
-    match client.put("k", "v").await {
+    match client.get("k").await {
         Err(Error::AllNodesFailed { failures }) => {
             assert!(
                 matches!(failures[0], Error::Unavailable { .. }),
@@ -231,6 +231,47 @@ async fn a_rejected_request_is_not_retried_elsewhere() {
         other => panic!("expected BadRequest, got {other:?}"),
     }
     assert!(other.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_write_is_sent_elsewhere_only_when_it_cannot_have_been_applied() {
+    let ok_put = || {
+        Reply::Json(
+            201,
+            json!({"message": "Added successfully", "replaced": false,
+                   "causal-context": {}}),
+        )
+    };
+    let other = FakeNode::start(move |_| ok_put()).await;
+    // Refused connection: nothing was sent, the next node gets the write.
+    let dead = "127.0.0.1:0".to_owned();
+    let client = Client::new([&dead, &other.addr]).unwrap();
+    assert!(!client.put("k", "v").await.unwrap().replaced);
+    assert_eq!(other.requests().len(), 1);
+
+    // A timeout or a 503 may hide an applied write: not repeated elsewhere.
+    let silent = FakeNode::start(|_| Reply::Hang).await;
+    let client = Client::builder()
+        .nodes([&silent.addr, &other.addr])
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = client.put("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    let err = client.delete("k").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    let unavailable = FakeNode::start(|_| {
+        Reply::Json(
+            503,
+            json!({"message": "Error in PUT", "error": "Unable to satisfy request",
+                   "causal-context": {}}),
+        )
+    })
+    .await;
+    let client = Client::new([&unavailable.addr, &other.addr]).unwrap();
+    let err = client.put("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(other.requests().len(), 1, "only the first write reached it");
 }
 
 #[tokio::test]

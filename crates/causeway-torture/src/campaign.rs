@@ -2,9 +2,10 @@
 //! schedule plays, heal everything, wait for convergence, record the final
 //! state, and check the history.
 //!
-//! Fault episodes overlap freely except view changes, which wait until no
-//! other fault is in force and hold off new ones while they run (a view
-//! change during a partition may legitimately fail). At most `max_down`
+//! Fault episodes overlap freely except view changes, which by default wait
+//! until no other fault is in force and hold off new ones while they run (a
+//! view change during a partition may legitimately fail); with
+//! `overlap_view_changes` they overlap too. At most `max_down`
 //! nodes are killed or paused at once, so clients always have somewhere to go.
 
 use std::path::PathBuf;
@@ -41,6 +42,8 @@ pub struct CampaignConfig {
     pub firewall_tag: String,
     pub converge_timeout: Duration,
     pub max_down: usize,
+    /// View changes run while other faults are in force.
+    pub overlap_view_changes: bool,
 }
 
 /// Errors that stop a campaign before it can reach a verdict.
@@ -67,9 +70,12 @@ struct Faults {
     history: Arc<HistoryWriter>,
     /// Readers: episodes in force. Writer: a view change.
     gate: RwLock<()>,
+    /// One view change at a time.
+    view_change: Mutex<()>,
     /// Serialises the "may another node go down?" decision.
     slots: Mutex<()>,
     max_down: usize,
+    overlap_view_changes: bool,
     stop: watch::Receiver<bool>,
 }
 
@@ -89,7 +95,14 @@ impl Faults {
         let mut rng = Rng::new(ep.seed);
         match ep.kind {
             FaultKind::ViewChange => {
-                let _exclusive = self.gate.write().await;
+                // Overlapping: view changes only exclude each other (the gate's
+                // writer would wait for every other episode to end).
+                let _exclusive = if self.overlap_view_changes {
+                    None
+                } else {
+                    Some(self.gate.write().await)
+                };
+                let _one_at_a_time = self.view_change.lock().await;
                 if *self.stop.borrow() {
                     return Ok(());
                 }
@@ -248,7 +261,9 @@ async fn drive(
         history: Arc::clone(history),
         gate: RwLock::new(()),
         slots: Mutex::new(()),
+        view_change: Mutex::new(()),
         max_down: config.max_down,
+        overlap_view_changes: config.overlap_view_changes,
         stop: stop_rx.clone(),
     });
     let start = Instant::now();

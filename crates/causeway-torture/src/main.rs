@@ -85,6 +85,10 @@ struct RunArgs {
     /// Most nodes killed or paused at the same time (default: nodes/2 - 1, at least 1).
     #[arg(long)]
     max_down: Option<usize>,
+    /// Let view changes start while partitions, kills and pauses are in force (by
+    /// default each view change waits for a quiet cluster and holds off other faults).
+    #[arg(long)]
+    overlap_view_changes: bool,
     /// Where to write the history (JSON lines).
     #[arg(long, default_value = "torture-history.jsonl")]
     history: PathBuf,
@@ -273,6 +277,7 @@ async fn run(args: RunArgs) -> ExitCode {
         max_down: args
             .max_down
             .unwrap_or((args.nodes / 2).saturating_sub(1).max(1)),
+        overlap_view_changes: args.overlap_view_changes,
     };
     let outcome = tokio::select! {
         r = campaign::run(config) => r,

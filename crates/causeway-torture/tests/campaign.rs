@@ -69,6 +69,7 @@ async fn a_short_campaign_with_every_fault_kind_finds_no_anomaly() {
         firewall_tag: format!("causeway-torture-test-{}", std::process::id()),
         converge_timeout: Duration::from_secs(60),
         max_down: 1,
+        overlap_view_changes: false,
     };
     let outcome = campaign::run(config).await.expect("the campaign runs");
     let report = &outcome.report;

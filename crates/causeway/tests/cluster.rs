@@ -312,6 +312,67 @@ async fn proxies_to_the_owning_shard_and_fails_over() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
+/// A proxied write whose answer is lost may already be applied; the proxy then tries
+/// the other replica. That retry must be the same write, not a second one: a write that
+/// a client made after reading the first copy must stay the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_forwarded_write_is_applied_once() {
+    let c = Cluster::start(4, 2);
+    let view = c.node(1).view();
+    let key = (0..)
+        .map(|i| format!("r{i}"))
+        .find(|k| view.shard_of_key(k) == 2)
+        .unwrap();
+    // Node 1 forwards to nodes 3 and 4; both apply what it sends, it hears nothing.
+    c.net.lose_replies(&addr(1), &[&addr(3), &addr(4)]);
+    let forwarded = {
+        let node = c.node(1).clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            node.handle_key(KeyRequest {
+                key,
+                op: KeyOp::Put(Value::Str("first".into())),
+                ctx: Context::default(),
+            })
+            .await
+        })
+    };
+    // Another client reads the first attempt's copy and overwrites it, before the
+    // proxy retries on the other replica (400 ms later).
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let (at, ctx) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first attempt was never applied"
+        );
+        let mut seen = None;
+        for i in [3, 4] {
+            let g = c.get(i, &key, &Context::default()).await;
+            if value(&g).as_deref() == Some("first") {
+                seen = Some((i, g.ctx));
+                break;
+            }
+        }
+        if let Some(seen) = seen {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let w = c.put(at, &key, "second", &ctx).await;
+    assert_eq!(w.result, Ok(KeyOutcome::Put { replaced: true }));
+    let r = forwarded.await.unwrap();
+    assert_eq!(
+        r.result,
+        Err(KeyError::Unavailable),
+        "every answer was lost, so the client hears 503"
+    );
+    c.net.heal();
+    c.await_value(&[1, 2, 3, 4], &key, Some("second"), Duration::from_secs(2))
+        .await;
+    let g = c.get(at, &key, &w.ctx).await;
+    assert_eq!(value(&g).as_deref(), Some("second"));
+}
+
 async fn view_change_case(from: (usize, usize), to_nodes: Vec<usize>, to_repl: usize) {
     let n_max = from.0.max(*to_nodes.iter().max().unwrap());
     let mut c = Cluster::start(from.0, from.1);

@@ -5,7 +5,8 @@
 //! which replicas track it, and its causal past ([`Deps`]).
 //!
 //! Merge law: of two versions of a key the one with the greater [`WriteId`] wins
-//! (`ts`, then origin, then counter: a total order). Write timestamps are hybrid
+//! (`ts`, then origin, then counter: a total order), and of two copies of one write
+//! (same id, applied on two replicas) the one with the greater dot. Write timestamps are hybrid
 //! logical clocks that every write raises above everything it depends on, so a write
 //! always beats every write in its causal past; concurrent writes are ordered by
 //! timestamp, deterministically on every replica. Merge is therefore a maximum over a
@@ -111,7 +112,9 @@ impl Version {
 pub fn merge(current: Option<&Version>, incoming: &Version, shard: ShardNo) -> Option<Version> {
     match current {
         None => Some(incoming.clone()),
-        Some(cur) if incoming.id > cur.id => {
+        // Equal ids are two copies of one forwarded write (see
+        // `transport::Forwarding::write_id`); the dot settles which copy stays.
+        Some(cur) if (incoming.id, incoming.dot) > (cur.id, cur.dot) => {
             let mut v = incoming.clone();
             // The survivor supersedes the loser too; keep that knowledge.
             v.absorb(shard, cur);

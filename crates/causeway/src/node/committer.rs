@@ -58,6 +58,8 @@ pub enum Job {
         ctx: Context,
         /// Wall-clock ms after which a forwarded write must not be applied.
         deadline: Option<u64>,
+        /// The identity a forwarding node gave the write (else this replica makes one).
+        id: Option<WriteId>,
         reply: oneshot::Sender<Result<WriteDone, CommitError>>,
     },
     /// Versions from a shard peer, with the peer's clock when the batch was complete
@@ -301,12 +303,13 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             value,
             ctx,
             deadline,
+            id,
             reply,
         } => {
             let res = if deadline.is_some_and(|d| crate::node::wall_ms() > d) {
                 Err(CommitError::Expired)
             } else {
-                write(&key, value, ctx, st, p)
+                write(&key, value, ctx, id, st, p)
             };
             Reply::Write(reply, res)
         }
@@ -385,10 +388,15 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
     }
 }
 
+/// Applies a client write. `forwarded` is the identity a forwarding node gave it; such
+/// a write may be a second copy of one applied elsewhere (an attempt whose answer was
+/// lost), or may be older than what this replica holds, so it merges like replicated
+/// versions do. A write this replica names itself is newer than everything it holds.
 fn write(
     key: &str,
     value: Option<Value>,
     ctx: Context,
+    forwarded: Option<WriteId>,
     st: &State,
     p: &mut Pending,
 ) -> Result<WriteDone, CommitError> {
@@ -398,46 +406,58 @@ fn write(
         _ => return Err(CommitError::NotOwner(view.epoch)),
     };
     let ctx = ctx.in_epoch(view.epoch);
-    let now = hlc_now();
-    let ctx_ts = if ctx.ts <= now.saturating_add(MAX_SKEW_MS << HLC_SHIFT) {
-        ctx.ts
-    } else {
-        0
-    };
-    let ts = now
-        .max(ctx_ts.saturating_add(1))
-        .max(p.last_ts.saturating_add(1));
-    p.observe_ts(ts);
     let dot = p.next_dot(st);
+    let id = forwarded.unwrap_or_else(|| WriteId {
+        ts: next_ts(p.last_ts, ctx.ts),
+        origin: dot.origin,
+        counter: dot.counter,
+    });
+    p.observe_ts(id.ts);
     // The write's causal past: what the client depended on, and what the version it
     // replaces already superseded.
     let mut past = ctx.deps.clone();
     // Our own earlier writes are implied by the new dot.
     past.remove(shard, dot.origin);
-    let mut version = Version {
-        id: WriteId {
-            ts,
-            origin: dot.origin,
-            counter: dot.counter,
-        },
+    let version = Version {
+        id,
         dot,
         epoch: view.epoch,
         past,
         value,
     };
     let prev = p.get(st, key);
-    if let Some(prev) = prev {
-        version.absorb(shard, prev);
-    }
     let existed = prev.is_some_and(|v| !v.is_tombstone());
+    let survivor = match crate::causal::version::merge(prev, &version, shard) {
+        Some(v) => v,
+        // What this replica holds wins; it now also supersedes this write.
+        None => {
+            let mut v = prev.expect("merge keeps an existing version").clone();
+            v.absorb(shard, &version);
+            v
+        }
+    };
     let done = WriteDone {
         existed,
         dot,
-        ts,
+        ts: id.ts,
         epoch: view.epoch,
     };
-    p.versions.insert(key.to_string(), Some(version));
+    p.versions.insert(key.to_string(), Some(survivor));
     Ok(done)
+}
+
+/// The timestamp for a new write: after the wall clock, after `last` (the last one
+/// this node issued or saw) and after the client's context timestamp, unless that lies
+/// implausibly far ahead of our clock.
+pub fn next_ts(last: u64, ctx_ts: u64) -> u64 {
+    let now = hlc_now();
+    let ctx_ts = if ctx_ts <= now.saturating_add(MAX_SKEW_MS << HLC_SHIFT) {
+        ctx_ts
+    } else {
+        0
+    };
+    now.max(ctx_ts.saturating_add(1))
+        .max(last.saturating_add(1))
 }
 
 /// Hybrid logical clock reading: wall-clock milliseconds shifted left [`HLC_SHIFT`] bits.

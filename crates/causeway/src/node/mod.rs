@@ -14,18 +14,19 @@
 pub mod committer;
 pub mod state;
 
-use crate::causal::{read_is_safe, Context, ShardNo, VClock, Version};
+use crate::causal::{read_is_safe, Context, ShardNo, VClock, Version, WriteId};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::placement::View;
 use crate::storage::{Loaded, Storage};
 use crate::transport::{
-    Envelope, KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse, Rpc, RpcReply, Transport,
+    Envelope, Forwarding, KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse, Rpc, RpcReply,
+    Transport,
 };
 use committer::{CommitError, Committer, Job};
 use parking_lot::{Mutex, RwLock};
 use state::State;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -104,6 +105,11 @@ pub struct Node {
     /// Background tasks, aborted by [`Node::stop`].
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     rr: AtomicUsize,
+    /// Identities this node gives the writes it forwards (see [`Forwarding::write_id`]):
+    /// a random origin per process, a counter, and the last timestamp handed out.
+    fwd_origin: u64,
+    fwd_counter: AtomicU64,
+    fwd_last_ts: Mutex<u64>,
 }
 
 impl Node {
@@ -149,6 +155,9 @@ impl Node {
             migrate_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),
+            fwd_origin: rand::random(),
+            fwd_counter: AtomicU64::new(0),
+            fwd_last_ts: Mutex::new(0),
         });
         crate::replication::spawn(node.clone());
         // A node restarted mid-change still holds keys it must hand over.
@@ -205,30 +214,55 @@ impl Node {
         self.route_key(req, 0, None).await
     }
 
-    /// `deadline` (wall-clock ms) is when whoever forwarded the request gives up on it:
-    /// a write still unapplied by then is abandoned, so that a forwarded write that
-    /// arrives late (say, retransmitted after a partition heals) cannot land after the
-    /// client was answered by another replica and moved on.
-    async fn route_key(&self, req: KeyRequest, hops: u8, deadline: Option<u64>) -> KeyResponse {
+    /// `fwd` is what the node that forwarded the request fixed about it: its deadline
+    /// (a write still unapplied by then is abandoned, so that a forwarded write that
+    /// arrives late, say retransmitted after a partition heals, cannot land after the
+    /// client was answered and moved on) and, for a write, its identity.
+    async fn route_key(&self, req: KeyRequest, hops: u8, fwd: Option<Forwarding>) -> KeyResponse {
         let owns = self.state.read().owns(&req.key);
         if owns {
-            match self.serve_local(req.clone(), deadline).await {
+            match self.serve_local(req.clone(), fwd).await {
                 Some(resp) => return resp,
                 // The view changed under us: route again with the new one.
-                None => return Box::pin(self.proxy(req, hops, deadline)).await,
+                None => return Box::pin(self.proxy(req, hops, fwd)).await,
             }
         }
-        self.proxy(req, hops, deadline).await
+        self.proxy(req, hops, fwd).await
+    }
+
+    /// A fresh identity for a write this node forwards: its timestamp is above the
+    /// client's context (so the write beats everything the client has seen) and above
+    /// every identity this node handed out before.
+    fn forwarded_write_id(&self, ctx: &Context) -> WriteId {
+        let mut last = self.fwd_last_ts.lock();
+        let ts = committer::next_ts(*last, ctx.ts);
+        *last = ts;
+        WriteId {
+            ts,
+            origin: self.fwd_origin,
+            counter: self.fwd_counter.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// Forwards to the replicas of the key's shard, spreading load over them and failing
     /// over within the time budget. 503 (`Unavailable`) only if none answers in time.
-    async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<u64>) -> KeyResponse {
+    async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<Forwarding>) -> KeyResponse {
         let t = &self.cfg.timeouts;
         let mut total = t.proxy_total;
         if let Some(outer) = outer {
-            total = total.min(Duration::from_millis(outer.saturating_sub(wall_ms())));
+            total = total.min(Duration::from_millis(
+                outer.deadline_ms.saturating_sub(wall_ms()),
+            ));
         }
+        // Every attempt (on any replica) carries the same identity: at most one write.
+        let write_id = match req.op {
+            KeyOp::Get => None,
+            KeyOp::Put(_) | KeyOp::Delete => Some(
+                outer
+                    .and_then(|f| f.write_id)
+                    .unwrap_or_else(|| self.forwarded_write_id(&req.ctx)),
+            ),
+        };
         let deadline = tokio::time::Instant::now() + total;
         let view = self.view();
         let replicas: Vec<String> = view
@@ -249,7 +283,10 @@ impl Node {
                 let msg = self.envelope(Rpc::Key {
                     epoch: view.epoch,
                     hops: hops + 1,
-                    deadline_ms: wall_ms() + attempt.as_millis() as u64,
+                    fwd: Forwarding {
+                        deadline_ms: wall_ms() + attempt.as_millis() as u64,
+                        write_id,
+                    },
                     req: req.clone(),
                 });
                 match self.transport.call(to, msg, attempt).await {
@@ -281,7 +318,7 @@ impl Node {
 
     /// Serves a key operation on this replica; `None` if it does not own the key
     /// (any more).
-    async fn serve_local(&self, req: KeyRequest, deadline: Option<u64>) -> Option<KeyResponse> {
+    async fn serve_local(&self, req: KeyRequest, fwd: Option<Forwarding>) -> Option<KeyResponse> {
         let KeyRequest { key, op, ctx } = req;
         match op {
             KeyOp::Get => {
@@ -313,7 +350,7 @@ impl Node {
                         served_by: None,
                     });
                 }
-                self.write(key, Some(value), ctx, deadline).await
+                self.write(key, Some(value), ctx, fwd).await
             }
             KeyOp::Delete => {
                 let ctx = match self.safe_read(&key, &ctx).await? {
@@ -328,7 +365,7 @@ impl Node {
                     // Not known to be absent: delete anyway (writes are never refused).
                     Err(_) => ctx,
                 };
-                self.write(key, None, ctx, deadline).await
+                self.write(key, None, ctx, fwd).await
             }
         }
     }
@@ -338,7 +375,7 @@ impl Node {
         key: String,
         value: Option<crate::causal::Value>,
         ctx: Context,
-        deadline: Option<u64>,
+        fwd: Option<Forwarding>,
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
         let res = self
@@ -347,7 +384,8 @@ impl Node {
                 key,
                 value,
                 ctx: ctx.clone(),
-                deadline,
+                deadline: fwd.map(|f| f.deadline_ms),
+                id: fwd.and_then(|f| f.write_id),
                 reply,
             })
             .await;
@@ -482,13 +520,13 @@ impl Node {
             Rpc::Key {
                 epoch,
                 hops,
-                deadline_ms,
+                fwd,
                 req,
             } => {
                 if epoch > self.view().epoch {
                     self.refresh_view_from(&from).await;
                 }
-                RpcReply::Key(self.route_key(req, hops, Some(deadline_ms)).await)
+                RpcReply::Key(self.route_key(req, hops, Some(fwd)).await)
             }
             Rpc::Fetch { key, ctx } => {
                 let st = self.state.read();

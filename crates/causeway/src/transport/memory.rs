@@ -1,7 +1,8 @@
 //! In-process transport for cluster tests: delivers envelopes straight to the target
 //! node's handler (after an encode/decode round trip, so messages stay serialisable),
 //! and can cut links in one or both directions. A cut link behaves like a dropped
-//! packet: the call waits out its timeout.
+//! packet: the call waits out its timeout. A link can also lose only its replies: the
+//! request is handled, the caller hears nothing and times out.
 
 use super::{Envelope, RpcFuture, Transport, TransportError};
 use crate::node::Node;
@@ -15,6 +16,8 @@ pub struct Network {
     nodes: RwLock<HashMap<String, Weak<Node>>>,
     /// (from, to) pairs that drop traffic.
     cut: RwLock<HashSet<(String, String)>>,
+    /// (from, to) pairs whose requests arrive but whose replies are lost.
+    mute: RwLock<HashSet<(String, String)>>,
 }
 
 impl Network {
@@ -43,8 +46,17 @@ impl Network {
         }
     }
 
+    /// Requests from `from` to each of `to` are handled, but their replies are lost.
+    pub fn lose_replies(&self, from: &str, to: &[&str]) {
+        let mut mute = self.mute.write();
+        for y in to {
+            mute.insert((from.to_string(), y.to_string()));
+        }
+    }
+
     pub fn heal(&self) {
         self.cut.write().clear();
+        self.mute.write().clear();
     }
 
     /// The transport a node at `address` uses.
@@ -63,11 +75,9 @@ pub struct MemoryTransport {
 
 impl Transport for MemoryTransport {
     fn call(&self, to: &str, msg: Envelope, timeout: Duration) -> RpcFuture {
-        let cut = self
-            .net
-            .cut
-            .read()
-            .contains(&(self.me.clone(), to.to_string()));
+        let link = (self.me.clone(), to.to_string());
+        let cut = self.net.cut.read().contains(&link);
+        let mute = self.net.mute.read().contains(&link);
         let target = self.net.nodes.read().get(to).and_then(Weak::upgrade);
         let to = to.to_string();
         Box::pin(async move {
@@ -80,7 +90,12 @@ impl Transport for MemoryTransport {
             };
             let bytes = postcard::to_allocvec(&msg).expect("envelopes always encode");
             let msg: Envelope = postcard::from_bytes(&bytes).expect("envelopes round-trip");
+            let started = tokio::time::Instant::now();
             match tokio::time::timeout(timeout, node.handle_rpc(msg)).await {
+                Ok(_) if mute => {
+                    tokio::time::sleep_until(started + timeout).await;
+                    Err(TransportError::Timeout(to))
+                }
                 Ok(reply) => Ok(reply),
                 Err(_) => Err(TransportError::Timeout(to)),
             }

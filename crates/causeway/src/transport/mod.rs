@@ -11,7 +11,7 @@
 pub mod http;
 pub mod memory;
 
-use crate::causal::{Context, VClock, Version};
+use crate::causal::{Context, VClock, Version, WriteId};
 use crate::placement::View;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -66,6 +66,19 @@ pub struct KeyResponse {
     pub served_by: Option<String>,
 }
 
+/// What the forwarding node fixed about a key operation it forwards.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Forwarding {
+    /// The sender's wall-clock ms at which it stops waiting: a write not applied by then
+    /// must not be applied at all (the client may have been answered and moved on).
+    pub deadline_ms: u64,
+    /// For a write, its identity, fixed by the first node that forwarded it. An attempt
+    /// whose answer was lost may still have been applied; the retry on another replica
+    /// then carries the same identity, so replicas merge the two into one write instead
+    /// of ordering a second copy after writes that followed the first.
+    pub write_id: Option<WriteId>,
+}
+
 /// A node-to-node request, with the sender's address.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -76,12 +89,10 @@ pub struct Envelope {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Rpc {
     /// Serve a client key operation (proxied). `epoch` is the sender's view epoch.
-    /// `deadline_ms` is the sender's wall-clock time at which it stops waiting; a write
-    /// not applied by then must not be applied at all.
     Key {
         epoch: u64,
         hops: u8,
-        deadline_ms: u64,
+        fwd: Forwarding,
         req: KeyRequest,
     },
     /// A replica's version of `key`, if it is safe for `ctx` there.
