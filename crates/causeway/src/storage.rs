@@ -90,7 +90,7 @@ impl Storage {
 
     /// Opens (or creates) the data directory and loads everything in it.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Storage, Loaded), StorageError> {
-        let db = Database::builder(dir).cache_size(16 * 1024 * 1024).open()?;
+        let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
         let kv = db.keyspace("kv", || {
             KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
         })?;

@@ -134,10 +134,12 @@ impl Node {
             loaded.meta.clock,
             loaded.meta.last_ts,
         );
+        let mut versions = Vec::new();
         storage.for_each_version(|k, v| {
             st.last_ts = st.last_ts.max(v.id.ts);
-            st.set(k, Some(v));
+            versions.push((Arc::from(k), v));
         })?;
+        st.bulk_load(versions);
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let (committer, commits) = Committer::start(state.clone(), storage.clone());

@@ -102,6 +102,29 @@ impl State {
         }
     }
 
+    /// Fills an empty state with the versions found on disk at start. Building the
+    /// trees in bulk (sorted) is much faster than inserting keys one by one, and packs
+    /// their nodes full.
+    pub fn bulk_load(&mut self, versions: Vec<(Key, Version)>) {
+        debug_assert!(self.keys.is_empty(), "bulk_load fills an empty state");
+        let mut dots: HashMap<Origin, Vec<(u64, Key)>> = HashMap::new();
+        for (k, v) in &versions {
+            dots.entry(v.dot.origin)
+                .or_default()
+                .push((v.dot.counter, k.clone()));
+            if v.is_tombstone() {
+                self.tombstones.insert(k.clone());
+            } else {
+                self.live += 1;
+            }
+        }
+        self.dots = dots
+            .into_iter()
+            .map(|(origin, by_counter)| (origin, by_counter.into_iter().collect()))
+            .collect();
+        self.keys = versions.into_iter().collect();
+    }
+
     fn remove_dot(&mut self, dot: Dot) {
         if let Some(m) = self.dots.get_mut(&dot.origin) {
             m.remove(&dot.counter);
