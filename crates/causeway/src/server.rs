@@ -8,19 +8,19 @@ use crate::api::{self, AppState};
 use crate::config::ServeConfig;
 use crate::node::Node;
 use crate::storage::{Storage, StorageError};
-use crate::transport::http::HttpTransport;
+use crate::transport::stream::StreamTransport;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Opens the node's storage and starts it (with the HTTP transport).
+/// Opens the node's storage and starts it (with the stream transport).
 pub fn start_node(cfg: &ServeConfig) -> Result<Arc<Node>, StorageError> {
     let (storage, loaded) = match &cfg.data_dir {
         Some(dir) => Storage::open(dir, cfg.durability)?,
         None => Storage::in_memory(),
     };
     tracing::info!(durable = storage.is_durable(), "storage opened");
-    let transport = Arc::new(HttpTransport::new(&cfg.node.address, cfg.secret.clone()));
+    let transport = Arc::new(StreamTransport::new(&cfg.node.address, cfg.secret.clone()));
     Node::start(
         cfg.node.clone(),
         storage,

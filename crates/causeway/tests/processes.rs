@@ -204,6 +204,8 @@ fn contract_on_a_single_node() {
             400,
         ),
         ("POST", "/internal/rpc", b"garbage".to_vec(), 400),
+        // The internal stream only upgrades; a plain GET gets a JSON error.
+        ("GET", "/internal/stream", vec![], 400),
     ] {
         let (s, j) = call_raw(m, n, p, b).unwrap();
         assert_eq!(s, code, "{m} {p}: {j}");
@@ -650,6 +652,8 @@ fn cluster_secret_guards_internal_routes_and_metrics_move() {
     let (code, j) = call_raw("POST", &a[0], "/internal/rpc", b"anything".to_vec()).unwrap();
     assert_eq!(code, 401, "{j}");
     assert!(j["causal-context"].is_object());
+    let (code, j) = call_raw("GET", &a[0], "/internal/stream", vec![]).unwrap();
+    assert_eq!(code, 401, "{j}");
     // Metrics move with load.
     for i in 0..20 {
         s.put(&a[1], &format!("m{i}"), "v");

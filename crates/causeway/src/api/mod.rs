@@ -11,6 +11,7 @@ pub mod error;
 use crate::causal::{Context, Signer, Value};
 use crate::node::Node;
 use crate::transport::http::{RPC_PATH, SECRET_HEADER};
+use crate::transport::stream::{STREAM_PATH, UPGRADE_PROTOCOL};
 use crate::transport::{Envelope, KeyOp, KeyRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -73,6 +74,7 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route(RPC_PATH, post(internal_rpc))
+        .route(STREAM_PATH, get(internal_stream))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
@@ -119,7 +121,7 @@ fn route_label(path: Option<&str>) -> &'static str {
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
-        Some(RPC_PATH) => "internal",
+        Some(RPC_PATH) | Some(STREAM_PATH) => "internal",
         _ => "other",
     }
 }
@@ -385,12 +387,56 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    if let Some(secret) = &app.secret {
+/// Whether an internal request carries the cluster secret (when one is configured).
+fn internal_allowed(app: &App, headers: &HeaderMap) -> bool {
+    app.secret.as_ref().is_none_or(|secret| {
         let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
-        if !given.is_some_and(|g| crate::causal::context::constant_time_eq(g, secret.as_bytes())) {
-            return ApiError::Unauthorized.into_response();
+        given.is_some_and(|g| crate::causal::context::constant_time_eq(g, secret.as_bytes()))
+    })
+}
+
+/// Upgrades to a multiplexed internal stream (see `transport::stream`).
+async fn internal_stream(State(app): State<App>, mut req: Request) -> Response {
+    if !internal_allowed(&app, req.headers()) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let wants = req
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
+        });
+    if !wants {
+        return ApiError::BadRequest {
+            method: "GET",
+            error: format!("expected Upgrade: {UPGRADE_PROTOCOL}"),
         }
+        .into_response();
+    }
+    let upgrade = hyper::upgrade::on(&mut req);
+    let node = app.node.clone();
+    let max_frame = app.limits.max_internal_bytes;
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(io) => {
+                crate::transport::stream::serve(hyper_util::rt::TokioIo::new(io), node, max_frame)
+                    .await
+            }
+            Err(e) => tracing::debug!(error = %e, "internal stream upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, UPGRADE_PROTOCOL)
+        .body(Body::empty())
+        .expect("static response")
+}
+
+async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
+    if !internal_allowed(&app, &headers) {
+        return ApiError::Unauthorized.into_response();
     }
     let bytes = match read_bytes(
         body,

@@ -3,13 +3,16 @@
 //! The protocol is one request enum ([`Rpc`]) and one reply enum ([`RpcReply`]),
 //! handled by one `match` in [`crate::node::Node::handle_rpc`]. [`http::HttpTransport`]
 //! carries them as postcard over pooled keep-alive HTTP connections to
-//! `POST /internal/rpc`; [`memory::MemoryTransport`] delivers them in-process and can
+//! `POST /internal/rpc`; [`stream::StreamTransport`], what nodes use, sends the
+//! small requests on a client's path over one multiplexed connection per peer and
+//! the rest over HTTP; [`memory::MemoryTransport`] delivers them in-process and can
 //! cut links, so whole clusters run inside one test.
 //!
 //! Every call has a timeout: a dead or partitioned peer costs a bounded wait.
 
 pub mod http;
 pub mod memory;
+pub mod stream;
 
 use crate::causal::{Context, VClock, Version, WriteId};
 use crate::placement::View;
