@@ -43,6 +43,13 @@ pub async fn run(
         secret: cfg.secret.clone(),
         signer: cfg.secret.as_deref().map(crate::causal::Signer::new),
     });
+    use axum::serve::ListenerExt;
+    // No Nagle delay: internal streams write many small reply frames in turn.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
         .await?;
