@@ -774,3 +774,64 @@ fn the_answer_parser_reads_both_body_framings() {
     assert!(bad(503, r#"{"causal-context":{}}"#).is_ok());
     assert!(judge(&req, Err("closed without answering".into())).is_err());
 }
+
+/// Opens an internal stream (with the secret) and returns the socket after the 101.
+fn open_stream(addr: &str) -> TcpStream {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let hello = format!(
+        "GET /internal/stream HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+         Upgrade: causeway-rpc\r\nx-causeway-secret: {SECRET}\r\n\r\n"
+    );
+    s.write_all(hello.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).expect("upgrade answer"),
+            1,
+            "closed early"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+#[test]
+fn garbage_on_an_internal_stream_ends_only_that_stream() {
+    use std::io::{Read, Write};
+    let mut nodes = Nodes::start();
+    let addr = nodes.addrs[0].clone();
+    // A frame over the size limit: the node closes the stream.
+    let mut s = open_stream(&addr);
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).expect("closed"), 0);
+    // A frame cut short by the peer going away.
+    let mut s = open_stream(&addr);
+    s.write_all(&1_000_000u32.to_le_bytes()).unwrap();
+    s.write_all(b"short").unwrap();
+    drop(s);
+    // A frame of the right length that does not decode: the node closes the stream.
+    let mut s = open_stream(&addr);
+    s.write_all(&8u32.to_le_bytes()).unwrap();
+    s.write_all(&[0xff; 8]).unwrap();
+    let mut rest = Vec::new();
+    let n = s
+        .read_to_end(&mut rest)
+        .expect("the node closes the stream");
+    assert_eq!(n, 0, "no reply to garbage: {rest:?}");
+    // Without the secret there is no stream at all.
+    let raw = format!(
+        "GET /internal/stream HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\n\
+         Upgrade: causeway-rpc\r\n\r\n"
+    );
+    let a = exchange(&addr, raw.as_bytes(), false).expect("an answer");
+    assert_eq!(a.status, 401);
+    nodes.assert_alive();
+    ordinary_round_trip(&nodes.addrs.clone());
+    nodes.assert_alive();
+}

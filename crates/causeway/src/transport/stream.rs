@@ -323,8 +323,12 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Res
             "frame over the size limit",
         ));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
+    // Grown as bytes arrive: a length alone does not get memory reserved.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *r).take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }
 
