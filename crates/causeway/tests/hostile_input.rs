@@ -40,9 +40,14 @@ struct Nodes {
 
 impl Nodes {
     fn start() -> Nodes {
-        // A third octet from the pid keeps concurrent runs apart.
+        // A third octet from the pid keeps concurrent runs apart, a fourth from a
+        // counter the tests of this run.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let net = 20 + std::process::id() % 200;
-        let addrs: Vec<String> = (2..4).map(|h| format!("127.88.{net}.{h}:13800")).collect();
+        let first = 2 + 2 * STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addrs: Vec<String> = (first..first + 2)
+            .map(|h| format!("127.88.{net}.{h}:13800"))
+            .collect();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Nodes {
             addrs: addrs.clone(),
