@@ -67,6 +67,15 @@ impl Cluster {
         &self.nodes[&addr(i)]
     }
 
+    /// The first key `<prefix><n>` that node 1's view places in `shard`.
+    fn key_in_shard(&self, prefix: &str, shard: u32) -> String {
+        let view = self.node(1).view();
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|k| view.shard_of_key(k) == shard)
+            .unwrap()
+    }
+
     async fn op(&self, i: usize, key: &str, op: KeyOp, ctx: &Context) -> KeyResponse {
         self.node(i)
             .handle_key(KeyRequest {
@@ -282,12 +291,8 @@ async fn a_wiped_replica_is_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_to_the_owning_shard_and_fails_over() {
     let c = Cluster::start(4, 2);
-    let view = c.node(1).view();
     // A key owned by shard 2 (nodes 3 and 4), asked of node 1.
-    let key = (0..)
-        .map(|i| format!("p{i}"))
-        .find(|k| view.shard_of_key(k) == 2)
-        .unwrap();
+    let key = c.key_in_shard("p", 2);
     let r = c.put(1, &key, "v", &Context::default()).await;
     assert_eq!(r.result, Ok(KeyOutcome::Put { replaced: false }));
     let by = r
@@ -318,11 +323,7 @@ async fn proxies_to_the_owning_shard_and_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_forwarded_write_is_applied_once() {
     let c = Cluster::start(4, 2);
-    let view = c.node(1).view();
-    let key = (0..)
-        .map(|i| format!("r{i}"))
-        .find(|k| view.shard_of_key(k) == 2)
-        .unwrap();
+    let key = c.key_in_shard("r", 2);
     // Node 1 forwards to nodes 3 and 4; both apply what it sends, it hears nothing.
     c.net.lose_replies(&addr(1), &[&addr(3), &addr(4)]);
     let forwarded = {
