@@ -3,8 +3,11 @@
 //! node when one cannot serve.
 //!
 //! Invariant: the context sent is always the `causal-context` of the last
-//! response received (any status), or the one set by the caller. So sequential
-//! calls through one `Client` are causally consistent, whichever node serves them.
+//! answer that served an operation (a success, or 404 "Key does not exist"), or the
+//! one set by the caller. An error answer (400, 405, 413, 503, ...) teaches nothing
+//! new, so whatever context it carries never replaces the session's: one typo or one
+//! unreachable shard cannot erase a session's history. So sequential calls through
+//! one `Client` are causally consistent, whichever node serves them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -359,7 +362,8 @@ impl Client {
         }
     }
 
-    /// One attempt on one node. Keeps the context of any JSON response it gets.
+    /// One attempt on one node. Keeps the context of an answer that served the
+    /// operation (see the module docs).
     async fn attempt(&self, node: &str, op: &Operation) -> Result<Response> {
         let timeout = match op {
             Operation::ViewChange { .. } => self.view_change_timeout,
@@ -419,8 +423,12 @@ impl Client {
             status,
             body,
         };
-        if let Some(context) = response.causal_context() {
-            self.set_context(context.clone());
+        let served = (200..300).contains(&status)
+            || (status == 404 && response.body.get("doesExist") == Some(&Value::Bool(false)));
+        if served {
+            if let Some(context) = response.causal_context() {
+                self.set_context(context.clone());
+            }
         }
         if (200..300).contains(&status) {
             Ok(response)

@@ -59,6 +59,43 @@ async fn sends_the_context_of_the_last_response_received() {
 }
 
 #[tokio::test]
+async fn an_error_answer_never_replaces_the_sessions_context() {
+    // A node (or anything between) that answers an error with a context of its own,
+    // even an empty one, must not make the session forget what it has seen.
+    let node = FakeNode::start(|req| {
+        if req.path.ends_with("/bad") {
+            Reply::Json(
+                400,
+                json!({"message": "Error in PUT", "error": "Value is missing",
+                       "causal-context": {}}),
+            )
+        } else if req.path.ends_with("/busy") {
+            Reply::Json(
+                503,
+                json!({"message": "Error in GET", "error": "Unable to satisfy request",
+                       "causal-context": {}}),
+            )
+        } else {
+            ok_get(json!({"seen": req.path}))
+        }
+    })
+    .await;
+    let client = Client::new([&node.addr]).unwrap();
+    client.get("a").await.unwrap();
+    let seen = client.context();
+    assert!(client.put("bad", json!("v")).await.is_err());
+    assert!(client.get("busy").await.is_err());
+    assert_eq!(client.context(), seen, "errors keep the session's history");
+    client.get("b").await.unwrap();
+    let sent: Vec<_> = node
+        .requests()
+        .into_iter()
+        .map(|r| r.body["causal-context"].clone())
+        .collect();
+    assert_eq!(sent[1..], [seen.clone(), seen.clone(), seen]);
+}
+
+#[tokio::test]
 async fn set_context_is_sent_with_the_next_request() {
     let node = FakeNode::start(|_| ok_get(json!({}))).await;
     let client = Client::builder()

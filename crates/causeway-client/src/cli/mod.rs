@@ -218,7 +218,8 @@ pub async fn run_with_output(
     };
 
     let result = client.execute(&op).await;
-    // Error answers carry a context too; keep it whatever happened.
+    // The client keeps the context of the last answer that served an operation (an
+    // error answer never replaces it); save that whatever happened.
     let saved = session.save(&client.context());
 
     let exit = match result {

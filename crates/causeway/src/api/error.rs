@@ -199,10 +199,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error's response, carrying the request's causal context: an error teaches
+    /// the client nothing new, and must not make it forget what it had seen.
+    pub fn with_context(self, ctx: &Context, signer: Option<&Signer>) -> Response {
+        let fields = json!({"message": self.message(), "error": self.to_string()});
+        json_response(self.status(), fields, ctx.to_signed_json(signer), None)
+    }
+}
+
+/// Only for errors found before the request's body could be read (so it has no
+/// context to echo): the answer carries an empty context.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let fields = json!({"message": self.message(), "error": self.to_string()});
-        json_response(self.status(), fields, Context::default().to_json(), None)
+        self.with_context(&Context::default(), None)
     }
 }
 

@@ -81,13 +81,25 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-async fn no_route() -> ApiError {
-    ApiError::NoRoute
+async fn no_route(State(app): State<App>, method: Method, body: Body) -> Response {
+    let ctx = request_context(&app, body, method_name(&method)).await;
+    ApiError::NoRoute.with_context(&ctx, app.signer.as_ref())
 }
 
-async fn wrong_method(method: Method) -> ApiError {
+async fn wrong_method(State(app): State<App>, method: Method, body: Body) -> Response {
+    let ctx = request_context(&app, body, method_name(&method)).await;
     ApiError::MethodNotAllowed {
         method: method.as_str().to_string(),
+    }
+    .with_context(&ctx, app.signer.as_ref())
+}
+
+/// The causal context of a request whose body is otherwise of no interest (an error
+/// answer echoes it); empty when the body cannot be read.
+async fn request_context(app: &App, body: Body, method: &'static str) -> Context {
+    match read_json(body, method, app.limits.max_body_bytes).await {
+        Ok(b) => Context::from_signed_json(b.get("causal-context"), app.signer.as_ref()),
+        Err(_) => Context::default(),
     }
 }
 
@@ -186,43 +198,37 @@ async fn key_op(
     body: Body,
 ) -> Response {
     let name = method_name(&method);
-    let op_kind = match method {
-        Method::GET => 0,
-        Method::PUT => 1,
-        Method::DELETE => 2,
-        _ => {
-            return ApiError::MethodNotAllowed {
-                method: method.to_string(),
-            }
-            .into_response()
-        }
-    };
-    let Ok(Path(key)) = key else {
-        return ApiError::BadRequest {
-            method: name,
-            error: "Key is not valid UTF-8".into(),
-        }
-        .into_response();
-    };
     let body = match read_json(body, name, app.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
-    let op = match op_kind {
-        0 => KeyOp::Get,
-        2 => KeyOp::Delete,
+    // Every refusal from here on carries the request's context.
+    let refuse = |e: ApiError| e.with_context(&ctx, app.signer.as_ref());
+    if !matches!(method, Method::GET | Method::PUT | Method::DELETE) {
+        return refuse(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+        });
+    }
+    let Ok(Path(key)) = key else {
+        return refuse(ApiError::BadRequest {
+            method: name,
+            error: "Key is not valid UTF-8".into(),
+        });
+    };
+    let op = match method {
+        Method::GET => KeyOp::Get,
+        Method::DELETE => KeyOp::Delete,
         _ => match body.get("value") {
-            None | Some(Json::Null) => return ApiError::ValueMissing.into_response(),
+            None | Some(Json::Null) => return refuse(ApiError::ValueMissing),
             Some(v) => match Value::from_json(v) {
-                None => return ApiError::ValueType.into_response(),
+                None => return refuse(ApiError::ValueType),
                 Some(v) if v.len() > app.limits.max_value_bytes => {
-                    return ApiError::TooLarge {
+                    return refuse(ApiError::TooLarge {
                         method: name,
                         what: "Value",
                         limit: app.limits.max_value_bytes,
-                    }
-                    .into_response()
+                    })
                 }
                 Some(v) => KeyOp::Put(v),
             },
@@ -272,16 +278,20 @@ async fn shard(
     // An id that is not even valid UTF-8 names no shard.
     let id = id.map(|Path(id)| id).unwrap_or_default();
     let ctx = request_ctx(body, app.limits.max_body_bytes).await;
+    let refuse = |e: ApiError| {
+        let c = Context::from_signed_json(Some(&ctx), app.signer.as_ref());
+        e.with_context(&c, app.signer.as_ref())
+    };
     let view = app.node.view();
     let Some(shard) = id
         .parse::<u32>()
         .ok()
         .filter(|s| *s >= 1 && (*s as usize) <= view.shard_count())
     else {
-        return ApiError::ShardNotFound.into_response();
+        return refuse(ApiError::ShardNotFound);
     };
     let Some(count) = app.node.shard_key_count(shard).await else {
-        return ApiError::Unavailable { method: "GET" }.into_response();
+        return refuse(ApiError::Unavailable { method: "GET" });
     };
     let fields = json!({
         "message": "Shard information retrieved successfully",
@@ -297,12 +307,13 @@ async fn view_change(State(app): State<App>, body: Body) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
     let bad = |error: &str| {
         ApiError::BadRequest {
             method: "PUT",
             error: error.to_string(),
         }
-        .into_response()
+        .with_context(&ctx, app.signer.as_ref())
     };
     let nodes: Vec<String> = match body.get("view") {
         Some(Json::String(s)) => s
@@ -336,10 +347,12 @@ async fn view_change(State(app): State<App>, body: Body) -> Response {
                 .into_iter()
                 .map(|s| json!({"shard-id": s.id.to_string(), "key-count": s.key_count, "replicas": s.replicas}))
                 .collect();
-            let ctx = Context {
-                epoch: app.node.view().epoch,
-                ..Context::default()
-            };
+            // The answer covers the request's context; a context with no dependencies
+            // moves to the new epoch.
+            let mut ctx = ctx.clone();
+            if ctx.deps.is_empty() {
+                ctx.epoch = ctx.epoch.max(app.node.view().epoch);
+            }
             json_response(
                 StatusCode::OK,
                 json!({"message": "View change successful", "shards": shards}),
@@ -348,7 +361,7 @@ async fn view_change(State(app): State<App>, body: Body) -> Response {
             )
         }
         Err(crate::view_change::ViewChangeError::Invalid(e)) => bad(&e),
-        Err(e) => ApiError::Conflict(e.to_string()).into_response(),
+        Err(e) => ApiError::Conflict(e.to_string()).with_context(&ctx, app.signer.as_ref()),
     }
 }
 
