@@ -53,8 +53,8 @@ pub async fn run(
     axum::serve(listener, api::router(app))
         .with_graceful_shutdown(shutdown)
         .await?;
-    if let Err(e) = node.flush() {
-        tracing::error!(error = %e, "final flush failed");
+    if let Err(e) = node.close() {
+        tracing::error!(error = %e, "closing storage failed");
     }
     Ok(())
 }

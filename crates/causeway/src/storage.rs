@@ -11,7 +11,15 @@
 //! on disk and is meant for tests and demos.
 //!
 //! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`]; keyspace
-//! `meta` holds `incarnation`, `clock`, `last_ts` and `view`.
+//! `meta` holds `incarnation`, `clock`, `last_ts`, `view` and `clean`.
+//!
+//! Incarnations: a replica numbers its writes under an origin derived from its
+//! incarnation, and its peers count those numbers as received. Under `os` durability
+//! a power loss can take back writes that peers already hold; reusing their numbers
+//! would make the replicas silently diverge. So a node opened after a shutdown that
+//! was not clean (`clean` is written, synced, by [`Storage::close`] and removed,
+//! synced, at every open) under `os` durability takes a new random incarnation: it
+//! never reuses a write number, and its peers send back what it lost.
 
 use crate::causal::{VClock, Version};
 use crate::placement::View;
@@ -34,6 +42,8 @@ pub enum StorageError {
     Engine(#[from] fjall::Error),
     #[error("corrupt record {what}: {err}")]
     Corrupt { what: String, err: postcard::Error },
+    #[error("storage is closed (the node is shutting down)")]
+    Closed,
 }
 
 /// Replica metadata that must survive restarts together with the data.
@@ -65,6 +75,48 @@ pub struct Batch<'a> {
 pub struct Storage {
     engine: Option<Engine>,
     durability: Durability,
+    /// Set by [`Storage::close`]: nothing is committed after the clean-shutdown mark.
+    closed: std::sync::atomic::AtomicBool,
+    /// Under `os` durability, the thread that syncs every 50 ms (stopped on drop).
+    _syncer: Option<Syncer>,
+}
+
+/// Syncs the database every 50 ms until dropped; dropping it waits for the thread, so
+/// the database is released when the [`Storage`] is.
+struct Syncer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(db: Database) -> Syncer {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("causeway-syncer".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                let period = std::time::Duration::from_millis(50);
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                    if let Err(e) = db.persist(PersistMode::SyncData) {
+                        tracing::error!(error = %e, "background sync failed");
+                    }
+                }
+            })
+            .expect("spawn syncer thread");
+        Syncer {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 struct Engine {
@@ -83,6 +135,8 @@ impl Storage {
             Storage {
                 engine: None,
                 durability: Durability::Sync,
+                closed: Default::default(),
+                _syncer: None,
             },
             Loaded { meta },
         )
@@ -96,14 +150,31 @@ impl Storage {
         })?;
         let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let mut meta = Meta::default();
-        match meta_ks.get("incarnation")? {
-            Some(b) => meta.incarnation = decode("incarnation", &b)?,
-            None => {
-                meta.incarnation = rand::random();
-                let bytes = postcard::to_allocvec(&meta.incarnation).expect("encode u64");
-                meta_ks.insert("incarnation", bytes)?;
-                db.persist(PersistMode::SyncAll)?;
+        let clean = meta_ks.get("clean")?.is_some();
+        let new_incarnation = match meta_ks.get("incarnation")? {
+            Some(b) => {
+                meta.incarnation = decode("incarnation", &b)?;
+                let may_have_lost_writes = durability == Durability::Os && !clean;
+                if may_have_lost_writes {
+                    tracing::warn!(
+                        "the last shutdown was not clean and durability is `os`: recent \
+                         writes may be lost, so this node takes a new incarnation (its \
+                         peers send back what it lost)"
+                    );
+                }
+                may_have_lost_writes
             }
+            None => true,
+        };
+        if new_incarnation {
+            meta.incarnation = rand::random();
+            meta_ks.insert("incarnation", encode(&meta.incarnation))?;
+        }
+        if clean {
+            meta_ks.remove("clean")?;
+        }
+        if new_incarnation || clean {
+            db.persist(PersistMode::SyncAll)?;
         }
         if let Some(b) = meta_ks.get("clock")? {
             meta.clock = decode("clock", &b)?;
@@ -114,18 +185,7 @@ impl Storage {
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
-        if durability == Durability::Os {
-            let db = db.clone();
-            std::thread::Builder::new()
-                .name("causeway-syncer".into())
-                .spawn(move || loop {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                    if let Err(e) = db.persist(PersistMode::SyncData) {
-                        tracing::error!(error = %e, "background sync failed");
-                    }
-                })
-                .expect("spawn syncer thread");
-        }
+        let syncer = (durability == Durability::Os).then(|| Syncer::start(db.clone()));
         Ok((
             Storage {
                 engine: Some(Engine {
@@ -134,6 +194,8 @@ impl Storage {
                     meta: meta_ks,
                 }),
                 durability,
+                closed: Default::default(),
+                _syncer: syncer,
             },
             Loaded { meta },
         ))
@@ -162,6 +224,9 @@ impl Storage {
         let Some(e) = &self.engine else {
             return Ok(());
         };
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
         let mode = match self.durability {
             Durability::Sync => PersistMode::SyncData,
             Durability::Os => PersistMode::Buffer,
@@ -194,9 +259,13 @@ impl Storage {
             .unwrap_or(0)
     }
 
-    /// Syncs everything (used at shutdown).
-    pub fn flush(&self) -> Result<(), StorageError> {
+    /// Clean shutdown: refuses every later commit, then marks the store clean and
+    /// syncs everything, so the next open knows nothing acknowledged was lost.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         if let Some(e) = &self.engine {
+            e.meta.insert("clean", [1u8])?;
             e.db.persist(PersistMode::SyncAll)?;
         }
         Ok(())
@@ -212,4 +281,60 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, Sto
         what: what.to_string(),
         err,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incarnation_after(durability: Durability, close_cleanly: bool) -> (u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, loaded) = Storage::open(dir.path(), durability).unwrap();
+        let first = loaded.meta.incarnation;
+        if close_cleanly {
+            s.close().unwrap();
+        }
+        drop(s);
+        let (_s, loaded) = Storage::open(dir.path(), durability).unwrap();
+        (first, loaded.meta.incarnation)
+    }
+
+    #[test]
+    fn an_unclean_shutdown_under_os_durability_takes_a_new_incarnation() {
+        let (before, after) = incarnation_after(Durability::Os, false);
+        assert_ne!(before, after, "write numbers could be reused");
+    }
+
+    #[test]
+    fn a_clean_shutdown_or_sync_durability_keeps_the_incarnation() {
+        let (before, after) = incarnation_after(Durability::Os, true);
+        assert_eq!(before, after);
+        let (before, after) = incarnation_after(Durability::Sync, false);
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn the_clean_mark_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), Durability::Os).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (s, loaded) = Storage::open(dir.path(), Durability::Os).unwrap();
+        let kept = loaded.meta.incarnation;
+        drop(s); // this run ends without a clean close
+        let (_s, loaded) = Storage::open(dir.path(), Durability::Os).unwrap();
+        assert_ne!(loaded.meta.incarnation, kept);
+    }
+
+    #[test]
+    fn nothing_commits_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        s.close().unwrap();
+        let err = s.commit(&Batch {
+            last_ts: Some(1),
+            ..Batch::default()
+        });
+        assert!(matches!(err, Err(StorageError::Closed)));
+    }
 }

@@ -198,9 +198,11 @@ impl Node {
         self.storage.disk_bytes()
     }
 
-    /// Syncs storage (at shutdown; every acknowledged write already is).
-    pub fn flush(&self) -> Result<(), crate::storage::StorageError> {
-        self.storage.flush()
+    /// Clean shutdown: stops background work and closes storage (see
+    /// [`Storage::close`]); later changes are refused.
+    pub fn close(&self) -> Result<(), crate::storage::StorageError> {
+        self.stop();
+        self.storage.close()
     }
 
     pub(crate) fn envelope(&self, rpc: Rpc) -> Envelope {

@@ -1,0 +1,86 @@
+//! Restarts whose disk is older than what the node's peers already received (a power
+//! loss under `--durability os`, a restored backup), against real node processes.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cp -a {} {}", from.display(), to.display());
+}
+
+fn data_dir(n: &NodeProc) -> std::path::PathBuf {
+    n.env
+        .iter()
+        .find(|(k, _)| k == "DATA_DIR")
+        .map(|(_, d)| d.into())
+        .unwrap()
+}
+
+fn holds(addr: &str, keys: &[String]) -> usize {
+    keys.iter()
+        .filter(|k| value_of(&Session::new().get(addr, k).1).as_deref() == Some(k.as_str()))
+        .count()
+}
+
+#[test]
+fn a_restart_that_lost_writes_its_peers_received_never_reuses_their_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(41, 2);
+    let mut nodes: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &[("DURABILITY", "os")]))
+        .collect();
+    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let (first, lost, after) = (keys("first"), keys("lost"), keys("after"));
+    let write = |ks: &[String]| {
+        let mut s = Session::new();
+        for k in ks {
+            assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
+        }
+    };
+    write(&first);
+    wait_until(Duration::from_secs(5), || {
+        holds(&a[1], &first) == first.len()
+    })
+    .unwrap();
+
+    // The disk as it will be found after the power loss: before the `lost` writes.
+    nodes[0].kill9();
+    let live = data_dir(&nodes[0]);
+    let snapshot = dir.path().join("snapshot");
+    copy_dir(&live, &snapshot);
+    nodes[0].restart();
+    write(&lost);
+    wait_until(Duration::from_secs(5), || holds(&a[1], &lost) == lost.len())
+        .expect("the peer received the writes that will be lost");
+
+    // Power loss: the node comes back with the older disk, then takes new writes.
+    nodes[0].kill9();
+    copy_dir(&snapshot, &live);
+    nodes[0].restart();
+    write(&after);
+
+    let all: Vec<String> = [first, lost, after].concat();
+    let converged = wait_until(Duration::from_secs(10), || {
+        holds(&a[0], &all) == all.len() && holds(&a[1], &all) == all.len()
+    });
+    assert!(
+        converged.is_some(),
+        "replicas diverged: node 1 holds {} and node 2 holds {} of {} keys",
+        holds(&a[0], &all),
+        holds(&a[1], &all),
+        all.len()
+    );
+}
