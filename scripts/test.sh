@@ -3,17 +3,21 @@
 # tests against real node processes (with real partitions: needs root and iptables),
 # the client and tool crates, the Docker cluster test (where Docker runs), and a short
 # fault campaign. SKIP_DOCKER=1 / SKIP_CAMPAIGN=1 leave those out.
-# Installs what it needs (iptables) when run as root on Debian/Ubuntu.
+# Installs what it needs (iptables, faketime) when run as root on Debian/Ubuntu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v iptables >/dev/null 2>&1; then
+# iptables makes real partitions; faketime (libfaketime) skews node clocks.
+missing=()
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing iptables"
+    echo "== installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "error: the partition tests need iptables and root (run $0 as root)" >&2
+    echo "error: the tests need root and ${missing[*]} (run $0 as root)" >&2
     exit 1
   fi
 fi

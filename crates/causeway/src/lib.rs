@@ -28,5 +28,6 @@ pub mod placement;
 pub mod replication;
 pub mod server;
 pub mod storage;
+pub mod transit;
 pub mod transport;
 pub mod view_change;

@@ -21,8 +21,9 @@ use tokio::sync::{oneshot, watch};
 
 /// Most jobs folded into one sync.
 const MAX_BATCH: usize = 4096;
-/// How far ahead of our clock a client's timestamp may be before we stop trusting it.
-const MAX_SKEW_MS: u64 = 60_000;
+/// Timestamps stay below 2^53 (exact in every JSON client, for some 278 years of wall
+/// clock); a context claiming more than that was not issued by a Causeway node.
+const MAX_TS: u64 = 1 << 53;
 /// Logical bits below the milliseconds in a timestamp (keeps timestamps under 2^53,
 /// exact in every JSON client).
 pub const HLC_SHIFT: u32 = 10;
@@ -56,8 +57,8 @@ pub enum Job {
         key: String,
         value: Option<Value>,
         ctx: Context,
-        /// Wall-clock ms after which a forwarded write must not be applied.
-        deadline: Option<u64>,
+        /// When a forwarded write must no longer be applied (its sender gave up).
+        deadline: Option<std::time::Instant>,
         /// The identity a forwarding node gave the write (else this replica makes one).
         id: Option<WriteId>,
         reply: oneshot::Sender<Result<WriteDone, CommitError>>,
@@ -306,7 +307,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             id,
             reply,
         } => {
-            let res = if deadline.is_some_and(|d| crate::node::wall_ms() > d) {
+            let res = if deadline.is_some_and(|d| std::time::Instant::now() > d) {
                 Err(CommitError::Expired)
             } else {
                 write(&key, value, ctx, id, st, p)
@@ -447,16 +448,14 @@ fn write(
 }
 
 /// The timestamp for a new write: after the wall clock, after `last` (the last one
-/// this node issued or saw) and after the client's context timestamp, unless that lies
-/// implausibly far ahead of our clock.
+/// this node issued or saw) and after the client's context timestamp, however far
+/// ahead of our clock that lies (another node's clock may be minutes ahead): a causal
+/// successor is always ordered after what it follows. Only a timestamp no node could
+/// have issued (at or above 2^53) is ignored.
 pub fn next_ts(last: u64, ctx_ts: u64) -> u64 {
-    let now = hlc_now();
-    let ctx_ts = if ctx_ts <= now.saturating_add(MAX_SKEW_MS << HLC_SHIFT) {
-        ctx_ts
-    } else {
-        0
-    };
-    now.max(ctx_ts.saturating_add(1))
+    let ctx_ts = if ctx_ts < MAX_TS { ctx_ts } else { 0 };
+    hlc_now()
+        .max(ctx_ts.saturating_add(1))
         .max(last.saturating_add(1))
 }
 
@@ -467,4 +466,37 @@ pub fn hlc_now() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     ms << HLC_SHIFT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_successor_follows_a_timestamp_minutes_ahead() {
+        for minutes in [1u64, 2, 10, 60 * 24] {
+            let ahead = hlc_now() + ((minutes * 60_000) << HLC_SHIFT);
+            assert!(next_ts(0, ahead) > ahead, "{minutes} min ahead");
+            assert!(
+                next_ts(ahead, 0) > ahead,
+                "{minutes} min ahead, seen before"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_only_grow() {
+        let mut last = 0;
+        for ctx in [0, 5, hlc_now() + (1 << 40), 3] {
+            let ts = next_ts(last, ctx);
+            assert!(ts > last && ts > ctx);
+            last = ts;
+        }
+    }
+
+    #[test]
+    fn a_timestamp_no_node_could_issue_is_ignored() {
+        let ts = next_ts(0, u64::MAX - 1);
+        assert!(ts < MAX_TS);
+    }
 }

@@ -68,6 +68,15 @@ impl Default for Timeouts {
     }
 }
 
+/// What a forwarded request carries, as the receiving node holds it: the sender's
+/// budget turned into a local deadline on arrival (see [`crate::transit`]), and the
+/// write's identity.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Forwarded {
+    deadline: std::time::Instant,
+    write_id: Option<WriteId>,
+}
+
 /// What a node needs to know about itself.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -110,6 +119,8 @@ pub struct Node {
     fwd_origin: u64,
     fwd_counter: AtomicU64,
     fwd_last_ts: Mutex<u64>,
+    /// How long forwarded requests were held on their way here (see [`crate::transit`]).
+    transit: Mutex<crate::transit::Transit>,
 }
 
 impl Node {
@@ -160,6 +171,7 @@ impl Node {
             fwd_origin: rand::random(),
             fwd_counter: AtomicU64::new(0),
             fwd_last_ts: Mutex::new(0),
+            transit: Mutex::new(Default::default()),
         });
         crate::replication::spawn(node.clone());
         // A node restarted mid-change still holds keys it must hand over.
@@ -222,7 +234,7 @@ impl Node {
     /// (a write still unapplied by then is abandoned, so that a forwarded write that
     /// arrives late, say retransmitted after a partition heals, cannot land after the
     /// client was answered and moved on) and, for a write, its identity.
-    async fn route_key(&self, req: KeyRequest, hops: u8, fwd: Option<Forwarding>) -> KeyResponse {
+    async fn route_key(&self, req: KeyRequest, hops: u8, fwd: Option<Forwarded>) -> KeyResponse {
         let owns = self.state.read().owns(&req.key);
         if owns {
             match self.serve_local(req.clone(), fwd).await {
@@ -250,13 +262,15 @@ impl Node {
 
     /// Forwards to the replicas of the key's shard, spreading load over them and failing
     /// over within the time budget. 503 (`Unavailable`) only if none answers in time.
-    async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<Forwarding>) -> KeyResponse {
+    async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<Forwarded>) -> KeyResponse {
         let t = &self.cfg.timeouts;
         let mut total = t.proxy_total;
         if let Some(outer) = outer {
-            total = total.min(Duration::from_millis(
-                outer.deadline_ms.saturating_sub(wall_ms()),
-            ));
+            total = total.min(
+                outer
+                    .deadline
+                    .saturating_duration_since(std::time::Instant::now()),
+            );
         }
         // Every attempt (on any replica) carries the same identity: at most one write.
         let write_id = match req.op {
@@ -288,7 +302,9 @@ impl Node {
                     epoch: view.epoch,
                     hops: hops + 1,
                     fwd: Forwarding {
-                        deadline_ms: wall_ms() + attempt.as_millis() as u64,
+                        budget_ms: attempt.as_millis() as u64,
+                        sent_ms: crate::transit::mono_ms(),
+                        sender: self.fwd_origin,
                         write_id,
                     },
                     req: req.clone(),
@@ -322,7 +338,7 @@ impl Node {
 
     /// Serves a key operation on this replica; `None` if it does not own the key
     /// (any more).
-    async fn serve_local(&self, req: KeyRequest, fwd: Option<Forwarding>) -> Option<KeyResponse> {
+    async fn serve_local(&self, req: KeyRequest, fwd: Option<Forwarded>) -> Option<KeyResponse> {
         let KeyRequest { key, op, ctx } = req;
         match op {
             KeyOp::Get => {
@@ -379,7 +395,7 @@ impl Node {
         key: String,
         value: Option<crate::causal::Value>,
         ctx: Context,
-        fwd: Option<Forwarding>,
+        fwd: Option<Forwarded>,
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
         let res = self
@@ -388,7 +404,7 @@ impl Node {
                 key,
                 value,
                 ctx: ctx.clone(),
-                deadline: fwd.map(|f| f.deadline_ms),
+                deadline: fwd.map(|f| f.deadline),
                 id: fwd.and_then(|f| f.write_id),
                 reply,
             })
@@ -527,6 +543,17 @@ impl Node {
                 fwd,
                 req,
             } => {
+                // The budget starts when the message arrived, less the time it was held.
+                let held = self.transit.lock().held_for(
+                    fwd.sender,
+                    fwd.sent_ms,
+                    crate::transit::mono_ms(),
+                );
+                let left = crate::transit::remaining_ms(fwd.budget_ms, held);
+                let fwd = Forwarded {
+                    deadline: std::time::Instant::now() + Duration::from_millis(left),
+                    write_id: fwd.write_id,
+                };
                 if epoch > self.view().epoch {
                     self.refresh_view_from(&from).await;
                 }
@@ -635,12 +662,4 @@ impl Node {
         }
         None
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -72,9 +72,15 @@ pub struct KeyResponse {
 /// What the forwarding node fixed about a key operation it forwards.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Forwarding {
-    /// The sender's wall-clock ms at which it stops waiting: a write not applied by then
-    /// must not be applied at all (the client may have been answered and moved on).
-    pub deadline_ms: u64,
+    /// How long (ms) the sender still waits for this attempt from when it sent it: a
+    /// write not applied by then must not be applied at all (the client may have been
+    /// answered and moved on). A duration, never a wall-clock instant (see
+    /// [`crate::transit`]).
+    pub budget_ms: u64,
+    /// The sender's monotonic clock when it sent the attempt ([`crate::transit::mono_ms`]).
+    pub sent_ms: u64,
+    /// A random number naming the sending process.
+    pub sender: u64,
     /// For a write, its identity, fixed by the first node that forwarded it. An attempt
     /// whose answer was lost may still have been applied; the retry on another replica
     /// then carries the same identity, so replicas merge the two into one write instead
