@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Largest value in bytes (413 above).
     #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
+    /// Largest node-to-node message in bytes; at least 64 MiB (replication messages
+    /// carry up to 32 MiB, plus one value).
+    #[arg(long, env = "MAX_INTERNAL_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_internal_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -64,7 +68,12 @@ pub enum ConfigError {
     Port(String),
     #[error("LISTEN '{0}' is not an ip:port address")]
     Listen(String),
+    #[error("MAX_INTERNAL_BYTES {0} is below the 64 MiB that replication messages need")]
+    InternalLimit(usize),
 }
+
+/// The smallest node-to-node message limit a node accepts.
+const MIN_INTERNAL_BYTES: usize = 64 * 1024 * 1024;
 
 /// A validated node configuration.
 #[derive(Clone, Debug)]
@@ -127,6 +136,9 @@ impl ServeArgs {
                 .map_err(|_| ConfigError::Listen(l.clone()))?,
             _ => SocketAddr::new(address.ip(), port),
         };
+        if self.max_internal_bytes < MIN_INTERNAL_BYTES.max(self.max_value_bytes * 2) {
+            return Err(ConfigError::InternalLimit(self.max_internal_bytes));
+        }
         let data_dir = if self.in_memory {
             None
         } else {
@@ -144,7 +156,7 @@ impl ServeArgs {
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_value_bytes: self.max_value_bytes,
-                ..Limits::default()
+                max_internal_bytes: self.max_internal_bytes,
             },
         })
     }
@@ -159,6 +171,7 @@ impl ServeConfig {
             in_memory: true,
             max_body_bytes: Limits::default().max_body_bytes,
             max_value_bytes: Limits::default().max_value_bytes,
+            max_internal_bytes: Limits::default().max_internal_bytes,
             ..ServeArgs::default()
         }
         .resolve()
@@ -175,6 +188,7 @@ mod tests {
             address: address.into(),
             view: view.map(Into::into),
             repl_factor: repl.into(),
+            max_internal_bytes: Limits::default().max_internal_bytes,
             ..ServeArgs::default()
         }
     }

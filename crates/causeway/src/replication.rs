@@ -12,23 +12,35 @@
 //! The loop wakes on every local commit (so new writes go out at once, batched with
 //! whatever accumulated while the previous message was in flight, over one pooled
 //! connection) and on a heartbeat (so a lost message, a partition that healed, or a
-//! wiped peer is repaired). When the difference is too large for one message it
-//! falls back to a full transfer in key order, claiming at the end the clock taken at
-//! the start. A tombstone is collected once every shard peer's clock covers it.
+//! wiped peer is repaired). Every message is bounded by bytes as well as by count,
+//! and its timeout grows with its size. When the difference is too large for one
+//! message it falls back to a full transfer in key order, which resumes after the
+//! last key the peer stored when a message fails, and claims at the end the clock
+//! taken at the start. A tombstone is collected once every shard peer's clock covers it.
 
 use crate::causal::VClock;
 use crate::metrics::OutcomeLabels;
 use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
+use crate::node::state::{weight, Budget};
 use crate::node::Node;
 use crate::transport::{Rpc, RpcReply};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most versions in one incremental message.
-const DELTA_LIMIT: usize = 20_000;
-/// Versions per message in a full transfer.
-const FULL_CHUNK: usize = 5_000;
+/// Most in one incremental message; a larger difference goes as a full transfer.
+const DELTA: Budget = Budget {
+    versions: 20_000,
+    bytes: 32 * 1024 * 1024,
+};
+/// Most in one message of a full transfer.
+const FULL_CHUNK: Budget = Budget {
+    versions: 5_000,
+    bytes: 8 * 1024 * 1024,
+};
+/// How long one replication message may take beyond the base timeout, per MiB it
+/// carries (so a message's deadline follows its size: 10 MiB/s at the slowest).
+const PER_MIB: Duration = Duration::from_millis(100);
 
 /// Starts the replication supervisor and the tombstone collector; they run until
 /// [`Node::stop`].
@@ -91,13 +103,48 @@ async fn watch_view(node: Arc<Node>, peer: String) {
     }
 }
 
+/// A full transfer under way to one peer: it resumes after the last key the peer
+/// acknowledged, not from the first key, when a message fails.
+struct FullTransfer {
+    /// Our clock when the transfer started (claimed once every key was sent).
+    clock: VClock,
+    /// The peer's clock as we knew it then.
+    assumed: VClock,
+    /// The last key the peer has stored.
+    cursor: Option<String>,
+}
+
 async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
     let mut commits = node.commits.clone();
     let mut known: Option<VClock> = None;
+    let mut transfer: Option<FullTransfer> = None;
     let mut backoff = Duration::from_millis(50);
     let mut last_sent = Instant::now() - Duration::from_secs(60);
     loop {
-        match sync_once(&node, &peer, epoch, &mut known, &mut last_sent).await {
+        let round = match transfer.as_mut() {
+            Some(t) => full_transfer_step(&node, &peer, epoch, t)
+                .await
+                .map(|done| {
+                    if done.is_some() {
+                        known = done;
+                        transfer = None;
+                        last_sent = Instant::now();
+                    }
+                    true
+                }),
+            None => {
+                sync_once(
+                    &node,
+                    &peer,
+                    epoch,
+                    &mut known,
+                    &mut last_sent,
+                    &mut transfer,
+                )
+                .await
+            }
+        };
+        match round {
             Ok(true) => {
                 backoff = Duration::from_millis(50);
                 continue;
@@ -127,6 +174,7 @@ async fn sync_once(
     epoch: u64,
     known: &mut Option<VClock>,
     last_sent: &mut Instant,
+    transfer: &mut Option<FullTransfer>,
 ) -> Result<bool, ()> {
     let Some(assumed) = known.clone() else {
         // First contact: learn the peer's clock.
@@ -136,7 +184,7 @@ async fn sync_once(
     };
     let (clock, delta) = {
         let st = node.state.read();
-        (st.clock.clone(), st.delta(&assumed, DELTA_LIMIT))
+        (st.clock.clone(), st.delta(&assumed, DELTA))
     };
     match delta {
         Some(versions) => {
@@ -158,34 +206,42 @@ async fn sync_once(
             Ok(n > 0)
         }
         None => {
-            full_transfer(node, peer, epoch, clock, assumed, known).await?;
-            *last_sent = Instant::now();
+            tracing::info!(peer, "full transfer to shard peer");
+            *transfer = Some(FullTransfer {
+                clock,
+                assumed,
+                cursor: None,
+            });
             Ok(true)
         }
     }
 }
 
-/// Sends every version in key order, then claims `clock` (taken before the first chunk).
-async fn full_transfer(
+/// Sends the next chunk of a full transfer, in key order. Once every key was sent,
+/// claims the clock taken at the start and returns the peer's clock.
+async fn full_transfer_step(
     node: &Arc<Node>,
     peer: &str,
     epoch: u64,
-    clock: VClock,
-    assumed: VClock,
-    known: &mut Option<VClock>,
-) -> Result<(), ()> {
-    tracing::info!(peer, "full transfer to shard peer");
-    let mut cursor: Option<String> = None;
-    loop {
-        let chunk = node.state.read().chunk_after(cursor.as_deref(), FULL_CHUNK);
-        let Some((last, _)) = chunk.last() else { break };
-        cursor = Some(last.clone());
-        node.metrics.versions_repaired.inc_by(chunk.len() as u64);
-        send(node, peer, epoch, chunk, None).await?;
+    t: &mut FullTransfer,
+) -> Result<Option<VClock>, ()> {
+    let chunk = node
+        .state
+        .read()
+        .chunk_after(t.cursor.as_deref(), FULL_CHUNK);
+    match chunk.last() {
+        Some((last, _)) => {
+            let last = last.clone();
+            node.metrics.versions_repaired.inc_by(chunk.len() as u64);
+            send(node, peer, epoch, chunk, None).await?;
+            t.cursor = Some(last);
+            Ok(None)
+        }
+        None => {
+            let claim = Some((t.clock.clone(), t.assumed.clone()));
+            Ok(Some(send(node, peer, epoch, Vec::new(), claim).await?))
+        }
     }
-    let reply = send(node, peer, epoch, Vec::new(), Some((clock, assumed))).await?;
-    *known = Some(reply);
-    Ok(())
 }
 
 async fn send(
@@ -195,12 +251,14 @@ async fn send(
     versions: Vec<(String, crate::causal::Version)>,
     claim: Option<(VClock, VClock)>,
 ) -> Result<VClock, ()> {
+    let bytes: usize = versions.iter().map(|(k, v)| weight(k, v)).sum();
+    let timeout = node.cfg.timeouts.sync + PER_MIB * (bytes >> 20) as u32;
     let msg = node.envelope(Rpc::Sync {
         epoch,
         versions,
         claim,
     });
-    match node.transport.call(peer, msg, node.cfg.timeouts.sync).await {
+    match node.transport.call(peer, msg, timeout).await {
         Ok(RpcReply::Synced { clock }) => {
             node.metrics
                 .sync_rounds

@@ -134,34 +134,59 @@ impl State {
         }
     }
 
-    /// Versions whose dot is not covered by `known`, at most `limit` of them
-    /// (`None` when there are more: the caller falls back to a full transfer).
-    pub fn delta(&self, known: &VClock, limit: usize) -> Option<Vec<(String, Version)>> {
+    /// Versions whose dot is not covered by `known`, within `budget` (`None` when
+    /// there are more: the caller falls back to a full transfer).
+    pub fn delta(&self, known: &VClock, budget: Budget) -> Option<Vec<(String, Version)>> {
         let mut out = Vec::new();
+        let mut bytes = 0;
         for (&origin, by_counter) in &self.dots {
             for (_, key) in by_counter.range(known.get(origin) + 1..) {
-                if out.len() == limit {
+                let v = &self.keys[key];
+                bytes += weight(key, v);
+                if out.len() == budget.versions || bytes > budget.bytes {
                     return None;
                 }
-                out.push((key.to_string(), self.keys[key].clone()));
+                out.push((key.to_string(), v.clone()));
             }
         }
         Some(out)
     }
 
-    /// Up to `limit` versions with keys after `cursor`, in key order.
-    pub fn chunk_after(&self, cursor: Option<&str>, limit: usize) -> Vec<(String, Version)> {
+    /// Versions with keys after `cursor`, in key order, within `budget` (but at least
+    /// one, whatever its size, so that a transfer always progresses).
+    pub fn chunk_after(&self, cursor: Option<&str>, budget: Budget) -> Vec<(String, Version)> {
         use std::ops::Bound;
         let lower = match cursor {
             Some(c) => Bound::Excluded(c),
             None => Bound::Unbounded,
         };
-        self.keys
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take(limit)
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (k, v) in self.keys.range::<str, _>((lower, Bound::Unbounded)) {
+            bytes += weight(k, v);
+            if !out.is_empty() && (out.len() == budget.versions || bytes > budget.bytes) {
+                break;
+            }
+            out.push((k.to_string(), v.clone()));
+        }
+        out
     }
+}
+
+/// How much one message between nodes may carry: bounded by bytes (values may be
+/// large) as well as by count.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub versions: usize,
+    pub bytes: usize,
+}
+
+/// Approximate encoded size of one `(key, version)` entry.
+pub fn weight(key: &str, v: &Version) -> usize {
+    key.len()
+        + v.value.as_ref().map_or(0, |x| x.len())
+        + 48
+        + 16 * v.past.iter().map(|(_, c)| c.len()).sum::<usize>()
 }
 
 /// The origin of a node incarnation in one epoch (never 0).
@@ -224,11 +249,49 @@ mod tests {
             s.set(&format!("k{i}"), Some(v(7, i, Some("x"))));
         }
         let known: VClock = [(7, 3)].into_iter().collect();
-        let d = s.delta(&known, 100).unwrap();
+        let d = s.delta(&known, budget(100, usize::MAX)).unwrap();
         let mut keys: Vec<_> = d.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort();
         assert_eq!(keys, vec!["k4", "k5"]);
-        assert!(s.delta(&VClock::new(), 4).is_none(), "over the limit");
-        assert_eq!(s.chunk_after(Some("k3"), 10).len(), 2);
+        assert!(
+            s.delta(&VClock::new(), budget(4, usize::MAX)).is_none(),
+            "over the count"
+        );
+        assert!(
+            s.delta(&VClock::new(), budget(100, 200)).is_none(),
+            "over the bytes"
+        );
+        assert_eq!(s.chunk_after(Some("k3"), budget(10, usize::MAX)).len(), 2);
+    }
+
+    fn budget(versions: usize, bytes: usize) -> Budget {
+        Budget { versions, bytes }
+    }
+
+    #[test]
+    fn chunks_are_bounded_by_bytes_and_always_progress() {
+        let mut s = state();
+        let big = "x".repeat(1000);
+        for i in 1..=9 {
+            s.set(&format!("k{i}"), Some(v(7, i, Some(&big))));
+        }
+        let chunk = s.chunk_after(None, budget(100, 2500));
+        assert_eq!(chunk.len(), 2, "two values of 1000 bytes fit in 2500");
+        let one = s.chunk_after(Some("k2"), budget(100, 10));
+        assert_eq!(
+            one.len(),
+            1,
+            "a value larger than the budget still goes alone"
+        );
+        // Walking with the cursor visits every key once.
+        let mut cursor: Option<String> = None;
+        let mut seen = Vec::new();
+        loop {
+            let c = s.chunk_after(cursor.as_deref(), budget(100, 2500));
+            let Some((last, _)) = c.last() else { break };
+            cursor = Some(last.clone());
+            seen.extend(c.into_iter().map(|(k, _)| k));
+        }
+        assert_eq!(seen.len(), 9);
     }
 }
