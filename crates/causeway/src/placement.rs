@@ -73,6 +73,19 @@ impl View {
     pub fn contains(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n == node)
     }
+
+    /// True when every key `node` owns in this view it also owned in `earlier`. Jump
+    /// hashing moves keys only to added shards, so that holds when the node stays in
+    /// the same shard and the shard count does not shrink (or the node owns nothing).
+    pub fn owns_only_what_it_owned_in(&self, earlier: &View, node: &str) -> bool {
+        match (self.shard_of_node(node), earlier.shard_of_node(node)) {
+            (None, _) => true,
+            (Some(now), Some(before)) => {
+                now == before && self.shard_count() >= earlier.shard_count()
+            }
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// A stable 64-bit hash of a key (FNV-1a, then a splitmix64 finaliser for avalanche).
@@ -165,6 +178,18 @@ mod tests {
                 assert_eq!(three.shard_of_key(&k), 3);
             }
         }
+    }
+
+    #[test]
+    fn which_nodes_may_gain_keys() {
+        let (four, six) = (view(4, 2), view(6, 2));
+        let two = View::new(1, four.nodes[..2].to_vec(), 1);
+        let n = |i: usize| four.nodes[i].as_str();
+        assert!(six.owns_only_what_it_owned_in(&four, n(0)), "more shards");
+        assert!(!four.owns_only_what_it_owned_in(&six, n(0)), "fewer shards");
+        assert!(!four.owns_only_what_it_owned_in(&two, n(2)), "rejoins");
+        assert!(!two.owns_only_what_it_owned_in(&four, n(1)), "other shard");
+        assert!(two.owns_only_what_it_owned_in(&four, n(3)), "leaves");
     }
 
     #[test]

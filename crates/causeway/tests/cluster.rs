@@ -3,6 +3,7 @@
 //! commit; the same scenarios run against real processes in `processes.rs`.
 
 use causeway::causal::{Context, Value};
+use causeway::metrics::OutcomeLabels;
 use causeway::node::{Node, NodeConfig, Timeouts};
 use causeway::placement::View;
 use causeway::storage::Storage;
@@ -451,6 +452,160 @@ async fn view_change_changes_the_replication_factor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_change_mixed() {
     view_change_case((4, 2), vec![2, 5, 6, 3, 4, 7], 3).await;
+}
+
+/// Runs a sequence of view changes over nodes 1..=6 (those not in the first view boot
+/// with it, outside it). Before each step it writes new keys, overwrites and deletes
+/// some earlier ones; after each it checks that every replica holds exactly its shard's
+/// keys (the counts the change answered) and that every key reads back as last
+/// written from every node.
+async fn view_change_sequence(from: (usize, usize), steps: &[(Vec<usize>, usize)]) {
+    let mut c = Cluster::start(from.0, from.1);
+    let first_view = (*c.node(1).view()).clone();
+    for i in from.0 + 1..=6 {
+        c.boot(&addr(i), first_view.clone());
+    }
+    let mut ctx = Context::default();
+    // key number -> latest value (`None`: deleted).
+    let mut model: Vec<Option<String>> = Vec::new();
+    for (step, (to_nodes, to_repl)) in steps.iter().enumerate() {
+        let members = c.node(1).view().nodes.clone();
+        let n = model.len();
+        let writes = (n..n + 40)
+            .map(|i| (i, Some(format!("v{i}"))))
+            .chain(
+                (step..n)
+                    .step_by(7)
+                    .map(|i| (i, Some(format!("v{i}.{step}")))),
+            )
+            .chain((step + 3..n).step_by(11).map(|i| (i, None)));
+        for (i, v) in writes.collect::<Vec<_>>() {
+            let op = match &v {
+                Some(v) => KeyOp::Put(Value::Str(v.as_str().into())),
+                None => KeyOp::Delete,
+            };
+            let at = &c.nodes[&members[i % members.len()]];
+            let r = at
+                .handle_key(KeyRequest {
+                    key: format!("key{i}"),
+                    op,
+                    ctx: ctx.clone(),
+                })
+                .await;
+            assert!(r.result.is_ok(), "step {step}: key{i}: {:?}", r.result);
+            ctx = r.ctx;
+            if i == model.len() {
+                model.push(v);
+            } else {
+                model[i] = v;
+            }
+        }
+        let new_nodes: Vec<String> = to_nodes.iter().map(|&i| addr(i)).collect();
+        let shards = c
+            .node(1)
+            .view_change(new_nodes.clone(), *to_repl)
+            .await
+            .unwrap_or_else(|e| panic!("step {step}: view change: {e}"));
+        let live = model.iter().filter(|v| v.is_some()).count() as u64;
+        let total: u64 = shards.iter().map(|s| s.key_count.unwrap()).sum();
+        assert_eq!(total, live, "step {step}: counts {shards:?}");
+        let view = c.node(1).view();
+        assert_eq!(view.nodes, new_nodes, "step {step}");
+        // When the change answers, every replica holds exactly its shard's keys.
+        let counts: Vec<_> = (1..=6)
+            .map(|i| {
+                let expected = match view.shard_of_node(&addr(i)) {
+                    Some(s) => (Some(s), shards[(s - 1) as usize].key_count.unwrap()),
+                    None => (None, 0),
+                };
+                (c.node(i).key_count(), expected)
+            })
+            .collect();
+        assert!(
+            counts.iter().all(|(got, want)| got == want),
+            "step {step} ({to_nodes:?} x{to_repl}): (got, expected) per node {counts:?}"
+        );
+        // Every key as last written, from every node (members serve it locally).
+        for i in 1..=6 {
+            for (k, v) in model.iter().enumerate() {
+                let r = c.get(i, &format!("key{k}"), &Context::default()).await;
+                let expected = match v {
+                    Some(v) => KeyOutcome::Found(Value::Str(v.as_str().into())),
+                    None => KeyOutcome::NotFound,
+                };
+                assert_eq!(
+                    r.result,
+                    Ok(expected),
+                    "step {step} ({to_nodes:?} x{to_repl}): key{k} from node {i}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_that_rejoins_is_refilled() {
+    view_change_sequence(
+        (4, 2),
+        &[
+            (vec![1, 3], 1),
+            (vec![1, 2, 3, 4], 2),
+            (vec![1, 2, 3], 1),
+            (vec![1, 2, 3, 4, 5, 6], 2),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_changes_back_and_forth() {
+    view_change_sequence(
+        (4, 2),
+        &[
+            (vec![1, 2, 3, 4, 5, 6], 2),
+            (vec![1, 2, 3, 4], 1),
+            (vec![3, 4, 1, 2], 2),
+            (vec![1, 2, 3, 4, 5, 6], 3),
+            (vec![2, 4, 6], 1),
+            (vec![1, 2, 3, 4, 5, 6], 2),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_goes_quiet_after_a_shard_takes_keys() {
+    // From 3 shards to 2: both replicas of shard 1 take keys they did not own, start
+    // new clocks, and must bring each other up to date once, not over and over.
+    let c = Cluster::start(6, 2);
+    let mut ctx = Context::default();
+    for i in 0..300 {
+        ctx = c
+            .put(1 + i % 6, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    c.node(1)
+        .view_change((1..=4).map(addr).collect(), 2)
+        .await
+        .expect("view change");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rounds = || -> Vec<u64> {
+        (1..=4)
+            .map(|i| {
+                let m = &c.node(i).metrics.sync_rounds;
+                m.get_or_create(&OutcomeLabels { outcome: "ok" }).get()
+            })
+            .collect()
+    };
+    let before = rounds();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let per_second: Vec<u64> = rounds().iter().zip(&before).map(|(a, b)| a - b).collect();
+    // Idle, each loop syncs once per 100 ms heartbeat.
+    assert!(
+        per_second.iter().all(|&n| n <= 30),
+        "sync rounds in 1 s: {per_second:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -605,6 +605,81 @@ fn view_change_under_write_load_and_proxy_failover() {
 }
 
 #[test]
+fn nodes_that_leave_and_rejoin_the_view_are_refilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(29, 6);
+    let first = a[..4].to_vec();
+    let _nodes: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start(x, &first, 2, dir.path()))
+        .collect();
+    for i in 0..200 {
+        let (code, _) = call(
+            "PUT",
+            &a[i % 4],
+            &format!("/kv-store/keys/key{i}"),
+            Some(&json!({"value": format!("v{i}")})),
+        )
+        .unwrap();
+        assert_eq!(code, 201);
+    }
+    // 4x2, then 2x1 (nodes 2 and 4 leave, keeping their data directories), back to
+    // 4x2, then 3x1, then 6x2.
+    let steps: [(&[usize], usize); 4] = [
+        (&[0, 2], 1),
+        (&[0, 1, 2, 3], 2),
+        (&[0, 1, 2], 1),
+        (&[0, 1, 2, 3, 4, 5], 2),
+    ];
+    for (nodes, repl) in steps {
+        let view: Vec<String> = nodes.iter().map(|&i| a[i].clone()).collect();
+        let (code, j) = call(
+            "PUT",
+            &a[0],
+            "/kv-store/view-change",
+            Some(&json!({"view": view.join(","), "repl-factor": repl})),
+        )
+        .expect("view change answered");
+        assert_eq!(code, 200, "{j}");
+        let answered: Vec<u64> = j["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["key-count"].as_u64().unwrap())
+            .collect();
+        assert_eq!(answered.iter().sum::<u64>(), 200, "{view:?} x{repl}: {j}");
+        // Every member holds its shard's keys, as key-count and /shards/<id> say.
+        for (i, n) in a.iter().enumerate() {
+            let shard = view.iter().position(|m| m == n).map(|p| p / repl + 1);
+            let expected = shard.map_or(0, |id| answered[id - 1]);
+            let mut got = None;
+            let ok = wait_until(Duration::from_secs(5), || {
+                got = key_count(n);
+                got == Some(expected)
+            });
+            assert!(
+                ok.is_some(),
+                "{view:?} x{repl}: node {i} holds {got:?} keys, not {expected}"
+            );
+            if let Some(id) = shard {
+                let (_, j) = call("GET", n, &format!("/kv-store/shards/{id}"), None).unwrap();
+                assert_eq!(j["key-count"].as_u64(), Some(expected), "node {i}: {j}");
+            }
+        }
+        for i in 0..200 {
+            for n in &a {
+                let (code, j) = call("GET", n, &format!("/kv-store/keys/key{i}"), None).unwrap();
+                assert_eq!(
+                    (code, value_of(&j)),
+                    (200, Some(format!("v{i}"))),
+                    "{view:?} x{repl}: key{i} from {n}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn cluster_secret_guards_internal_routes_and_metrics_move() {
     let dir = tempfile::tempdir().unwrap();
     let a = addrs(27, 2);

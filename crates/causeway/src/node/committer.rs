@@ -10,7 +10,7 @@
 //!   crash can only lose writes nobody saw (and their counters may be reused safely);
 //! - counters are assigned in one place, in order.
 
-use super::state::State;
+use super::state::{origin_for, State};
 use crate::causal::{Context, Deps, Dot, VClock, Value, Version, WriteId};
 use crate::placement::View;
 use crate::storage::{Batch, Storage, StorageError};
@@ -66,6 +66,8 @@ pub enum Job {
     /// Versions from a shard peer, with the peer's clock when the batch was complete
     /// relative to `assumed` (our clock as the peer last knew it).
     Sync {
+        /// The view epoch the peer sent them in (a claim of another one is ignored).
+        epoch: u64,
         versions: Vec<(String, Version)>,
         claim: Option<(VClock, VClock)>,
         reply: oneshot::Sender<Result<VClock, CommitError>>,
@@ -258,7 +260,9 @@ fn commit_batch(
                 for (k, v) in pending.versions {
                     st.set(&k, v);
                 }
-                st.clock.join(&pending.clock);
+                // The pending clock started from this one and only grew, unless a new
+                // view reset it (see `Job::SetView`).
+                st.clock = pending.clock;
                 st.last_ts = st.last_ts.max(pending.last_ts);
                 if let Some(v) = pending.view {
                     st.view = Arc::new(v);
@@ -315,6 +319,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             Reply::Write(reply, res)
         }
         Job::Sync {
+            epoch: sent_in,
             versions,
             claim,
             reply,
@@ -332,13 +337,23 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
                     incoming.past = Deps::new();
                 }
                 let shard = st.view.shard_of_key(&key);
-                if let Some(v) = crate::causal::version::merge(p.get(st, &key), &incoming, shard) {
+                if let Some(mut v) =
+                    crate::causal::version::merge(p.get(st, &key), &incoming, shard)
+                {
+                    if sent_in != epoch {
+                        // Sent before a view change that reached us first: its claim is
+                        // ignored, so its dot may be one no clock of this epoch covers
+                        // (ours may have been reset), and peers would send it back and
+                        // forth forever. Keep it as our own, as a hand-over does.
+                        v.dot = p.next_dot(st);
+                    }
                     p.versions.insert(key, Some(v));
                 }
             }
-            if let Some((clock, assumed)) = claim {
+            if let Some((clock, assumed)) = claim.filter(|_| sent_in == epoch) {
                 // The peer's claim holds only if we still have what it assumed we have
-                // (a replica restarted with an empty disk does not).
+                // (a replica restarted with an empty disk does not), and only in the
+                // view it was made in (a new view may have reset our clock).
                 if p.clock.covers(&assumed) && !p.clock.covers(&clock) {
                     p.clock.join(&clock);
                     p.clock_dirty = true;
@@ -382,6 +397,28 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
         Job::SetView { view, reply } => {
             let newer = view.rank() > st.view.rank();
             if newer {
+                // Our clock covers writes of keys we no longer hold (handed over when
+                // we left their shard, or covered by a peer's claim). In a view that may
+                // give us such keys again it would tell our new peers, who send only
+                // what it does not cover, that we have them. So start a clock that
+                // covers only what we hold: re-dot every version as this epoch's own
+                // (as a hand-over does), and our peers send us everything else.
+                if !view.owns_only_what_it_owned_in(&st.view, &st.me) {
+                    let origin = origin_for(st.incarnation, view.epoch);
+                    let mut counter = p.clock.get(origin);
+                    for (key, v) in &st.keys {
+                        counter += 1;
+                        let v = Version {
+                            dot: Dot { origin, counter },
+                            epoch: view.epoch,
+                            past: Deps::new(),
+                            ..v.clone()
+                        };
+                        p.versions.insert(key.to_string(), Some(v));
+                    }
+                    p.clock = [(origin, counter)].into_iter().collect();
+                    p.clock_dirty = true;
+                }
                 p.view = Some(view);
             }
             Reply::SetView(reply, newer)

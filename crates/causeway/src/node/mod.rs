@@ -586,6 +586,7 @@ impl Node {
                 match self
                     .committer
                     .submit(|reply| Job::Sync {
+                        epoch,
                         versions,
                         claim,
                         reply,

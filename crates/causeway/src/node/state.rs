@@ -4,7 +4,8 @@
 //! - everything here is already durable: the committer applies a batch only after
 //!   [`crate::storage::Storage::commit`] returned;
 //! - `dots` holds exactly one entry per stored version, under the version's dot;
-//! - `clock` covers every dot in `dots` and only grows;
+//! - `clock` covers every dot in `dots` and only grows, except that a view which may
+//!   give this node keys it did not own starts it anew (see `Job::SetView`);
 //! - `live` counts versions that are not tombstones; `tombstones` lists the others.
 //!
 //! Readers take the read lock briefly and copy out what they need.
