@@ -8,7 +8,9 @@ use causeway::node::{Node, NodeConfig, Timeouts};
 use causeway::placement::View;
 use causeway::storage::Storage;
 use causeway::transport::memory::Network;
-use causeway::transport::{KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse};
+use causeway::transport::{
+    Envelope, KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse, Rpc, RpcReply,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -257,6 +259,59 @@ async fn deletes_replicate_and_tombstones_are_collected() {
     c.await_value(&[1, 2], "k", None, Duration::from_millis(10))
         .await;
     assert_eq!(c.get(1, "k", &d.ctx).await.result, Ok(KeyOutcome::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_replication_message_does_not_bring_back_a_collected_delete() {
+    // A replication message carrying a key's old version is held up in the network
+    // (a TCP retransmission after a partition heals) and arrives after the key was
+    // deleted and its tombstone collected everywhere. The replica must not take the
+    // old version back: its clock says it already saw it, or something newer.
+    let c = Cluster::start(2, 2);
+    let r = c.put(1, "k", "old", &Context::default()).await;
+    c.await_value(&[1, 2], "k", Some("old"), Duration::from_secs(1))
+        .await;
+    let env = |rpc| Envelope { from: addr(1), rpc };
+    let old = match c
+        .node(1)
+        .handle_rpc(env(Rpc::Fetch {
+            key: "k".into(),
+            ctx: Context::default(),
+        }))
+        .await
+    {
+        RpcReply::Fetched(Some(v)) => v,
+        other => panic!("fetch: {other:?}"),
+    };
+    let d = c.op(1, "k", KeyOp::Delete, &r.ctx).await;
+    assert_eq!(d.result, Ok(KeyOutcome::Deleted));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(1..=2).all(|i| {
+        c.node(i)
+            .metrics
+            .encode()
+            .contains("causeway_tombstones_collected_total 1")
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tombstones not collected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The held-up message finally arrives at node 2.
+    let late = c
+        .node(2)
+        .handle_rpc(env(Rpc::Sync {
+            epoch: c.node(2).view().epoch,
+            versions: vec![("k".into(), old)],
+            claim: None,
+        }))
+        .await;
+    assert!(matches!(late, RpcReply::Synced { .. }), "{late:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.await_value(&[1, 2], "k", None, Duration::from_millis(10))
+        .await;
+    assert_eq!(c.get(2, "k", &d.ctx).await.result, Ok(KeyOutcome::NotFound));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,10 +336,16 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
                     incoming.epoch = epoch;
                     incoming.past = Deps::new();
                 }
+                let current = p.get(st, &key);
+                // Our clock covers this write yet we hold nothing for the key: we held
+                // it or a version that superseded it, and that was collected (a delete
+                // whose tombstone every replica had). The message is a late one (held
+                // in the network, say); taking the version back would undo the delete.
+                if current.is_none() && p.clock.contains(incoming.dot) {
+                    continue;
+                }
                 let shard = st.view.shard_of_key(&key);
-                if let Some(mut v) =
-                    crate::causal::version::merge(p.get(st, &key), &incoming, shard)
-                {
+                if let Some(mut v) = crate::causal::version::merge(current, &incoming, shard) {
                     if sent_in != epoch {
                         // Sent before a view change that reached us first: its claim is
                         // ignored, so its dot may be one no clock of this epoch covers
