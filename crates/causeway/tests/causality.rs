@@ -161,16 +161,8 @@ fn clock_skew_costs_no_write_and_never_reorders_a_causal_successor() {
         let mut alice = Session::new();
         let (code, j) = alice.put(ahead, &key, "from-alice");
         assert_eq!(code, 201, "{key}: {j}");
-        // Once it has spread (a replica that lacks the key still answers a PUT with
-        // "Added": that is another defect, not this test's subject), session B learns
-        // of it (it starts from A's context, as if A told B), reads it, then overwrites
-        // it through the node 30 s behind.
-        for node in &a {
-            wait_until(Duration::from_secs(5), || {
-                value_of(&Session::new().get(node, &key).1).as_deref() == Some("from-alice")
-            })
-            .expect("A's write spreads");
-        }
+        // Session B learns of it (it starts from A's context, as if A told B), reads
+        // it, then overwrites it through the node 30 s behind.
         let mut bob = Session {
             ctx: alice.ctx.clone(),
         };
@@ -204,4 +196,61 @@ fn clock_skew_costs_no_write_and_never_reorders_a_causal_successor() {
         }
     }
     assert!(proxied > 0, "some of the writes went to the other shard");
+}
+
+#[test]
+fn the_read_rule_is_per_key_and_a_replica_lacking_the_sessions_write_says_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(61, 2);
+    let _n: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start(x, &a, 2, dir.path()))
+        .collect();
+    let (side1, side2) = (a[0].as_str(), a[1].as_str());
+    let mut setup = Session::new();
+    assert_eq!(setup.put(side1, "x", "long-ago").0, 201);
+    wait_until(Duration::from_secs(5), || {
+        value_of(&Session::new().get(side2, "x").1).as_deref() == Some("long-ago")
+    })
+    .expect("x reaches both replicas");
+
+    let cut = Partition::new(&a[..1], &a[1..]);
+    let mut s = Session {
+        ctx: setup.ctx.clone(),
+    };
+    assert_eq!(s.put(side1, "y", "1").0, 201);
+    // x's history is intact on side 2: the session's write of y does not matter to it.
+    let (code, j) = s.get(side2, "x");
+    assert_eq!(
+        (code, value_of(&j).as_deref()),
+        (200, Some("long-ago")),
+        "{j}"
+    );
+    // y's own history is not: side 2 must not answer as if y did not exist.
+    let (code, j) = s.get(side2, "y");
+    assert_eq!(code, 400, "{j}");
+    // The session added y through side 1; side 2 has not seen that, but the
+    // session's context has: its PUT is an update.
+    let (code, j) = s.put(side2, "y", "2");
+    assert_eq!(
+        (code, j["message"].as_str(), j["replaced"].as_bool()),
+        (200, Some("Updated successfully"), Some(true)),
+        "{j}"
+    );
+    // A key the session deleted through side 1 is gone for it on side 2 as well.
+    assert_eq!(s.put(side1, "z", "1").0, 201);
+    assert_eq!(s.delete(side1, "z").0, 200);
+    let (code, j) = s.delete(side2, "z");
+    assert_eq!(
+        (code, j["error"].as_str()),
+        (404, Some("Key does not exist")),
+        "{j}"
+    );
+    cut.heal();
+    wait_until(Duration::from_secs(5), || {
+        let v1 = value_of(&Session::new().get(side1, "y").1);
+        let v2 = value_of(&Session::new().get(side2, "y").1);
+        v1.as_deref() == Some("2") && v2.as_deref() == Some("2")
+    })
+    .expect("the session's later write of y wins on both sides");
 }

@@ -4,7 +4,8 @@
 //! of the previous build. If one of these fails, the change needs a migration (or a
 //! versioned encoding), not a new golden value.
 
-use causeway::causal::{Context, Deps, Dot, Value, Version, WriteId};
+use causeway::causal::context::key_tag;
+use causeway::causal::{Context, Deps, Dot, Recent, Value, Version, WriteId};
 use causeway::placement::{jump_hash, key_hash, View};
 use causeway::transport::{Envelope, Forwarding, KeyOp, KeyRequest, Rpc};
 
@@ -109,10 +110,20 @@ fn wire_encodings_are_pinned() {
         epoch: 3,
         ts: 123,
         deps,
+        recent: vec![Recent {
+            shard: 2,
+            dot: Dot {
+                origin: 0xabc,
+                counter: 7,
+            },
+            key: key_tag("k"),
+            live: true,
+        }],
     };
+    assert_eq!(key_tag("k"), GOLDEN_TAG_K);
     assert_eq!(
         ctx.to_json().to_string(),
-        r#"{"deps":{"1":{"9f2c":5}},"epoch":3,"ts":123}"#,
+        r#"{"deps":{"1":{"9f2c":5}},"epoch":3,"recent":[[2,"abc",7,2337405611,1]],"ts":123}"#,
         "the client context's JSON form changed"
     );
     let env = Envelope {
@@ -159,4 +170,5 @@ const GOLDEN_VERSION: &str = "80c0d3bede95a203bc1507bc150703010201edfd0309010001
 const GOLDEN_TOMBSTONE: &str = "80c0d3bede95a203bc1507bc150703010201edfd030900";
 const GOLDEN_NUMBER: &str = "80c0d3bede95a203bc1507bc150703010201edfd03090101023130";
 const GOLDEN_VIEW: &str = "03020e31302e302e302e313a31333830300e31302e302e302e323a313338303001";
-const GOLDEN_ENVELOPE: &str = "0e31302e302e302e313a3133383030000301880e2a770180c0d3bede95a203bc1507016b01000176037b010101acbe0205";
+const GOLDEN_TAG_K: u32 = 2337405611;
+const GOLDEN_ENVELOPE: &str = "0e31302e302e302e313a3133383030000301880e2a770180c0d3bede95a203bc1507016b01000176037b010101acbe02050102bc1507abf5c7da0801";

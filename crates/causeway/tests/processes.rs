@@ -695,22 +695,11 @@ fn cluster_secret_guards_internal_routes_and_metrics_move() {
     // Contexts are signed: a client cannot forge dependencies (which would otherwise
     // travel into stored versions and block other clients' reads).
     assert!(s.ctx["sig"].is_string(), "signed context: {}", s.ctx);
+    // The session's write of k is named in the context (`recent`: shard, origin,
+    // counter, key hash, live): claim a far later write of k instead.
     let mut forged = s.ctx.clone();
-    let shard = forged["deps"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
-    let origin = forged["deps"][&shard]
-        .as_object()
-        .unwrap()
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
-    forged["deps"][&shard][&origin] = json!(1_000_000_000u64);
+    assert!(forged["recent"][0].is_array(), "{forged}");
+    forged["recent"][0][2] = json!(1_000_000_000u64);
     let (code, j) = call(
         "GET",
         &a[1],

@@ -1,18 +1,33 @@
 //! The client's `causal-context` and the read-safety rule.
 //!
 //! A [`Context`] is what a client has seen or depended on: the view epoch it was
-//! issued in, the largest write timestamp it has seen, and its dependencies per
-//! shard. On the wire it is an opaque JSON object:
-//! `{"epoch": 3, "ts": 123, "deps": {"1": {"9f2c...": 5}}}`. Anything else a client
-//! sends (`{}`, a context of the store Causeway replaces, garbage) reads as "no
-//! history": a context can only narrow what a replica may answer, never inject data.
+//! issued in, the largest write timestamp it has seen, its dependencies per shard
+//! (`deps`: for each origin, every write numbered up to a counter, whatever key it
+//! wrote), and a few single writes above those prefixes whose key it knows
+//! ([`Recent`]: the writes it made or read last). On the wire it is an opaque JSON
+//! object: `{"epoch": 3, "ts": 123, "deps": {"1": {"9f2c...": 5}}}`, plus
+//! `"recent": [[shard, "origin", counter, keyhash, live], ...]` when there are any.
+//! Anything else a client sends (`{}`, a context of the store Causeway replaces,
+//! garbage) reads as "no history": a context can only narrow what a replica may
+//! answer, never inject data.
 //!
-//! Read rule ([`read_is_safe`]): a read of key `k` of shard `s` with context `c` is safe
-//! on a replica when, for every origin `o` in `c[s]`, the replica's clock covers
-//! `c[s][o]` or its version of `k` already has `c[s][o]` in its past. Contexts of
-//! another epoch are not checked (the API allows ignoring them after a view change).
+//! Read rule ([`read_is_safe`]), per key as the API states it: a read of key `k` of
+//! shard `s` with context `c` is safe on a replica when
+//! - for every origin `o` in `c.deps[s]`, the replica's clock covers `c.deps[s][o]` or
+//!   its version of `k` already has that write in its past (a prefix names no keys, so
+//!   any write of the shard counts), and
+//! - for every recent write of `c` in shard `s` whose key hash is `k`'s, the replica's
+//!   clock covers it or its version of `k` supersedes it. Recent writes of other keys
+//!   do not matter: their own causal past is already in `c`.
+//!
+//! Invariants: a recent write is never covered by `deps` (it would say nothing more),
+//! there is at most one per key (a later write or read of the key supersedes the
+//! earlier one), and there are at most [`MAX_RECENT`]; past the bound the oldest fold
+//! into `deps`, which is conservative. Key hashes are 32 bits: a collision only makes
+//! the rule stricter. Contexts of another epoch are not checked (the API allows
+//! ignoring them after a view change).
 
-use super::clock::{Deps, ShardNo, VClock};
+use super::clock::{Deps, Dot, ShardNo, VClock};
 use super::version::Version;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value as Json};
@@ -49,6 +64,26 @@ pub struct Context {
     pub epoch: u64,
     pub ts: u64,
     pub deps: Deps,
+    /// Single writes above `deps` whose key the client knows (see the module docs).
+    pub recent: Vec<Recent>,
+}
+
+/// One write a client depends on, with the key it wrote (as a 32-bit hash) and
+/// whether it left the key live (a PUT) or deleted it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recent {
+    pub shard: ShardNo,
+    pub dot: Dot,
+    pub key: u32,
+    pub live: bool,
+}
+
+/// Most recent writes a context names individually.
+pub const MAX_RECENT: usize = 8;
+
+/// The 32-bit hash a context names a key by.
+pub fn key_tag(key: &str) -> u32 {
+    (crate::placement::key_hash(key) >> 32) as u32
 }
 
 impl Context {
@@ -105,7 +140,32 @@ impl Context {
                 .collect::<Option<_>>()?;
             deps.join_shard(shard, &clock);
         }
-        Some(Context { epoch, ts, deps })
+        let mut recent = Vec::new();
+        if let Some(r) = obj.get("recent") {
+            for e in r.as_array()? {
+                let e = e.as_array()?;
+                let [shard, origin, counter, key, live] = e.as_slice() else {
+                    return None;
+                };
+                recent.push(Recent {
+                    shard: ShardNo::try_from(shard.as_u64()?).ok()?,
+                    dot: Dot {
+                        origin: u64::from_str_radix(origin.as_str()?, 16).ok()?,
+                        counter: counter.as_u64()?,
+                    },
+                    key: u32::try_from(key.as_u64()?).ok()?,
+                    live: live.as_u64()? == 1,
+                });
+            }
+        }
+        let mut ctx = Context {
+            epoch,
+            ts,
+            deps,
+            recent,
+        };
+        ctx.tidy();
+        Some(ctx)
     }
 
     pub fn to_json(&self) -> Json {
@@ -121,6 +181,10 @@ impl Context {
         m.insert("epoch".into(), Json::from(self.epoch));
         m.insert("ts".into(), Json::from(self.ts));
         m.insert("deps".into(), Json::Object(deps));
+        if !self.recent.is_empty() {
+            let r = self.recent.iter().map(recent_json).collect();
+            m.insert("recent".into(), Json::Array(r));
+        }
         Json::Object(m)
     }
 
@@ -132,19 +196,81 @@ impl Context {
             Context {
                 epoch,
                 ts: self.ts,
-                deps: Deps::new(),
+                ..Context::default()
             }
         }
     }
 
-    /// Adds what the client learns from reading `version`, a version of a key of `shard`.
-    pub fn observe(&mut self, version: &Version, shard: ShardNo) {
+    /// Adds what the client learns from reading `version` of `key`, of `shard`.
+    pub fn observe(&mut self, version: &Version, shard: ShardNo, key: &str) {
         self.ts = self.ts.max(version.id.ts);
         if version.epoch == self.epoch {
             self.deps.join(&version.past);
-            self.deps.add(shard, version.dot);
+            self.add_recent(shard, version.dot, key, !version.is_tombstone());
         }
     }
+
+    /// Adds a write of `key` (in `shard`) that the client now depends on: one it made,
+    /// or one it read. It supersedes the client's earlier recent write of that key.
+    pub fn add_recent(&mut self, shard: ShardNo, dot: Dot, key: &str, live: bool) {
+        let key = key_tag(key);
+        self.recent.retain(|r| !(r.shard == shard && r.key == key));
+        self.recent.push(Recent {
+            shard,
+            dot,
+            key,
+            live,
+        });
+        self.tidy();
+    }
+
+    /// The recent write of `key` in `shard` the client knows of, if any.
+    pub fn recent_of(&self, shard: ShardNo, key: &str) -> Option<Recent> {
+        let key = key_tag(key);
+        self.recent
+            .iter()
+            .copied()
+            .find(|r| r.shard == shard && r.key == key)
+    }
+
+    /// Every dependency as prefixes (recent writes folded in): what a write made with
+    /// this context records as its causal past.
+    pub fn all_deps(&self) -> Deps {
+        let mut d = self.deps.clone();
+        for r in &self.recent {
+            d.add(r.shard, r.dot);
+        }
+        d
+    }
+
+    /// Restores the invariants (see the module docs): drops recent writes the prefixes
+    /// cover, and folds the oldest into the prefixes past [`MAX_RECENT`].
+    fn tidy(&mut self) {
+        let deps = &self.deps;
+        self.recent.retain(|r| {
+            deps.shard(r.shard)
+                .is_none_or(|c| c.get(r.dot.origin) < r.dot.counter)
+        });
+        while self.recent.len() > MAX_RECENT {
+            let r = self.recent.remove(0);
+            self.deps.add(r.shard, r.dot);
+            let deps = &self.deps;
+            self.recent.retain(|r| {
+                deps.shard(r.shard)
+                    .is_none_or(|c| c.get(r.dot.origin) < r.dot.counter)
+            });
+        }
+    }
+}
+
+fn recent_json(r: &Recent) -> Json {
+    serde_json::json!([
+        r.shard,
+        format!("{:x}", r.dot.origin),
+        r.dot.counter,
+        r.key,
+        u8::from(r.live)
+    ])
 }
 
 /// See [`Context::wire`].
@@ -168,9 +294,18 @@ impl serde::Serialize for WireContext<'_> {
                 ser.collect_map(self.0.iter().map(|(s, c)| (s.to_string(), Clock(c))))
             }
         }
+        struct RecentOut<'a>(&'a [Recent]);
+        impl serde::Serialize for RecentOut<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                ser.collect_seq(self.0.iter().map(recent_json))
+            }
+        }
         let mut m = ser.serialize_map(None)?;
         m.serialize_entry("deps", &DepsOut(&self.ctx.deps))?;
         m.serialize_entry("epoch", &self.ctx.epoch)?;
+        if !self.ctx.recent.is_empty() {
+            m.serialize_entry("recent", &RecentOut(&self.ctx.recent))?;
+        }
         if let Some(sig) = &self.sig {
             m.serialize_entry("sig", sig)?;
         }
@@ -184,20 +319,30 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The read rule (see the module docs). `ctx` must already be in the replica's epoch.
+/// The read rule (see the module docs) for a read of `key`, of `shard`. `ctx` must
+/// already be in the replica's epoch.
 pub fn read_is_safe(
     ctx: &Context,
     shard: ShardNo,
+    key: &str,
     clock: &VClock,
     local: Option<&Version>,
 ) -> bool {
-    let Some(needed) = ctx.deps.shard(shard) else {
-        return true;
-    };
     let local = local.filter(|v| v.epoch == ctx.epoch);
-    needed.iter().all(|(origin, counter)| {
+    let has = |origin: u64, counter: u64| {
         clock.get(origin) >= counter || local.is_some_and(|v| v.supersedes(shard, origin, counter))
-    })
+    };
+    let prefixes = ctx
+        .deps
+        .shard(shard)
+        .is_none_or(|needed| needed.iter().all(|(o, n)| has(o, n)));
+    let tag = key_tag(key);
+    prefixes
+        && ctx
+            .recent
+            .iter()
+            .filter(|r| r.shard == shard && r.key == tag)
+            .all(|r| has(r.dot.origin, r.dot.counter))
 }
 
 #[cfg(test)]
@@ -212,6 +357,7 @@ mod tests {
             epoch: 1,
             ts: 0,
             deps,
+            recent: Vec::new(),
         }
     }
 
@@ -290,8 +436,8 @@ mod tests {
     fn read_safe_when_clock_covers() {
         let mut clock = VClock::new();
         clock.raise(5, 3);
-        assert!(read_is_safe(&ctx(1, 5, 3), 1, &clock, None));
-        assert!(!read_is_safe(&ctx(1, 5, 4), 1, &clock, None));
+        assert!(read_is_safe(&ctx(1, 5, 3), 1, "k", &clock, None));
+        assert!(!read_is_safe(&ctx(1, 5, 4), 1, "k", &clock, None));
     }
 
     #[test]
@@ -306,13 +452,13 @@ mod tests {
             },
         );
         let v = version(past);
-        assert!(read_is_safe(&ctx(1, 5, 9), 1, &clock, Some(&v)));
-        assert!(!read_is_safe(&ctx(1, 5, 10), 1, &clock, Some(&v)));
+        assert!(read_is_safe(&ctx(1, 5, 9), 1, "k", &clock, Some(&v)));
+        assert!(!read_is_safe(&ctx(1, 5, 10), 1, "k", &clock, Some(&v)));
     }
 
     #[test]
     fn other_shards_are_not_checked() {
-        assert!(read_is_safe(&ctx(2, 5, 100), 1, &VClock::new(), None));
+        assert!(read_is_safe(&ctx(2, 5, 100), 1, "k", &VClock::new(), None));
     }
 
     #[test]
@@ -327,6 +473,111 @@ mod tests {
         );
         let mut v = version(past);
         v.epoch = 0;
-        assert!(!read_is_safe(&ctx(1, 5, 9), 1, &VClock::new(), Some(&v)));
+        assert!(!read_is_safe(
+            &ctx(1, 5, 9),
+            1,
+            "k",
+            &VClock::new(),
+            Some(&v)
+        ));
+    }
+
+    fn dot(origin: u64, counter: u64) -> Dot {
+        Dot { origin, counter }
+    }
+
+    #[test]
+    fn a_recent_write_of_another_key_does_not_matter() {
+        let mut c = ctx(1, 5, 3);
+        c.add_recent(1, dot(9, 40), "y", true);
+        let mut clock = VClock::new();
+        clock.raise(5, 3);
+        assert!(
+            read_is_safe(&c, 1, "x", &clock, None),
+            "y's write is irrelevant to x"
+        );
+        assert!(!read_is_safe(&c, 1, "y", &clock, None), "but not to y");
+        clock.raise(9, 40);
+        assert!(read_is_safe(&c, 1, "y", &clock, None));
+        // The prefix still counts for every key.
+        assert!(!read_is_safe(&c, 1, "x", &VClock::new(), None));
+    }
+
+    #[test]
+    fn a_local_version_that_supersedes_the_recent_write_is_enough() {
+        let mut c = Context {
+            epoch: 1,
+            ..Context::default()
+        };
+        c.add_recent(1, dot(9, 40), "k", true);
+        let mut past = Deps::new();
+        past.add(1, dot(9, 40));
+        assert!(read_is_safe(
+            &c,
+            1,
+            "k",
+            &VClock::new(),
+            Some(&version(past))
+        ));
+        assert!(!read_is_safe(
+            &c,
+            1,
+            "k",
+            &VClock::new(),
+            Some(&version(Deps::new()))
+        ));
+    }
+
+    #[test]
+    fn recent_writes_keep_their_invariants() {
+        let mut c = Context::default();
+        c.add_recent(1, dot(9, 1), "k", true);
+        c.add_recent(1, dot(8, 1), "k", false);
+        assert_eq!(c.recent.len(), 1, "one per key: the later supersedes");
+        assert!(!c.recent_of(1, "k").unwrap().live);
+        // A prefix that covers a recent write makes it redundant.
+        c.deps.add(1, dot(8, 5));
+        c.add_recent(2, dot(7, 1), "j", true);
+        assert!(c.recent_of(1, "k").is_none());
+        // Past the bound, the oldest fold into the prefixes: nothing is forgotten.
+        let mut c = Context::default();
+        for i in 0..(MAX_RECENT as u64 + 3) {
+            c.add_recent(1, dot(100 + i, 1), &format!("k{i}"), true);
+        }
+        assert_eq!(c.recent.len(), MAX_RECENT);
+        for i in 0..(MAX_RECENT as u64 + 3) {
+            let d = dot(100 + i, 1);
+            let named = c.recent.iter().any(|r| r.dot == d);
+            let folded = c.deps.shard(1).is_some_and(|s| s.contains(d));
+            assert!(named || folded, "write {i} was forgotten");
+        }
+        // A write made with this context records every dependency as a prefix.
+        let all = c.all_deps();
+        assert!(
+            (0..(MAX_RECENT as u64 + 3)).all(|i| all.shard(1).unwrap().contains(dot(100 + i, 1)))
+        );
+    }
+
+    #[test]
+    fn recent_writes_survive_the_wire_and_bad_ones_are_refused() {
+        let mut c = ctx(2, 0xabc, 7);
+        c.add_recent(1, dot(0xfeed, 3), "k", false);
+        assert_eq!(Context::from_json(Some(&c.to_json())), c);
+        assert_eq!(serde_json::to_value(c.wire(None)).unwrap(), c.to_json());
+        let signer = Signer::new("s");
+        assert_eq!(
+            Context::from_signed_json(Some(&c.to_signed_json(Some(&signer))), Some(&signer)),
+            c
+        );
+        for bad in [
+            serde_json::json!([[1, "zz", 3, 4, 1]]),
+            serde_json::json!([[1, "ab", 3, 4]]),
+            serde_json::json!([[1, "ab", 3, 1u64 << 40, 1]]),
+            serde_json::json!({"a": 1}),
+        ] {
+            let mut j = c.to_json();
+            j["recent"] = bad;
+            assert_eq!(Context::from_json(Some(&j)), Context::default());
+        }
     }
 }

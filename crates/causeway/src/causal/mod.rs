@@ -12,5 +12,5 @@ pub mod context;
 pub mod version;
 
 pub use clock::{Deps, Dot, Origin, ShardNo, VClock};
-pub use context::{read_is_safe, Context, Signer};
+pub use context::{read_is_safe, Context, Recent, Signer};
 pub use version::{Value, Version, WriteId};

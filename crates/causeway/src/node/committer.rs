@@ -459,7 +459,7 @@ fn write(
     p.observe_ts(id.ts);
     // The write's causal past: what the client depended on, and what the version it
     // replaces already superseded.
-    let mut past = ctx.deps.clone();
+    let mut past = ctx.all_deps();
     // Our own earlier writes are implied by the new dot.
     past.remove(shard, dot.origin);
     let version = Version {
@@ -470,7 +470,16 @@ fn write(
         value,
     };
     let prev = p.get(st, key);
-    let existed = prev.is_some_and(|v| !v.is_tombstone());
+    // Whether the key existed, as the client knows it: its context may name a later
+    // write of the key than this replica has received (made through another replica).
+    let known = ctx.recent_of(shard, key).filter(|r| {
+        !p.clock.contains(r.dot)
+            && !prev.is_some_and(|v| v.supersedes(shard, r.dot.origin, r.dot.counter))
+    });
+    let existed = match known {
+        Some(r) => r.live,
+        None => prev.is_some_and(|v| !v.is_tombstone()),
+    };
     let survivor = match crate::causal::version::merge(prev, &version, shard) {
         Some(v) => v,
         // What this replica holds wins; it now also supersedes this write.

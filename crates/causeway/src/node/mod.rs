@@ -382,6 +382,15 @@ impl Node {
                         });
                     }
                     Ok((_, after)) => after,
+                    // The client's own context says its last known write of the key
+                    // deleted it: answer so, even where that delete has not arrived.
+                    Err(_) if self.context_says_deleted(&key, &ctx) => {
+                        return Some(KeyResponse {
+                            result: Ok(KeyOutcome::DeleteNotFound),
+                            ctx,
+                            served_by: None,
+                        });
+                    }
                     // Not known to be absent: delete anyway (writes are never refused).
                     Err(_) => ctx,
                 };
@@ -398,6 +407,7 @@ impl Node {
         fwd: Option<Forwarded>,
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
+        let key_name = key.clone();
         let res = self
             .committer
             .submit(|reply| Job::Write {
@@ -419,7 +429,7 @@ impl Node {
                     .view
                     .shard_of_node(&self.cfg.address)
                     .unwrap_or(0);
-                out.deps.add(shard, done.dot);
+                out.add_recent(shard, done.dot, &key_name, is_put);
                 let result = if is_put {
                     KeyOutcome::Put {
                         replaced: done.existed,
@@ -462,12 +472,12 @@ impl Node {
             }
             let ctx = ctx.in_epoch(st.view.epoch);
             let local = st.get(key).cloned();
-            let safe = read_is_safe(&ctx, shard, &st.clock, local.as_ref());
+            let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref());
             (shard, ctx, local, safe, st.view.clone())
         };
         let answer = |v: Option<Version>, mut ctx: Context| {
             if let Some(v) = &v {
-                ctx.observe(v, shard);
+                ctx.observe(v, shard, key);
             }
             Ok((v, ctx))
         };
@@ -502,6 +512,18 @@ impl Node {
                 Some(Err(KeyError::Unsatisfiable))
             }
         }
+    }
+
+    /// True when the client's last known write of `key` (of this replica's shard, in
+    /// this epoch) was a delete.
+    fn context_says_deleted(&self, key: &str, ctx: &Context) -> bool {
+        let st = self.state.read();
+        let Some(shard) = st.my_shard() else {
+            return false;
+        };
+        ctx.in_epoch(st.view.epoch)
+            .recent_of(shard, key)
+            .is_some_and(|r| !r.live)
     }
 
     fn broken_read_rule(&self) -> bool {
@@ -566,7 +588,7 @@ impl Node {
                 };
                 let ctx = ctx.in_epoch(st.view.epoch);
                 let local = st.get(&key);
-                if read_is_safe(&ctx, shard, &st.clock, local) {
+                if read_is_safe(&ctx, shard, &key, &st.clock, local) {
                     RpcReply::Fetched(local.cloned())
                 } else {
                     RpcReply::Unsafe
