@@ -150,6 +150,15 @@ impl Faults {
                     links,
                 });
             }
+            FaultKind::Clock => {
+                let _shared = self.gate.read().await;
+                if !self.cluster.clocks_faked() {
+                    return Ok(());
+                }
+                let target = rng.below(self.cluster.len() as u64) as usize;
+                let offset = schedule::clock_offset(&mut rng);
+                self.cluster.set_clock(target, offset)?;
+            }
             FaultKind::Kill | FaultKind::Pause => {
                 let _shared = self.gate.read().await;
                 let target = {

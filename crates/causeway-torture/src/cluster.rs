@@ -51,6 +51,9 @@ pub enum ClusterError {
     Io(#[from] std::io::Error),
 }
 
+/// libfaketime, from Debian's `faketime` package.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// How to start nodes.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -66,6 +69,9 @@ pub struct ClusterConfig {
     pub cluster_secret: String,
     /// Sets CAUSEWAY_TEST_BROKEN_READ_RULE=1 for every node.
     pub broken_read_rule: bool,
+    /// Each node's initial wall-clock offset in seconds; `None`: real clocks. With
+    /// offsets, nodes run under libfaketime and [`Cluster::set_clock`] jumps them.
+    pub clock_offsets: Option<Vec<i64>>,
     /// How long a node may take to answer `/ready`.
     pub ready_timeout: Duration,
 }
@@ -177,6 +183,16 @@ impl Cluster {
             http: http_client(),
             view_changes: std::sync::atomic::AtomicU32::new(0),
         });
+        if let Some(offsets) = &cluster.config.clock_offsets {
+            if !Path::new(LIBFAKETIME).exists() {
+                return Err(ClusterError::Io(std::io::Error::other(format!(
+                    "the clock nemesis needs {LIBFAKETIME} (apt-get install faketime)"
+                ))));
+            }
+            for (i, offset) in offsets.iter().enumerate() {
+                cluster.set_clock(i, *offset)?;
+            }
+        }
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i).await?;
         }
@@ -185,6 +201,29 @@ impl Cluster {
             cluster.reachable.set(i, true);
         }
         Ok(cluster)
+    }
+
+    /// True when nodes run under libfaketime (the clock nemesis is on).
+    pub fn clocks_faked(&self) -> bool {
+        self.config.clock_offsets.is_some()
+    }
+
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.config.work_dir.join(format!("node{i}.faketime"))
+    }
+
+    /// Sets node `i`'s wall clock to real time plus `offset_s` seconds (it takes
+    /// effect within a second: libfaketime re-reads the file).
+    pub fn set_clock(&self, i: usize, offset_s: i64) -> Result<(), ClusterError> {
+        let file = self.clock_file(i);
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{offset_s:+}\n"))?;
+        std::fs::rename(&tmp, &file)?;
+        self.history.fault(Fault::Clock {
+            node: self.address(i).to_string(),
+            offset_s,
+        });
+        Ok(())
     }
 
     /// Number of node processes.
@@ -227,6 +266,13 @@ impl Cluster {
             .kill_on_drop(true);
         if self.config.broken_read_rule {
             cmd.env("CAUSEWAY_TEST_BROKEN_READ_RULE", "1");
+        }
+        if self.config.clock_offsets.is_some() {
+            // Only the wall clock moves (as NTP moves it); monotonic clocks never jump.
+            cmd.env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", self.clock_file(i))
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("DONT_FAKE_MONOTONIC", "1");
         }
         let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
             node: node.address.clone(),

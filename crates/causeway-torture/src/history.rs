@@ -164,6 +164,11 @@ pub enum Fault {
         node: String,
         line: String,
     },
+    /// The node's wall clock now reads real time plus `offset_s` seconds.
+    Clock {
+        node: String,
+        offset_s: i64,
+    },
     /// Every fault was removed; the convergence phase begins.
     HealAll,
 }

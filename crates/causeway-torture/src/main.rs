@@ -250,35 +250,39 @@ async fn run(args: RunArgs) -> ExitCode {
         .work_dir
         .clone()
         .unwrap_or_else(|| temp.as_ref().expect("temp dir").path().to_path_buf());
-    let config = CampaignConfig {
-        cluster: ClusterConfig {
-            bin,
-            work_dir: work_dir.clone(),
-            first_ip: args.first_ip,
-            port: args.port,
-            nodes: args.nodes,
-            repl_factor,
-            cluster_secret: format!("torture-{}", args.seed),
-            broken_read_rule: args.broken_read_rule,
-            ready_timeout: Duration::from_secs(30),
-        },
-        seed: args.seed,
-        duration: args.duration,
-        sessions: args.sessions,
-        keys: args.keys.max(1),
-        think: args.think,
-        handoff: args.handoff,
-        faults: args.faults.0.clone(),
-        mean_gap: args.fault_gap,
-        history: args.history.clone(),
-        iptables: args.iptables.clone(),
-        firewall_tag: causeway_torture::partition::RULE_COMMENT.to_string(),
-        converge_timeout: args.converge_timeout,
-        max_down: args
-            .max_down
-            .unwrap_or((args.nodes / 2).saturating_sub(1).max(1)),
-        overlap_view_changes: args.overlap_view_changes,
-    };
+    let config =
+        CampaignConfig {
+            cluster: ClusterConfig {
+                bin,
+                work_dir: work_dir.clone(),
+                first_ip: args.first_ip,
+                port: args.port,
+                nodes: args.nodes,
+                repl_factor,
+                cluster_secret: format!("torture-{}", args.seed),
+                broken_read_rule: args.broken_read_rule,
+                ready_timeout: Duration::from_secs(30),
+                clock_offsets: args.faults.0.contains(&FaultKind::Clock).then(|| {
+                    causeway_torture::schedule::initial_clock_offsets(args.seed, args.nodes)
+                }),
+            },
+            seed: args.seed,
+            duration: args.duration,
+            sessions: args.sessions,
+            keys: args.keys.max(1),
+            think: args.think,
+            handoff: args.handoff,
+            faults: args.faults.0.clone(),
+            mean_gap: args.fault_gap,
+            history: args.history.clone(),
+            iptables: args.iptables.clone(),
+            firewall_tag: causeway_torture::partition::RULE_COMMENT.to_string(),
+            converge_timeout: args.converge_timeout,
+            max_down: args
+                .max_down
+                .unwrap_or((args.nodes / 2).saturating_sub(1).max(1)),
+            overlap_view_changes: args.overlap_view_changes,
+        };
     let outcome = tokio::select! {
         r = campaign::run(config) => r,
         _ = tokio::signal::ctrl_c() => {

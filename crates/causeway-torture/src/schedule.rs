@@ -20,14 +20,18 @@ pub enum FaultKind {
     Pause,
     /// Change the view (shard count, replication factor, membership).
     ViewChange,
+    /// Jump one node's wall clock to a new offset from real time (libfaketime);
+    /// every node also starts with an offset of its own.
+    Clock,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 4] = [
+    pub const ALL: [FaultKind; 5] = [
         FaultKind::Partition,
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ViewChange,
+        FaultKind::Clock,
     ];
 }
 
@@ -38,6 +42,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::ViewChange => "view-change",
+            FaultKind::Clock => "clock",
         })
     }
 }
@@ -50,7 +55,7 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.to_string() == s)
             .ok_or_else(|| {
-                format!("unknown fault kind {s:?} (partition, kill, pause, view-change)")
+                format!("unknown fault kind {s:?} (partition, kill, pause, view-change, clock)")
             })
     }
 }
@@ -135,7 +140,7 @@ pub fn plan(
             FaultKind::Partition => rng.range(1_500, 8_000),
             FaultKind::Kill => rng.range(500, 5_000),
             FaultKind::Pause => rng.range(500, 6_000),
-            FaultKind::ViewChange => 0,
+            FaultKind::ViewChange | FaultKind::Clock => 0,
         });
         let shape = (kind == FaultKind::Partition).then(|| partition_shape(&mut rng, nodes));
         out.push(Episode {
@@ -169,6 +174,20 @@ fn partition_shape(rng: &mut Rng, nodes: usize) -> PartitionShape {
             PartitionShape::Link(a.min(b), a.max(b))
         }
     }
+}
+
+/// Largest clock offset (seconds, either way) a node is given.
+pub const MAX_CLOCK_OFFSET_S: i64 = 120;
+
+/// A node's clock offset from real time, in seconds: up to two minutes either way.
+pub fn clock_offset(rng: &mut Rng) -> i64 {
+    rng.range(0, 2 * MAX_CLOCK_OFFSET_S as u64 + 1) as i64 - MAX_CLOCK_OFFSET_S
+}
+
+/// Every node's clock offset at the start of a campaign with the clock nemesis.
+pub fn initial_clock_offsets(seed: u64, nodes: usize) -> Vec<i64> {
+    let mut rng = Rng::derive(seed, 0xC10C);
+    (0..nodes).map(|_| clock_offset(&mut rng)).collect()
 }
 
 /// Views a view change may move to from `current_rf`, over `all` nodes:
@@ -279,7 +298,7 @@ mod tests {
 
     #[test]
     fn fault_lists_parse() {
-        assert_eq!(parse_faults("all").unwrap().len(), 4);
+        assert_eq!(parse_faults("all").unwrap().len(), 5);
         assert!(parse_faults("none").unwrap().is_empty());
         assert_eq!(
             parse_faults("kill,pause").unwrap(),

@@ -72,6 +72,7 @@ fn count_faults(events: &[Event], report: &mut Report) {
             Fault::Kill { .. } => "kill",
             Fault::Pause { .. } => "pause",
             Fault::ViewChangeStart { .. } => "view-change",
+            Fault::Clock { .. } => "clock",
             Fault::NodeExited { node, status } => {
                 report.add(
                     AnomalyKind::NodeCrash,
