@@ -91,6 +91,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if cfg!(feature = "test-hooks") {
+        inject_test_faults(&node);
+    }
     let view = node.view();
     tracing::info!(
         address = %cfg.node.address,
@@ -106,6 +109,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("causeway: server error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Test hooks, read only in a build with the `test-hooks` feature:
+/// `CAUSEWAY_TEST_SYNC_DELAY_MS` delays every storage commit (a stalled disk), and
+/// `CAUSEWAY_TEST_PANIC_ON_COMMIT=1` makes the first commit panic (a dying committer).
+fn inject_test_faults(node: &causeway::node::Node) {
+    let env = |name: &str| std::env::var(name).ok();
+    if let Some(ms) = env("CAUSEWAY_TEST_SYNC_DELAY_MS").and_then(|v| v.parse().ok()) {
+        node.faults()
+            .set_commit_delay(std::time::Duration::from_millis(ms));
+    }
+    if env("CAUSEWAY_TEST_PANIC_ON_COMMIT").is_some_and(|v| v == "1") {
+        node.faults().panic_on_next_commit();
     }
 }
 

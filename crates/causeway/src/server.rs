@@ -30,7 +30,13 @@ pub fn start_node(cfg: &ServeConfig) -> Result<Arc<Node>, StorageError> {
     )
 }
 
+/// How long a node whose committer died keeps answering (503s, and `/ready` saying
+/// why) before it stops, so that whoever watches it can see why it went away.
+const FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves `node` on `listener` until `shutdown` resolves; in-flight requests finish.
+/// If the node's committer dies, it stops by itself and returns an error saying why
+/// (without marking storage cleanly closed).
 pub async fn run(
     listener: TcpListener,
     node: Arc<Node>,
@@ -50,9 +56,29 @@ pub async fn run(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    let failed = {
+        let node = node.clone();
+        async move {
+            let why = node.failed().await;
+            tracing::error!(error = %why, "the committer died; stopping the node");
+            tokio::time::sleep(FAILED_GRACE).await;
+        }
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {},
+            _ = failed => {},
+        }
+    };
     axum::serve(listener, api::router(app))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await?;
+    if let Some(why) = node.failure() {
+        node.stop();
+        return Err(std::io::Error::other(format!(
+            "the committer thread died ({why}); no write can be committed, so the node stopped"
+        )));
+    }
     if let Err(e) = node.close() {
         tracing::error!(error = %e, "closing storage failed");
     }

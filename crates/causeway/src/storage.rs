@@ -25,6 +25,8 @@ use crate::causal::{VClock, Version};
 use crate::placement::View;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// When a commit counts as durable (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -72,8 +74,44 @@ pub struct Batch<'a> {
     pub view: Option<&'a View>,
 }
 
+/// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
+/// that panics inside a commit. Inert unless a test sets it (one atomic load per
+/// commit); reached through [`Storage::faults`] or `Node::faults`.
+#[derive(Clone, Default)]
+pub struct Faults(Arc<FaultState>);
+
+#[derive(Default)]
+struct FaultState {
+    commit_delay_ms: AtomicU64,
+    panic_on_commit: AtomicBool,
+}
+
+impl Faults {
+    /// Every later commit first waits `d` (zero: no delay).
+    pub fn set_commit_delay(&self, d: std::time::Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.commit_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The next commit panics (in the committer thread, as an engine bug would).
+    pub fn panic_on_next_commit(&self) {
+        self.0.panic_on_commit.store(true, Ordering::Relaxed);
+    }
+
+    fn before_commit(&self) {
+        if self.0.panic_on_commit.swap(false, Ordering::Relaxed) {
+            panic!("injected storage fault: panic in commit");
+        }
+        let ms = self.0.commit_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+    }
+}
+
 pub struct Storage {
     engine: Option<Engine>,
+    faults: Faults,
     durability: Durability,
     /// Set by [`Storage::close`]: nothing is committed after the clean-shutdown mark.
     closed: std::sync::atomic::AtomicBool,
@@ -134,6 +172,7 @@ impl Storage {
         (
             Storage {
                 engine: None,
+                faults: Faults::default(),
                 durability: Durability::Sync,
                 closed: Default::default(),
                 _syncer: None,
@@ -193,6 +232,7 @@ impl Storage {
                     kv,
                     meta: meta_ks,
                 }),
+                faults: Faults::default(),
                 durability,
                 closed: Default::default(),
                 _syncer: syncer,
@@ -219,8 +259,14 @@ impl Storage {
         self.engine.is_some()
     }
 
+    /// The test fault knobs of this store (see [`Faults`]).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// Writes the batch atomically and syncs it to disk before returning.
     pub fn commit(&self, batch: &Batch<'_>) -> Result<(), StorageError> {
+        self.faults.before_commit();
         let Some(e) = &self.engine else {
             return Ok(());
         };

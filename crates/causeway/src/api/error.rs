@@ -166,6 +166,9 @@ pub enum ApiError {
     Unavailable { method: &'static str },
     #[error("{0}")]
     Conflict(String),
+    /// The node cannot serve (`/ready`); why.
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -179,7 +182,7 @@ impl ApiError {
             ApiError::ShardNotFound | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
@@ -195,6 +198,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { method } => format!("Error in {method}"),
             ApiError::Conflict(_) => "Error in PUT".into(),
             ApiError::NoRoute | ApiError::Unauthorized => "Error".into(),
+            ApiError::NotReady(_) => "Not ready".into(),
         }
     }
 }

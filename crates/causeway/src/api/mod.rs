@@ -370,6 +370,12 @@ async fn health() -> Response {
 }
 
 async fn ready(State(app): State<App>) -> Response {
+    if let Some(why) = app.node.failure() {
+        return ApiError::NotReady(format!(
+            "the committer thread died ({why}); this node cannot commit writes and is stopping"
+        ))
+        .into_response();
+    }
     let view = app.node.view();
     let (shard, keys) = app.node.key_count();
     json_response(

@@ -9,6 +9,13 @@
 //! - nothing that is not durable is ever visible to readers or to replication, so a
 //!   crash can only lose writes nobody saw (and their counters may be reused safely);
 //! - counters are assigned in one place, in order.
+//!
+//! The queue is bounded ([`QUEUE`] jobs): a submitter waits for room, and a write
+//! waits (for room and for its commit) only until its deadline, then gives up with
+//! [`CommitError::TimedOut`]; a stalled disk therefore gives errors, not hangs, and
+//! holds no more than a queue's worth of jobs. A committer thread that panics is
+//! recorded ([`Committer::failure`]); every later job fails with
+//! [`CommitError::Died`], and the server stops the node (see `server::run`).
 
 use super::state::{origin_for, State};
 use crate::causal::{Context, Deps, Dot, VClock, Value, Version, WriteId};
@@ -16,11 +23,14 @@ use crate::placement::View;
 use crate::storage::{Batch, Storage, StorageError};
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc};
-use tokio::sync::{oneshot, watch};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs folded into one sync.
 const MAX_BATCH: usize = 4096;
+/// Most jobs waiting for the committer (besides the batch it is committing): enough to
+/// fill the next batch, so a busy committer never waits for submitters.
+pub const QUEUE: usize = MAX_BATCH;
 /// Timestamps stay below 2^53 (exact in every JSON client, for some 278 years of wall
 /// clock); a context claiming more than that was not issued by a Causeway node.
 const MAX_TS: u64 = 1 << 53;
@@ -38,6 +48,10 @@ pub enum CommitError {
     Closed,
     #[error("the forwarded write arrived after its sender gave up on it")]
     Expired,
+    #[error("the change was not committed before its deadline")]
+    TimedOut,
+    #[error("the committer thread died: {0}")]
+    Died(String),
 }
 
 /// A client write's result.
@@ -94,6 +108,8 @@ pub enum Job {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
+    /// Why the committer thread died (`None` while it runs).
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Committer {
@@ -102,22 +118,101 @@ impl Committer {
         state: Arc<RwLock<State>>,
         storage: Arc<Storage>,
     ) -> (Committer, watch::Receiver<u64>) {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let (seq_tx, seq_rx) = watch::channel(0u64);
+        let (failed_tx, failure) = watch::channel(None);
         std::thread::Builder::new()
             .name("causeway-committer".into())
-            .spawn(move || run(rx, state, storage, seq_tx))
+            .spawn(move || {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(rx, state, storage, seq_tx)
+                }));
+                if let Err(panic) = ran {
+                    let why = panic_message(panic.as_ref());
+                    tracing::error!(error = %why, "the committer thread died");
+                    failed_tx.send_replace(Some(why));
+                }
+            })
             .expect("spawn committer thread");
-        (Committer { tx }, seq_rx)
+        (Committer { tx, failure }, seq_rx)
     }
 
+    /// Why the committer thread died, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves with the reason once the committer thread has died (never while it runs).
+    pub async fn died(&self) -> String {
+        let mut f = self.failure.clone();
+        let why = f.wait_for(Option::is_some).await.map(|why| why.clone());
+        match why {
+            Ok(why) => why.unwrap_or_default(),
+            // The thread ended without a panic: every handle was dropped, so nobody waits.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Submits a job and waits for its result, however long that takes.
     pub async fn submit<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Job,
     ) -> Result<T, CommitError> {
+        self.submit_by(None, make).await
+    }
+
+    /// Submits a job and waits for its result until `deadline` (waiting for room in
+    /// the queue included); then [`CommitError::TimedOut`]. A job already queued may
+    /// still be applied after that (as a write whose answer was lost may); a write
+    /// should carry the same deadline for the committer to drop it if it is not begun.
+    pub async fn submit_by<T>(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        make: impl FnOnce(oneshot::Sender<Result<T, CommitError>>) -> Job,
+    ) -> Result<T, CommitError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).map_err(|_| CommitError::Closed)?;
-        rx.await.map_err(|_| CommitError::Closed)?
+        let job = make(tx);
+        let sent = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, self.tx.send(job)).await {
+                Ok(sent) => sent,
+                Err(_) => return Err(CommitError::TimedOut),
+            },
+            None => self.tx.send(job).await,
+        };
+        if sent.is_err() {
+            return Err(self.gone().await);
+        }
+        let answer = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, rx).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(CommitError::TimedOut),
+            },
+            None => rx.await,
+        };
+        match answer {
+            Ok(result) => result,
+            Err(_) => Err(self.gone().await),
+        }
+    }
+
+    /// Why a job got no answer: the thread is gone. A panicking thread drops its jobs
+    /// while unwinding, just before it records why; wait for that record.
+    async fn gone(&self) -> CommitError {
+        let mut f = self.failure.clone();
+        let why = f.wait_for(Option::is_some).await.map(|why| why.clone());
+        match why {
+            Ok(why) => CommitError::Died(why.unwrap_or_default()),
+            Err(_) => CommitError::Closed,
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => s.to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "panic".to_string(),
     }
 }
 
@@ -178,12 +273,12 @@ enum Reply {
 }
 
 fn run(
-    rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Job>,
     state: Arc<RwLock<State>>,
     storage: Arc<Storage>,
     seq: watch::Sender<u64>,
 ) {
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {

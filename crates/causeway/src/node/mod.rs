@@ -68,6 +68,34 @@ impl Default for Timeouts {
     }
 }
 
+/// The deadline of a client's key request that reached this node at `now`: `now` plus
+/// [`Timeouts::proxy_total`] (4 s by default). A local write waits for its commit at
+/// most that long (then 503), and so does everything the request does on this node: a
+/// write that finds its key moved away is forwarded with what is left, and a request
+/// forwarded from the start gets at most `proxy_total` anyway. So whichever way it
+/// goes, the answer leaves within 4 s, and a second of the client's 5 s remains for
+/// its network, the HTTP exchange and scheduling delays. (The replica that serves a
+/// forwarded request stops waiting at its sender's deadline, at most
+/// [`Timeouts::proxy_attempt`], so that the sender can still try another replica.)
+pub fn client_deadline(t: &Timeouts, now: std::time::Instant) -> std::time::Instant {
+    now + t.proxy_total
+}
+
+/// How a write the committer did not apply is answered; `None` when this node does not
+/// own the key (any more) and the request must be routed again. Not committed in time
+/// (a stalled disk, a full queue, a forwarded write that came too late) or no committer
+/// at all is 503 (`Unavailable`): the client may retry, here or elsewhere.
+fn write_error(e: CommitError) -> Option<KeyError> {
+    match e {
+        CommitError::NotOwner(_) => None,
+        CommitError::Expired
+        | CommitError::TimedOut
+        | CommitError::Died(_)
+        | CommitError::Closed => Some(KeyError::Unavailable),
+        CommitError::Storage(e) => Some(KeyError::Internal(e.to_string())),
+    }
+}
+
 /// What a forwarded request carries, as the receiving node holds it: the sender's
 /// budget turned into a local deadline on arrival (see [`crate::transit`]), and the
 /// write's identity.
@@ -206,6 +234,21 @@ impl Node {
         self.storage.is_durable()
     }
 
+    /// Why this node can no longer commit anything (its committer thread died), if so.
+    pub fn failure(&self) -> Option<String> {
+        self.committer.failure()
+    }
+
+    /// Resolves with the reason once the node can no longer commit anything.
+    pub async fn failed(&self) -> String {
+        self.committer.died().await
+    }
+
+    /// The storage fault knobs (tests: a stalled disk, a panicking commit).
+    pub fn faults(&self) -> &crate::storage::Faults {
+        self.storage.faults()
+    }
+
     pub fn disk_bytes(&self) -> u64 {
         self.storage.disk_bytes()
     }
@@ -226,14 +269,22 @@ impl Node {
 
     /// Serves a client key operation: locally if this node is a replica of the key's
     /// shard, otherwise by forwarding it.
+    ///
+    /// The request has until [`client_deadline`]: a local write not committed by then
+    /// answers 503, and a forwarded one shares the same budget.
     pub async fn handle_key(&self, req: KeyRequest) -> KeyResponse {
-        self.route_key(req, 0, None).await
+        let arrived = Forwarded {
+            deadline: client_deadline(&self.cfg.timeouts, std::time::Instant::now()),
+            write_id: None,
+        };
+        self.route_key(req, 0, Some(arrived)).await
     }
 
-    /// `fwd` is what the node that forwarded the request fixed about it: its deadline
-    /// (a write still unapplied by then is abandoned, so that a forwarded write that
-    /// arrives late, say retransmitted after a partition heals, cannot land after the
-    /// client was answered and moved on) and, for a write, its identity.
+    /// `fwd` is what the node that forwarded the request fixed about it (or, for a
+    /// client's request, what [`Node::handle_key`] fixed): its deadline (a write still
+    /// unapplied by then is abandoned, so that a forwarded write that arrives late, say
+    /// retransmitted after a partition heals, cannot land after the client was answered
+    /// and moved on; and nobody waits for a commit past it) and, for a write, its identity.
     async fn route_key(&self, req: KeyRequest, hops: u8, fwd: Option<Forwarded>) -> KeyResponse {
         let owns = self.state.read().owns(&req.key);
         if owns {
@@ -410,7 +461,7 @@ impl Node {
         let key_name = key.clone();
         let res = self
             .committer
-            .submit(|reply| Job::Write {
+            .submit_by(fwd.map(|f| f.deadline.into()), |reply| Job::Write {
                 key,
                 value,
                 ctx: ctx.clone(),
@@ -443,14 +494,8 @@ impl Node {
                     served_by: None,
                 })
             }
-            Err(CommitError::NotOwner(_)) => None,
-            Err(CommitError::Expired) => Some(KeyResponse {
-                result: Err(KeyError::Unavailable),
-                ctx,
-                served_by: None,
-            }),
             Err(e) => Some(KeyResponse {
-                result: Err(KeyError::Internal(e.to_string())),
+                result: Err(write_error(e)?),
                 ctx,
                 served_by: None,
             }),
@@ -605,9 +650,10 @@ impl Node {
                         view: (*view).clone(),
                     };
                 }
+                let by = tokio::time::Instant::now() + self.cfg.timeouts.sync;
                 match self
                     .committer
-                    .submit(|reply| Job::Sync {
+                    .submit_by(Some(by), |reply| Job::Sync {
                         epoch,
                         versions,
                         claim,
@@ -623,9 +669,10 @@ impl Node {
                 if view.rank() > self.view().rank() {
                     self.install_view(view).await;
                 }
+                let by = tokio::time::Instant::now() + self.cfg.timeouts.migrate;
                 match self
                     .committer
-                    .submit(|reply| Job::Migrate { versions, reply })
+                    .submit_by(Some(by), |reply| Job::Migrate { versions, reply })
                     .await
                 {
                     Ok(refused) => RpcReply::Migrated { refused },
@@ -684,5 +731,30 @@ impl Node {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_not_committed_in_time_or_without_a_committer_is_unavailable() {
+        for e in [
+            CommitError::Expired,
+            CommitError::TimedOut,
+            CommitError::Died("boom".into()),
+            CommitError::Closed,
+        ] {
+            assert_eq!(write_error(e), Some(KeyError::Unavailable));
+        }
+        assert_eq!(write_error(CommitError::NotOwner(3)), None);
+    }
+
+    #[test]
+    fn a_client_request_ends_a_second_before_the_clients_5_s() {
+        let now = std::time::Instant::now();
+        let t = Timeouts::default();
+        assert!(client_deadline(&t, now) + Duration::from_secs(1) <= now + Duration::from_secs(5));
     }
 }

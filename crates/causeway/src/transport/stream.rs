@@ -8,7 +8,9 @@
 //! `u32` length, then postcard of `(request id, Envelope)` one way and
 //! `(request id, RpcReply)` the other. The server handles every request in its own
 //! task, so replies come back in any order; the writer batches whatever frames are
-//! queued into one socket write.
+//! queued into one socket write. At most [`MAX_IN_FLIGHT`] requests of a connection are
+//! handled at once; one over that is answered at once with [`RpcReply::Error`] (the
+//! caller fails over as it would from a busy replica), never dropped.
 //!
 //! Invariants:
 //! - every call is bounded by its timeout, connecting included (at most 500 ms);
@@ -40,6 +42,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const STALL: Duration = Duration::from_secs(2);
 /// Frames queued for one connection before calls fail fast instead of queueing more.
 const QUEUE: usize = 8192;
+
+/// Most requests of one connection handled at once (each is a task; a stalled disk
+/// must not let a peer pile up tasks without end).
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// Requests that take the stream: small, latency-bound, on a client's path.
 fn uses_stream(rpc: &Rpc) -> bool {
@@ -277,8 +283,9 @@ async fn dial(
     })
 }
 
-/// Serves an upgraded connection: every request frame is handled in its own task and
-/// answered on the same connection. Ends when the peer closes it or sends garbage.
+/// Serves an upgraded connection: every request frame is handled in its own task (at
+/// most [`MAX_IN_FLIGHT`] at once; see [`admit`]) and answered on the same connection.
+/// Ends when the peer closes it or sends garbage.
 pub async fn serve<S>(io: S, node: Arc<Node>, max_frame: usize)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -287,21 +294,43 @@ where
     let (replies, queued) = mpsc::channel(QUEUE);
     let writer = tokio::spawn(write_frames(w, queued));
     let mut r = BufReader::new(r);
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     while let Ok(bytes) = read_frame(&mut r, max_frame).await {
         let Ok((id, env)) = postcard::from_bytes::<(u64, Envelope)>(&bytes) else {
             tracing::debug!("undecodable frame on an internal stream; closing it");
             break;
+        };
+        let permit = match admit(in_flight.clone().try_acquire_owned().ok()) {
+            Ok(permit) => permit,
+            Err(busy) => {
+                // Waits only while the reply queue is full (the peer reads slowly).
+                if replies.send(frame(&(id, busy))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
         };
         let node = node.clone();
         let replies = replies.clone();
         tokio::spawn(async move {
             let reply = node.handle_rpc(env).await;
             let _ = replies.send(frame(&(id, reply))).await;
+            drop(permit);
         });
     }
     // The writer ends once every handler still running has sent its reply.
     drop(replies);
     let _ = writer.await;
+}
+
+/// Whether a request frame is handled: with a slot among the connection's
+/// [`MAX_IN_FLIGHT`], yes; without one, the reply that refuses it.
+fn admit<P>(slot: Option<P>) -> Result<P, RpcReply> {
+    slot.ok_or_else(|| {
+        RpcReply::Error(format!(
+            "busy: {MAX_IN_FLIGHT} requests already in progress on this connection"
+        ))
+    })
 }
 
 /// One frame: length, then the postcard encoding of `msg`.
@@ -347,5 +376,16 @@ async fn write_frames<W: AsyncWrite + Unpin>(w: W, mut queued: mpsc::Receiver<Ve
         if w.flush().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_over_the_bound_is_refused_with_a_reply() {
+        assert!(matches!(admit(Some(())), Ok(())));
+        assert!(matches!(admit::<()>(None), Err(RpcReply::Error(e)) if e.contains("busy")));
     }
 }
