@@ -1,7 +1,8 @@
 //! Prometheus metrics, grouped per subsystem, served at `GET /metrics`.
 //!
 //! Counters and histograms are updated on the hot paths with atomic operations only;
-//! gauges that mirror state (keys, epoch, disk) are refreshed when scraped.
+//! gauges that mirror state (keys, epoch, disk) are refreshed when scraped, except how
+//! far each shard peer is behind, which its replication loop sets as it computes it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +28,11 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RouteLabels, Counter>,
@@ -37,6 +43,9 @@ pub struct Metrics {
     pub sync_batch_versions: Histogram,
     pub sync_lag_seconds: Histogram,
     pub versions_repaired: Counter,
+    /// Versions (and their bytes) each shard peer has not acknowledged yet.
+    pub behind_versions: Family<PeerLabels, Gauge>,
+    pub behind_bytes: Family<PeerLabels, Gauge>,
     pub migrated_out: Counter,
     pub tombstones_collected: Counter,
     pub commit_batches: Counter,
@@ -64,6 +73,8 @@ impl Metrics {
         let sync_batch_versions = Histogram::new(exponential_buckets(1.0, 4.0, 10));
         let sync_lag_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let versions_repaired = Counter::default();
+        let behind_versions = Family::<PeerLabels, Gauge>::default();
+        let behind_bytes = Family::<PeerLabels, Gauge>::default();
         let migrated_out = Counter::default();
         let tombstones_collected = Counter::default();
         let commit_batches = Counter::default();
@@ -111,6 +122,16 @@ impl Metrics {
             versions_repaired.clone(),
         );
         registry.register(
+            "replication_behind_versions",
+            "Versions held here that a shard peer has not acknowledged",
+            behind_versions.clone(),
+        );
+        registry.register(
+            "replication_behind_bytes",
+            "Approximate bytes of the versions a shard peer has not acknowledged",
+            behind_bytes.clone(),
+        );
+        registry.register(
             "migrated_keys",
             "Keys handed to new owners by view changes",
             migrated_out.clone(),
@@ -138,6 +159,8 @@ impl Metrics {
             sync_batch_versions,
             sync_lag_seconds,
             versions_repaired,
+            behind_versions,
+            behind_bytes,
             migrated_out,
             tombstones_collected,
             commit_batches,

@@ -17,9 +17,14 @@
 //! message it falls back to a full transfer in key order, which resumes after the
 //! last key the peer stored when a message fails, and claims at the end the clock
 //! taken at the start. A tombstone is collected once every shard peer's clock covers it.
+//!
+//! Each loop also tracks how far its peer is behind (versions and bytes it has not
+//! acknowledged, from the delta against `known`, or during a full transfer from a walk
+//! of what is left, at most once a second) in the `replication_behind_*` metrics, and
+//! warns in the log, at most every 10 s, while the peer stays behind for over 5 s.
 
 use crate::causal::VClock;
-use crate::metrics::OutcomeLabels;
+use crate::metrics::{OutcomeLabels, PeerLabels};
 use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
 use crate::node::state::{weight, Budget};
 use crate::node::Node;
@@ -38,9 +43,16 @@ const FULL_CHUNK: Budget = Budget {
     versions: 5_000,
     bytes: 8 * 1024 * 1024,
 };
-/// How long one replication message may take beyond the base timeout, per MiB it
-/// carries (so a message's deadline follows its size: 10 MiB/s at the slowest).
+/// How long one message between nodes (replication or hand-over) may take beyond its
+/// base timeout, per MiB it carries (so its deadline follows its size: 10 MiB/s at the
+/// slowest).
 const PER_MIB: Duration = Duration::from_millis(100);
+/// A peer behind for longer than this is reported in the log ...
+const BEHIND_WARN_AFTER: Duration = Duration::from_secs(5);
+/// ... at most this often.
+const BEHIND_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often a backlog larger than one message is walked to measure it.
+const BEHIND_WALK_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the replication supervisor and the tombstone collector; they run until
 /// [`Node::stop`].
@@ -71,6 +83,8 @@ async fn supervise(node: Arc<Node>) {
         let view = views.borrow_and_update().clone();
         loops.clear();
         node.peer_clocks.lock().clear();
+        node.metrics.behind_versions.clear();
+        node.metrics.behind_bytes.clear();
         let epoch = view.epoch;
         if let Some(shard) = view.shard_of_node(node.address()) {
             for peer in view.replicas(shard) {
@@ -112,6 +126,79 @@ struct FullTransfer {
     assumed: VClock,
     /// The last key the peer has stored.
     cursor: Option<String>,
+    /// When it started (the peer holds what we held then once it is done).
+    started: Instant,
+}
+
+/// How far behind one peer is, as its loop last measured it; mirrored in the metrics
+/// and, while it lasts, in the log.
+struct Lag {
+    labels: PeerLabels,
+    /// The last moment at which the peer held (and acknowledged) all that we held.
+    caught_up_at: Instant,
+    last_walk: Option<Instant>,
+    /// While warning: when the peer fell behind, and the last warning.
+    warned: Option<(Instant, Instant)>,
+}
+
+impl Lag {
+    fn new(peer: &str) -> Lag {
+        Lag {
+            labels: PeerLabels {
+                peer: peer.to_string(),
+            },
+            caught_up_at: Instant::now(),
+            last_walk: None,
+            warned: None,
+        }
+    }
+
+    /// Records that the peer lacks `versions` versions of `bytes` bytes in all.
+    fn record(&mut self, node: &Node, versions: usize, bytes: usize) {
+        let m = &node.metrics;
+        m.behind_versions
+            .get_or_create(&self.labels)
+            .set(versions as i64);
+        m.behind_bytes.get_or_create(&self.labels).set(bytes as i64);
+        let now = Instant::now();
+        let behind_for = now - self.caught_up_at;
+        if versions == 0 {
+            if let Some((since, _)) = self.warned.take() {
+                let behind_secs = (now - since).as_secs();
+                tracing::info!(peer = %self.labels.peer, behind_secs, "shard peer caught up");
+            }
+            self.caught_up_at = now;
+        } else if behind_for >= BEHIND_WARN_AFTER
+            && self
+                .warned
+                .is_none_or(|(_, last)| now - last >= BEHIND_WARN_EVERY)
+        {
+            tracing::warn!(
+                peer = %self.labels.peer,
+                versions,
+                bytes,
+                behind_secs = behind_for.as_secs(),
+                "shard peer is behind"
+            );
+            let since = self.warned.map_or(self.caught_up_at, |(since, _)| since);
+            self.warned = Some((since, now));
+        }
+    }
+
+    /// The peer acknowledged everything we held at `as_of`.
+    fn acknowledged(&mut self, as_of: Instant) {
+        self.caught_up_at = self.caught_up_at.max(as_of);
+    }
+
+    /// Whether to walk a large backlog again now (at most every [`BEHIND_WALK_EVERY`]).
+    fn walk_due(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self.last_walk.is_none_or(|t| now - t >= BEHIND_WALK_EVERY);
+        if due {
+            self.last_walk = Some(now);
+        }
+        due
+    }
 }
 
 async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
@@ -120,18 +207,28 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
     let mut transfer: Option<FullTransfer> = None;
     let mut backoff = Duration::from_millis(50);
     let mut last_sent = Instant::now() - Duration::from_secs(60);
+    let mut lag = Lag::new(&peer);
     loop {
         let round = match transfer.as_mut() {
-            Some(t) => full_transfer_step(&node, &peer, epoch, t)
-                .await
-                .map(|done| {
-                    if done.is_some() {
-                        known = done;
-                        transfer = None;
-                        last_sent = Instant::now();
-                    }
-                    true
-                }),
+            Some(t) => {
+                if lag.walk_due() {
+                    let sent = t.cursor.as_deref().map(|c| (c, &t.clock));
+                    let (versions, bytes) = node.state.read().behind(&t.assumed, sent);
+                    lag.record(&node, versions, bytes);
+                }
+                let started = t.started;
+                full_transfer_step(&node, &peer, epoch, t)
+                    .await
+                    .map(|done| {
+                        if done.is_some() {
+                            known = done;
+                            lag.acknowledged(started);
+                            transfer = None;
+                            last_sent = Instant::now();
+                        }
+                        true
+                    })
+            }
             None => {
                 sync_once(
                     &node,
@@ -140,6 +237,7 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
                     &mut known,
                     &mut last_sent,
                     &mut transfer,
+                    &mut lag,
                 )
                 .await
             }
@@ -175,6 +273,7 @@ async fn sync_once(
     known: &mut Option<VClock>,
     last_sent: &mut Instant,
     transfer: &mut Option<FullTransfer>,
+    lag: &mut Lag,
 ) -> Result<bool, ()> {
     let Some(assumed) = known.clone() else {
         // First contact: learn the peer's clock.
@@ -182,12 +281,15 @@ async fn sync_once(
         *known = Some(clock);
         return Ok(true);
     };
+    let as_of = Instant::now();
     let (clock, delta) = {
         let st = node.state.read();
         (st.clock.clone(), st.delta(&assumed, DELTA))
     };
     match delta {
         Some(versions) => {
+            let bytes = versions.iter().map(|(k, v)| weight(k, v)).sum();
+            lag.record(node, versions.len(), bytes);
             let idle = versions.is_empty() && assumed.covers(&clock);
             if idle && last_sent.elapsed() < node.cfg.timeouts.heartbeat {
                 return Ok(false);
@@ -201,6 +303,7 @@ async fn sync_once(
                 .observe(versions.len() as f64);
             let n = versions.len();
             let reply = send(node, peer, epoch, versions, Some((clock, assumed))).await?;
+            lag.acknowledged(as_of);
             *last_sent = Instant::now();
             *known = Some(reply);
             Ok(n > 0)
@@ -211,6 +314,7 @@ async fn sync_once(
                 clock,
                 assumed,
                 cursor: None,
+                started: as_of,
             });
             Ok(true)
         }
@@ -244,6 +348,12 @@ async fn full_transfer_step(
     }
 }
 
+/// The timeout of a message between nodes that carries `bytes`: `base`, plus
+/// [`PER_MIB`] for every MiB.
+pub(crate) fn sized_timeout(base: Duration, bytes: usize) -> Duration {
+    base + PER_MIB * (bytes >> 20) as u32
+}
+
 async fn send(
     node: &Arc<Node>,
     peer: &str,
@@ -252,7 +362,7 @@ async fn send(
     claim: Option<(VClock, VClock)>,
 ) -> Result<VClock, ()> {
     let bytes: usize = versions.iter().map(|(k, v)| weight(k, v)).sum();
-    let timeout = node.cfg.timeouts.sync + PER_MIB * (bytes >> 20) as u32;
+    let timeout = sized_timeout(node.cfg.timeouts.sync, bytes);
     let msg = node.envelope(Rpc::Sync {
         epoch,
         versions,

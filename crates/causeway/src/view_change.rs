@@ -7,7 +7,8 @@
 //! 2. Each node installs the view if it ranks higher than its own (epoch, then a
 //!    fingerprint: racing changes resolve to the same winner everywhere), then hands
 //!    every key it holds but no longer owns to all replicas of the key's new shard
-//!    (`Migrate`), and drops a key only once a new owner has it. The new owner re-dots
+//!    (`Migrate`, in messages bounded by bytes as well as by count, each with a timeout
+//!    that grows with its size), and drops a key only once a new owner has it. The new owner re-dots
 //!    what it receives as its own write, so normal replication spreads it to its peers.
 //! 3. The coordinator answers with each shard's key count once all reachable nodes
 //!    have finished.
@@ -21,8 +22,10 @@
 
 use crate::causal::{ShardNo, Version};
 use crate::node::committer::Job;
+use crate::node::state::{split_by_budget, weight, Budget};
 use crate::node::Node;
 use crate::placement::View;
+use crate::replication::sized_timeout;
 use crate::transport::{Rpc, RpcReply};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -32,8 +35,11 @@ use std::time::Duration;
 /// Versions grouped by the shard that now owns them.
 type ByShard = BTreeMap<ShardNo, Vec<(String, Version)>>;
 
-/// Keys per hand-over message.
-const MIGRATE_CHUNK: usize = 4000;
+/// Most in one hand-over message (but at least one version, whatever its size).
+const MIGRATE_CHUNK: Budget = Budget {
+    versions: 4000,
+    bytes: 8 * 1024 * 1024,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewChangeError {
@@ -146,7 +152,7 @@ impl Node {
             let mut progress = false;
             for (shard, items) in groups {
                 let replicas = view.replicas(shard).to_vec();
-                for chunk in items.chunks(MIGRATE_CHUNK) {
+                for chunk in split_by_budget(&items, MIGRATE_CHUNK) {
                     let accepted = self.hand_over(&view, &replicas, chunk).await;
                     if accepted.is_empty() {
                         continue;
@@ -201,13 +207,15 @@ impl Node {
         replicas: &[String],
         chunk: &[(String, Version)],
     ) -> Vec<(String, crate::causal::WriteId)> {
+        let bytes = chunk.iter().map(|(k, v)| weight(k, v)).sum();
+        let timeout = sized_timeout(self.cfg.timeouts.migrate, bytes);
         let mut tasks = tokio::task::JoinSet::new();
         for r in replicas {
             let msg = self.envelope(Rpc::Migrate {
                 view: view.clone(),
                 versions: chunk.to_vec(),
             });
-            tasks.spawn(self.transport.call(r, msg, self.cfg.timeouts.migrate));
+            tasks.spawn(self.transport.call(r, msg, timeout));
         }
         let mut accepted_by_any: HashSet<String> = HashSet::new();
         while let Some(r) = tasks.join_next().await {

@@ -172,6 +172,26 @@ impl State {
         }
         out
     }
+    /// How far a peer whose clock is `known` is behind: the versions here that `known`
+    /// does not cover, and their weight. With `sent = (cursor, clock)` (a full transfer
+    /// under way, started at `clock`, the peer having stored every key up to `cursor`),
+    /// versions of those keys that `clock` covers count as delivered. Walks the whole
+    /// difference: callers use it only when it exceeds one message, and not often.
+    pub fn behind(&self, known: &VClock, sent: Option<(&str, &VClock)>) -> (usize, usize) {
+        let (mut versions, mut bytes) = (0, 0);
+        for (&origin, by_counter) in &self.dots {
+            for (&counter, key) in by_counter.range(known.get(origin) + 1..) {
+                let delivered = sent.is_some_and(|(cursor, clock)| {
+                    **key <= *cursor && clock.contains(Dot { origin, counter })
+                });
+                if !delivered {
+                    versions += 1;
+                    bytes += weight(key, &self.keys[key]);
+                }
+            }
+        }
+        (versions, bytes)
+    }
 }
 
 /// How much one message between nodes may carry: bounded by bytes (values may be
@@ -180,6 +200,28 @@ impl State {
 pub struct Budget {
     pub versions: usize,
     pub bytes: usize,
+}
+
+/// Splits `items` into consecutive runs within `budget` (each at least one item, whatever
+/// its size, so that every item goes).
+pub fn split_by_budget<K: AsRef<str>>(
+    items: &[(K, Version)],
+    budget: Budget,
+) -> Vec<&[(K, Version)]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (k, v)) in items.iter().enumerate() {
+        let w = weight(k.as_ref(), v);
+        if i > start && (i - start == budget.versions || bytes + w > budget.bytes) {
+            runs.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += w;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
 }
 
 /// Approximate encoded size of one `(key, version)` entry.
@@ -267,6 +309,54 @@ mod tests {
 
     fn budget(versions: usize, bytes: usize) -> Budget {
         Budget { versions, bytes }
+    }
+
+    #[test]
+    fn splits_are_bounded_by_bytes_and_keep_every_item() {
+        let items: Vec<(String, Version)> = (1..=9)
+            .map(|i| (format!("k{i}"), v(7, i, Some(&"x".repeat(1000)))))
+            .collect();
+        let runs = split_by_budget(&items, budget(100, 2500));
+        assert_eq!(
+            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
+            [2, 2, 2, 2, 1]
+        );
+        let runs = split_by_budget(&items, budget(4, usize::MAX));
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [4, 4, 1]);
+        let runs = split_by_budget(&items, budget(100, 10));
+        assert_eq!(
+            runs.len(),
+            9,
+            "an item larger than the budget still goes, alone"
+        );
+        assert!(split_by_budget::<String>(&[], budget(1, 1)).is_empty());
+    }
+
+    #[test]
+    fn behind_counts_what_the_peer_lacks() {
+        let mut s = state();
+        for i in 1..=5 {
+            s.set(&format!("k{i}"), Some(v(7, i, Some("x"))));
+        }
+        let known: VClock = [(7, 2)].into_iter().collect();
+        let (n, bytes) = s.behind(&known, None);
+        assert_eq!(n, 3);
+        assert_eq!(bytes, 3 * weight("k3", s.get("k3").unwrap()));
+        // A full transfer that started when the clock was at 4 and stored up to k4.
+        let start: VClock = [(7, 4)].into_iter().collect();
+        assert_eq!(
+            s.behind(&known, Some(("k4", &start))).0,
+            1,
+            "only k5 is left"
+        );
+        s.set("k1", Some(v(7, 6, Some("y"))));
+        assert_eq!(
+            s.behind(&known, Some(("k4", &start))).0,
+            2,
+            "k1 changed after the transfer passed it"
+        );
+        let all: VClock = [(7, 6)].into_iter().collect();
+        assert_eq!(s.behind(&all, None), (0, 0));
     }
 
     #[test]

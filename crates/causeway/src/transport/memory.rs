@@ -3,6 +3,11 @@
 //! and can cut links in one or both directions. A cut link behaves like a dropped
 //! packet: the call waits out its timeout. A link can also lose only its replies: the
 //! request is handled, the caller hears nothing and times out.
+//!
+//! Like the real transport's receiver (`POST /internal/rpc` reads at most
+//! `Limits::max_internal_bytes`), it refuses a request whose postcard encoding is larger
+//! than the network's limit (1 GiB unless set otherwise), so in-process clusters see
+//! oversize messages too. Replies are not limited, as over HTTP.
 
 use super::{Envelope, RpcFuture, Transport, TransportError};
 use crate::node::Node;
@@ -11,18 +16,30 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-#[derive(Default)]
 pub struct Network {
     nodes: RwLock<HashMap<String, Weak<Node>>>,
     /// (from, to) pairs that drop traffic.
     cut: RwLock<HashSet<(String, String)>>,
     /// (from, to) pairs whose requests arrive but whose replies are lost.
     mute: RwLock<HashSet<(String, String)>>,
+    /// Largest request delivered, in encoded bytes.
+    max_message_bytes: usize,
 }
 
 impl Network {
+    /// A network with the real transport's default message limit.
     pub fn new() -> Arc<Network> {
-        Arc::new(Network::default())
+        Self::with_max_message_bytes(crate::api::Limits::default().max_internal_bytes)
+    }
+
+    /// A network that refuses requests larger than `max_message_bytes` once encoded.
+    pub fn with_max_message_bytes(max_message_bytes: usize) -> Arc<Network> {
+        Arc::new(Network {
+            nodes: Default::default(),
+            cut: Default::default(),
+            mute: Default::default(),
+            max_message_bytes,
+        })
     }
 
     pub fn register(&self, node: &Arc<Node>) {
@@ -80,6 +97,7 @@ impl Transport for MemoryTransport {
         let mute = self.net.mute.read().contains(&link);
         let target = self.net.nodes.read().get(to).and_then(Weak::upgrade);
         let to = to.to_string();
+        let limit = self.net.max_message_bytes;
         Box::pin(async move {
             if cut {
                 tokio::time::sleep(timeout).await;
@@ -89,6 +107,15 @@ impl Transport for MemoryTransport {
                 return Err(TransportError::Unreachable(to, "no such node".into()));
             };
             let bytes = postcard::to_allocvec(&msg).expect("envelopes always encode");
+            if bytes.len() > limit {
+                return Err(TransportError::Refused(
+                    to,
+                    format!(
+                        "413 Payload Too Large: message of {} bytes is over the limit of {limit}",
+                        bytes.len()
+                    ),
+                ));
+            }
             let msg: Envelope = postcard::from_bytes(&bytes).expect("envelopes round-trip");
             let started = tokio::time::Instant::now();
             match tokio::time::timeout(timeout, node.handle_rpc(msg)).await {
