@@ -10,6 +10,7 @@
 
 use crate::causal::ShardNo;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
@@ -72,6 +73,30 @@ impl View {
 
     pub fn contains(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n == node)
+    }
+
+    /// The nodes that may still hand keys of `node`'s shard in this view over to it,
+    /// after it moved here from `earlier` with `pending` still outstanding: every other
+    /// node of the earlier view (any of them may hold keys that now map here) or still
+    /// outstanding, except the replicas of `node`'s shard (they replicate instead).
+    /// Empty when `node` is outside this view.
+    pub fn hand_over_sources(
+        &self,
+        earlier: &View,
+        node: &str,
+        pending: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let Some(shard) = self.shard_of_node(node) else {
+            return BTreeSet::new();
+        };
+        let mine = self.replicas(shard);
+        earlier
+            .nodes
+            .iter()
+            .chain(pending)
+            .filter(|n| *n != node && !mine.contains(n))
+            .cloned()
+            .collect()
     }
 
     /// True when every key `node` owns in this view it also owned in `earlier`. Jump
@@ -178,6 +203,31 @@ mod tests {
                 assert_eq!(three.shard_of_key(&k), 3);
             }
         }
+    }
+
+    #[test]
+    fn hand_over_sources_are_the_other_nodes_of_the_earlier_view() {
+        let v = |epoch, nodes: &[&str], r| {
+            View::new(epoch, nodes.iter().map(|n| n.to_string()).collect(), r)
+        };
+        let old = v(1, &["a:1", "b:1", "c:1", "d:1"], 2);
+        let new = v(2, &["a:1", "c:1"], 1);
+        let set = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        // a's shard is {a}: b, c and d may all hold keys that now map to it.
+        assert_eq!(
+            new.hand_over_sources(&old, "a:1", &set(&[])),
+            set(&["b:1", "c:1", "d:1"])
+        );
+        // Replicas of the node's own shard replicate instead; outstanding ones stay.
+        let new2 = v(2, &["a:1", "b:1", "e:1", "f:1"], 2);
+        assert_eq!(
+            new2.hand_over_sources(&old, "a:1", &set(&["x:1", "b:1"])),
+            set(&["c:1", "d:1", "x:1"])
+        );
+        // A node outside the view waits for nobody.
+        assert!(new
+            .hand_over_sources(&old, "b:1", &set(&["c:1"]))
+            .is_empty());
     }
 
     #[test]

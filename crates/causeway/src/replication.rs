@@ -405,10 +405,61 @@ async fn send(
     }
 }
 
+/// True when no node may still hand keys of this node's shard over to it. Asks each
+/// node still outstanding (in parallel, bounded) and records those that are done. A
+/// node that does not answer stays outstanding: its tombstones wait for it.
+async fn hand_overs_done(node: &Arc<Node>) -> bool {
+    let (pending, epoch, shard) = {
+        let st = node.state.read();
+        (st.pending.clone(), st.view.epoch, st.my_shard())
+    };
+    if pending.is_empty() {
+        return true;
+    }
+    let Some(shard) = shard else {
+        return false;
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for p in &pending {
+        let msg = node.envelope(Rpc::Holds { epoch, shard });
+        let call = node.transport.call(p, msg, node.cfg.timeouts.sync);
+        let p = p.clone();
+        asks.spawn(async move { (p, call.await) });
+    }
+    let mut done = Vec::new();
+    while let Some(Ok((p, reply))) = asks.join_next().await {
+        if let Ok(RpcReply::Holds {
+            epoch: e,
+            any: false,
+        }) = reply
+        {
+            if e == epoch {
+                done.push(p);
+            }
+        }
+    }
+    let all = done.len() == pending.len();
+    if !done.is_empty() {
+        let _ = node
+            .committer
+            .submit(|reply| Job::HandedOver {
+                epoch,
+                nodes: done,
+                reply,
+            })
+            .await;
+    }
+    all
+}
+
 /// Removes tombstones that every shard peer's clock covers.
 async fn collect_tombstones(node: Arc<Node>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let has_tombstones = !node.state.read().tombstones.is_empty();
+        if has_tombstones && !hand_overs_done(&node).await {
+            continue;
+        }
         let doomed: Vec<(String, crate::causal::WriteId)> = {
             let st = node.state.read();
             if st.tombstones.is_empty() {

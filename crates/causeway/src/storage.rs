@@ -11,7 +11,8 @@
 //! on disk and is meant for tests and demos.
 //!
 //! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`]; keyspace
-//! `meta` holds `incarnation`, `clock`, `last_ts`, `view` and `clean`.
+//! `meta` holds `incarnation`, `clock`, `last_ts`, `view`, `pending` (the nodes that
+//! may still hand keys over to this one, see `node::state`) and `clean`.
 //!
 //! Incarnations: a replica numbers its writes under an origin derived from its
 //! incarnation, and its peers count those numbers as received. Under `os` durability
@@ -56,6 +57,8 @@ pub struct Meta {
     pub clock: VClock,
     pub last_ts: u64,
     pub view: Option<View>,
+    /// Nodes that may still hand keys of this node's shard over to it.
+    pub pending: std::collections::BTreeSet<String>,
 }
 
 /// What a restart finds on disk besides the versions (read with
@@ -72,6 +75,7 @@ pub struct Batch<'a> {
     pub clock: Option<&'a VClock>,
     pub last_ts: Option<u64>,
     pub view: Option<&'a View>,
+    pub pending: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 /// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
@@ -221,6 +225,9 @@ impl Storage {
         if let Some(b) = meta_ks.get("last_ts")? {
             meta.last_ts = decode("last_ts", &b)?;
         }
+        if let Some(b) = meta_ks.get("pending")? {
+            meta.pending = decode("pending", &b)?;
+        }
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
@@ -289,6 +296,9 @@ impl Storage {
         }
         if let Some(t) = batch.last_ts {
             b.insert(&e.meta, "last_ts", encode(&t));
+        }
+        if let Some(p) = batch.pending {
+            b.insert(&e.meta, "pending", encode(p));
         }
         if let Some(v) = batch.view {
             b.insert(&e.meta, "view", encode(v));

@@ -147,6 +147,7 @@ impl Node {
         loop {
             let (view, groups) = self.foreign_keys();
             if groups.is_empty() {
+                self.announce_handed_over(&view);
                 return;
             }
             let mut progress = false;
@@ -175,6 +176,16 @@ impl Node {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
+        }
+    }
+
+    /// Tells every member of `view` (best effort, in the background) that this node
+    /// holds nothing more to hand over, so they may collect tombstones again (they also
+    /// ask, with `Holds`, when this message is lost).
+    fn announce_handed_over(&self, view: &View) {
+        for n in view.nodes.iter().filter(|n| **n != self.cfg.address) {
+            let msg = self.envelope(Rpc::HandedOver { epoch: view.epoch });
+            tokio::spawn(self.transport.call(n, msg, self.cfg.timeouts.sync));
         }
     }
 
@@ -214,6 +225,9 @@ impl Node {
             let msg = self.envelope(Rpc::Migrate {
                 view: view.clone(),
                 versions: chunk.to_vec(),
+                budget_ms: timeout.as_millis() as u64,
+                sent_ms: crate::transit::mono_ms(),
+                sender: self.process_id(),
             });
             tasks.spawn(self.transport.call(r, msg, timeout));
         }

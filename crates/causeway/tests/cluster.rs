@@ -315,6 +315,49 @@ async fn a_late_replication_message_does_not_bring_back_a_collected_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_hand_over_does_not_bring_back_a_collected_delete() {
+    // Node 2, an old owner of k, is cut off during a view change that leaves it out.
+    // k is deleted on its new owner, and the delete's tombstone would be collected at
+    // once (one replica). When node 2 returns, it hands its old copy of k over: the
+    // delete must hold.
+    let c = Cluster::start(4, 2);
+    let k = c.key_in_shard("k", 1);
+    let w = c.put(1, &k, "old", &Context::default()).await;
+    c.await_value(&[1, 2], &k, Some("old"), Duration::from_secs(2))
+        .await;
+    let others: Vec<String> = [1, 3, 4].iter().map(|&i| addr(i)).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    c.net.partition(&[&addr(2)], &others);
+    c.node(1)
+        .view_change(vec![addr(1), addr(3)], 1)
+        .await
+        .expect("view change");
+    let d = c.op(1, &k, KeyOp::Delete, &w.ctx).await;
+    assert_eq!(d.result, Ok(KeyOutcome::Deleted));
+    // Long enough for the collector (every second) to have collected the tombstone.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.net.heal();
+    // Node 2 learns the view and hands over what it holds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.node(2).key_count().1 > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 2 never handed its keys over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in [1, 3] {
+        let r = c.get(i, &k, &d.ctx).await;
+        assert_eq!(
+            r.result,
+            Ok(KeyOutcome::NotFound),
+            "{k} came back at node {i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_replica_is_repaired() {
     let mut c = Cluster::start(2, 2);
     for i in 0..300 {

@@ -90,12 +90,21 @@ pub enum Job {
     /// one is re-dotted as this replica's own. Replies with the keys refused (not owned).
     Migrate {
         versions: Vec<(String, Version)>,
+        /// After this the hand-over is refused whole (its sender gave up on it).
+        deadline: Option<std::time::Instant>,
         reply: oneshot::Sender<Result<Vec<String>, CommitError>>,
     },
     /// Removes keys whose version is still the given one (moved away, or collected).
     Remove {
         keys: Vec<(String, WriteId)>,
         reply: oneshot::Sender<Result<usize, CommitError>>,
+    },
+    /// These nodes told us, in view `epoch`, that they hold no more keys to hand over
+    /// to this node's shard.
+    HandedOver {
+        epoch: u64,
+        nodes: Vec<String>,
+        reply: oneshot::Sender<Result<(), CommitError>>,
     },
     /// Installs a newer view. Replies whether it was installed.
     SetView {
@@ -222,6 +231,8 @@ struct Pending {
     clock: VClock,
     last_ts: u64,
     view: Option<View>,
+    /// The new set of nodes that may still hand keys over (when it changed).
+    handover: Option<std::collections::BTreeSet<String>>,
     clock_dirty: bool,
 }
 
@@ -232,6 +243,7 @@ impl Pending {
             clock: st.clock.clone(),
             last_ts: st.last_ts,
             view: None,
+            handover: None,
             clock_dirty: false,
         }
     }
@@ -269,6 +281,7 @@ enum Reply {
         Vec<String>,
     ),
     Remove(oneshot::Sender<Result<usize, CommitError>>, usize),
+    HandedOver(oneshot::Sender<Result<(), CommitError>>),
     SetView(oneshot::Sender<Result<bool, CommitError>>, bool),
 }
 
@@ -337,11 +350,13 @@ fn commit_batch(
             clock: pending.clock_dirty.then_some(&pending.clock),
             last_ts: Some(pending.last_ts),
             view: pending.view.as_ref(),
+            pending: pending.handover.as_ref(),
         };
         if batch.puts.is_empty()
             && batch.removes.is_empty()
             && batch.clock.is_none()
             && batch.view.is_none()
+            && batch.pending.is_none()
         {
             Ok(())
         } else {
@@ -362,6 +377,9 @@ fn commit_batch(
                 if let Some(v) = pending.view {
                     st.view = Arc::new(v);
                 }
+                if let Some(h) = pending.handover {
+                    st.pending = h;
+                }
             }
             seq.send_modify(|s| *s += 1);
             let clock = state.read().clock.clone();
@@ -371,6 +389,7 @@ fn commit_batch(
                     Reply::Sync(tx) => drop(tx.send(Ok(clock.clone()))),
                     Reply::Migrate(tx, refused) => drop(tx.send(Ok(refused))),
                     Reply::Remove(tx, n) => drop(tx.send(Ok(n))),
+                    Reply::HandedOver(tx) => drop(tx.send(Ok(()))),
                     Reply::SetView(tx, b) => drop(tx.send(Ok(b))),
                 }
             }
@@ -389,6 +408,7 @@ fn commit_batch(
                     Reply::Sync(tx) => drop(tx.send(Err(err()))),
                     Reply::Migrate(tx, _) => drop(tx.send(Err(err()))),
                     Reply::Remove(tx, _) => drop(tx.send(Err(err()))),
+                    Reply::HandedOver(tx) => drop(tx.send(Err(err()))),
                     Reply::SetView(tx, _) => drop(tx.send(Err(err()))),
                 }
             }
@@ -462,7 +482,15 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             }
             Reply::Sync(reply)
         }
-        Job::Migrate { versions, reply } => {
+        Job::Migrate {
+            versions,
+            deadline,
+            reply,
+        } => {
+            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+                let all = versions.into_iter().map(|(k, _)| k).collect();
+                return Reply::Migrate(reply, all);
+            }
             let mut refused = Vec::new();
             for (key, incoming) in versions {
                 if !st.owns(&key) {
@@ -495,9 +523,28 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             }
             Reply::Remove(reply, n)
         }
+        Job::HandedOver {
+            epoch,
+            nodes,
+            reply,
+        } => {
+            if epoch == st.view.epoch {
+                let mut h = p.handover.clone().unwrap_or_else(|| st.pending.clone());
+                let before = h.len();
+                for n in &nodes {
+                    h.remove(n);
+                }
+                if h.len() != before {
+                    p.handover = Some(h);
+                }
+            }
+            Reply::HandedOver(reply)
+        }
         Job::SetView { view, reply } => {
             let newer = view.rank() > st.view.rank();
             if newer {
+                let outstanding = p.handover.as_ref().unwrap_or(&st.pending);
+                p.handover = Some(view.hand_over_sources(&st.view, &st.me, outstanding));
                 // Our clock covers writes of keys we no longer hold (handed over when
                 // we left their shard, or covered by a peer's claim). In a view that may
                 // give us such keys again it would tell our new peers, who send only

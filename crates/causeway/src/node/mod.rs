@@ -179,6 +179,7 @@ impl Node {
             versions.push((Arc::from(k), v));
         })?;
         st.bulk_load(versions);
+        st.pending = loaded.meta.pending;
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let (committer, commits) = Committer::start(state.clone(), storage.clone());
@@ -258,6 +259,11 @@ impl Node {
     pub fn close(&self) -> Result<(), crate::storage::StorageError> {
         self.stop();
         self.storage.close()
+    }
+
+    /// A random number naming this process (see [`crate::transit`]).
+    pub(crate) fn process_id(&self) -> u64 {
+        self.fwd_origin
     }
 
     pub(crate) fn envelope(&self, rpc: Rpc) -> Envelope {
@@ -665,18 +671,59 @@ impl Node {
                     Err(e) => RpcReply::Error(e.to_string()),
                 }
             }
-            Rpc::Migrate { view, versions } => {
+            Rpc::Migrate {
+                view,
+                versions,
+                budget_ms,
+                sent_ms,
+                sender,
+            } => {
+                // The budget starts when the message arrived, less the time it was held.
+                let held = self
+                    .transit
+                    .lock()
+                    .held_for(sender, sent_ms, crate::transit::mono_ms());
+                let left = Duration::from_millis(crate::transit::remaining_ms(budget_ms, held));
+                let deadline = std::time::Instant::now() + left;
                 if view.rank() > self.view().rank() {
                     self.install_view(view).await;
                 }
-                let by = tokio::time::Instant::now() + self.cfg.timeouts.migrate;
+                let by = tokio::time::Instant::from_std(deadline);
                 match self
                     .committer
-                    .submit_by(Some(by), |reply| Job::Migrate { versions, reply })
+                    .submit_by(Some(by), |reply| Job::Migrate {
+                        versions,
+                        deadline: Some(deadline),
+                        reply,
+                    })
                     .await
                 {
                     Ok(refused) => RpcReply::Migrated { refused },
                     Err(e) => RpcReply::Error(e.to_string()),
+                }
+            }
+            Rpc::HandedOver { epoch } => {
+                let _ = self
+                    .committer
+                    .submit(|reply| Job::HandedOver {
+                        epoch,
+                        nodes: vec![from],
+                        reply,
+                    })
+                    .await;
+                RpcReply::Ack
+            }
+            Rpc::Holds { epoch, shard } => {
+                if epoch > self.view().epoch {
+                    self.refresh_view_from(&from).await;
+                }
+                let st = self.state.read();
+                let any = st.view.epoch != epoch
+                    || st.my_shard() == Some(shard)
+                    || st.keys.keys().any(|k| st.view.shard_of_key(k) == shard);
+                RpcReply::Holds {
+                    epoch: st.view.epoch,
+                    any,
                 }
             }
             Rpc::ApplyView { view } => {

@@ -27,6 +27,10 @@ pub struct State {
     pub clock: VClock,
     pub last_ts: u64,
     pub live: usize,
+    /// Nodes that may still hand keys of this node's shard over to it (after a view
+    /// change). While any remains, no tombstone is collected: a late hand-over of a
+    /// deleted key's old copy would otherwise bring it back. Durable with the view.
+    pub pending: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -41,6 +45,7 @@ impl State {
             clock,
             last_ts,
             live: 0,
+            pending: Default::default(),
         }
     }
 

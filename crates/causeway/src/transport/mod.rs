@@ -14,7 +14,7 @@ pub mod http;
 pub mod memory;
 pub mod stream;
 
-use crate::causal::{Context, VClock, Version, WriteId};
+use crate::causal::{Context, ShardNo, VClock, Version, WriteId};
 use crate::placement::View;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -116,10 +116,16 @@ pub enum Rpc {
         versions: Vec<(String, Version)>,
         claim: Option<(VClock, VClock)>,
     },
-    /// Resharding hand-over: versions the receiver owns in `view`.
+    /// Resharding hand-over: versions the receiver owns in `view`. Like a forwarded
+    /// request, it carries how long its sender waits for it (`budget_ms`), its
+    /// monotonic send time and the sending process ([`crate::transit`]): a hand-over
+    /// held up past its sender's wait is refused, never applied late.
     Migrate {
         view: View,
         versions: Vec<(String, Version)>,
+        budget_ms: u64,
+        sent_ms: u64,
+        sender: u64,
     },
     /// Install `view` (if newer), move away what this node no longer owns, then reply.
     ApplyView {
@@ -129,6 +135,16 @@ pub enum Rpc {
     KeyCount,
     /// Wait (bounded) until every shard peer has everything this node has now.
     Settle,
+    /// Does the receiver, in view `epoch`, still hold keys of `shard` that it must hand
+    /// over (see `node::state::State::pending`)?
+    Holds {
+        epoch: u64,
+        shard: ShardNo,
+    },
+    /// The sender, in view `epoch`, has handed over everything it held for others.
+    HandedOver {
+        epoch: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,6 +175,13 @@ pub enum RpcReply {
         complete: bool,
     },
     Error(String),
+    /// The answer to `Holds`, in the receiver's view epoch.
+    Holds {
+        epoch: u64,
+        any: bool,
+    },
+    /// Received.
+    Ack,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
