@@ -19,6 +19,21 @@ pub struct View {
     pub repl_factor: usize,
 }
 
+/// Low bits of a view epoch that hold a fingerprint of its membership (see
+/// [`View::successor`]).
+pub const EPOCH_FINGERPRINT_BITS: u32 = 32;
+
+/// A fingerprint of a membership: the nodes in order and the replication factor.
+fn fingerprint(nodes: &[String], repl_factor: usize) -> u64 {
+    let mut h = Fnv::new();
+    for n in nodes {
+        h.write(n.as_bytes());
+        h.write(b",");
+    }
+    h.write(&(repl_factor as u64).to_le_bytes());
+    h.finish()
+}
+
 impl View {
     pub fn new(epoch: u64, nodes: Vec<String>, repl_factor: usize) -> View {
         View {
@@ -62,13 +77,28 @@ impl View {
 
     /// Order key for racing views: epoch first, then a fingerprint of the membership.
     pub fn rank(&self) -> (u64, u64) {
-        let mut h = Fnv::new();
-        for n in &self.nodes {
-            h.write(n.as_bytes());
-            h.write(b",");
-        }
-        h.write(&(self.repl_factor as u64).to_le_bytes());
-        (self.epoch, h.finish())
+        (self.epoch, fingerprint(&self.nodes, self.repl_factor))
+    }
+
+    /// The view that follows this one with `nodes` and `repl_factor`. Its epoch is the
+    /// next *generation* (the high bits) joined with the new membership's fingerprint
+    /// (the low [`EPOCH_FINGERPRINT_BITS`] bits), so two views proposed at once for the
+    /// same generation carry different epochs: an epoch names one view, and comparing
+    /// epochs orders views wherever they are compared (replication, forwarding, write
+    /// identities, contexts). Generations stay below 2^21, so epochs stay exact in JSON.
+    pub fn successor(&self, nodes: Vec<String>, repl_factor: usize) -> View {
+        let generation = (self.epoch >> EPOCH_FINGERPRINT_BITS) + 1;
+        let low = fingerprint(&nodes, repl_factor) & ((1 << EPOCH_FINGERPRINT_BITS) - 1);
+        View::new(
+            (generation << EPOCH_FINGERPRINT_BITS) | low,
+            nodes,
+            repl_factor,
+        )
+    }
+
+    /// How many view changes led here (the high bits of the epoch).
+    pub fn generation(&self) -> u64 {
+        self.epoch >> EPOCH_FINGERPRINT_BITS
     }
 
     pub fn contains(&self, node: &str) -> bool {
@@ -203,6 +233,30 @@ mod tests {
                 assert_eq!(three.shard_of_key(&k), 3);
             }
         }
+    }
+
+    #[test]
+    fn racing_successors_carry_different_epochs_and_generations_order_them() {
+        let nodes = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let base = View::new(0, nodes(&["a:1", "b:1"]), 1);
+        let x = base.successor(nodes(&["a:1", "b:1"]), 2);
+        let y = base.successor(nodes(&["b:1", "a:1"]), 1);
+        assert_ne!(x.epoch, y.epoch, "one epoch, one view");
+        assert_eq!((x.generation(), y.generation()), (1, 1));
+        // Whatever the fingerprints, a later generation ranks above an earlier one.
+        for v in [&x, &y] {
+            let next = v.successor(nodes(&["a:1"]), 1);
+            assert_eq!(next.generation(), 2);
+            assert!(next.rank() > x.rank() && next.rank() > y.rank());
+            assert!(next.epoch < 1 << 53, "exact in JSON");
+        }
+        // A view from before generations (a small epoch) is followed by a larger one.
+        assert!(
+            View::new(7, nodes(&["a:1"]), 1)
+                .successor(nodes(&["a:1"]), 1)
+                .epoch
+                > 7
+        );
     }
 
     #[test]

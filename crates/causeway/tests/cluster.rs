@@ -758,6 +758,82 @@ async fn a_replica_cut_off_during_a_view_change_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_views_heard_by_different_sides_converge_without_losing_writes() {
+    // Two coordinators propose different views for the same next epoch while the
+    // cluster is split: each side hears only its own view and takes writes in it.
+    let c = Cluster::start(6, 2);
+    let mut acked: HashMap<String, String> = HashMap::new();
+    let mut ctx = Context::default();
+    for i in 0..60 {
+        let (k, v) = (format!("key{i}"), format!("v{i}"));
+        ctx = c.put(1 + i % 6, &k, &v, &ctx).await.ctx;
+        acked.insert(k, v);
+    }
+    let left: Vec<String> = (1..=3).map(addr).collect();
+    let right: Vec<String> = (4..=6).map(addr).collect();
+    let l: Vec<&str> = left.iter().map(String::as_str).collect();
+    let r: Vec<&str> = right.iter().map(String::as_str).collect();
+    c.net.partition(&l, &r);
+    let a: Vec<String> = (1..=6).map(addr).collect();
+    let b: Vec<String> = [6, 5, 4, 3, 2, 1].iter().map(|&i| addr(i)).collect();
+    let (n1, n6) = (c.node(1).clone(), c.node(6).clone());
+    let (ra, rb) = tokio::join!(n1.view_change(a, 3), n6.view_change(b, 1));
+    eprintln!("left: {ra:?}, right: {rb:?}");
+    // Each side writes through its own nodes, one session per side; only acknowledged
+    // writes count.
+    let mut sessions = [Context::default(), Context::default()];
+    for i in 0..60 {
+        let side = i % 2;
+        let node = if side == 0 { 1 + i % 3 } else { 4 + i % 3 };
+        let (k, v) = (format!("key{}", i * 7 % 90), format!("w{i}"));
+        let resp = c.put(node, &k, &v, &sessions[side]).await;
+        if resp.result.is_ok() {
+            sessions[side] = resp.ctx;
+            acked.insert(k, v);
+        }
+    }
+    c.net.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let views: Vec<_> = (1..=6).map(|i| (*c.node(i).view()).clone()).collect();
+        let mut missing = Vec::new();
+        if views.iter().all(|v| *v == views[0]) {
+            for (k, v) in &acked {
+                for i in 1..=6 {
+                    let got = value(&c.get(i, k, &Context::default()).await);
+                    if got.as_deref() != Some(v.as_str()) {
+                        missing.push(format!("{k} at node {i}: {got:?}, not {v}"));
+                    }
+                }
+            }
+            // Both sessions, whichever view they wrote in, read everything back.
+            for (side, ctx) in sessions.iter().enumerate() {
+                for (k, v) in &acked {
+                    let r = c.get(1 + side * 3, k, ctx).await;
+                    if value(&r).as_deref() != Some(v.as_str()) {
+                        missing.push(format!("{k} for session {side}: {:?}", r.result));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence: views {:?}; {} reads wrong, e.g. {:?}",
+            views
+                .iter()
+                .map(|v| (v.epoch, v.repl_factor))
+                .collect::<Vec<_>>(),
+            missing.len(),
+            missing.first()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_view_changes_end_in_one_view() {
     let c = Cluster::start(6, 2);
     let mut ctx = Context::default();
