@@ -34,6 +34,9 @@ pub struct CampaignConfig {
     pub think: Duration,
     pub handoff: f64,
     pub faults: Vec<FaultKind>,
+    /// Chance that a PUT carries a large value, and its largest size (bytes).
+    pub large_values: f64,
+    pub large_bytes: usize,
     pub mean_gap: Duration,
     pub history: PathBuf,
     pub iptables: String,
@@ -341,6 +344,8 @@ async fn drive(
             think: config.think,
             timeout: Duration::from_secs(5),
             handoff: config.handoff,
+            large_values: config.large_values,
+            large_bytes: config.large_bytes,
         },
         Arc::clone(&cluster.reachable),
         Arc::clone(history),

@@ -76,6 +76,12 @@ struct RunArgs {
     /// Chance that an operation carries another session's context.
     #[arg(long, default_value_t = 0.03)]
     handoff: f64,
+    /// Chance that a PUT carries a large value (see --large-bytes).
+    #[arg(long, default_value_t = 0.0)]
+    large_values: f64,
+    /// Largest large value, in bytes (values range from a quarter of it up to it).
+    #[arg(long, default_value_t = 1_000_000)]
+    large_bytes: usize,
     /// Fault kinds to inject: all, none, or a list of partition, kill, pause, view-change.
     #[arg(long, default_value = "all", value_parser = parse_fault_list)]
     faults: FaultList,
@@ -273,6 +279,8 @@ async fn run(args: RunArgs) -> ExitCode {
             think: args.think,
             handoff: args.handoff,
             faults: args.faults.0.clone(),
+            large_values: args.large_values,
+            large_bytes: args.large_bytes,
             mean_gap: args.fault_gap,
             history: args.history.clone(),
             iptables: args.iptables.clone(),

@@ -30,6 +30,10 @@ pub struct WorkloadConfig {
     pub timeout: Duration,
     /// Chance that a session takes another session's context for its next op.
     pub handoff: f64,
+    /// Chance that a PUT carries a large value: its name, `~`, then padding of a
+    /// quarter of `large_bytes` up to `large_bytes` (the history keeps the name only).
+    pub large_values: f64,
+    pub large_bytes: usize,
 }
 
 /// The last context each session received, for hand-offs.
@@ -115,7 +119,13 @@ impl Workload {
                 (OpKind::Get, None)
             } else if roll < 88 {
                 writes += 1;
-                (OpKind::Put, Some(format!("s{id}-w{writes}")))
+                let pad = if rng.chance(self.config.large_values) {
+                    let max = self.config.large_bytes as u64;
+                    rng.range(max / 4, max.max(1)) as usize
+                } else {
+                    0
+                };
+                (OpKind::Put, Some((format!("s{id}-w{writes}"), pad)))
             } else {
                 (OpKind::Delete, None)
             };
@@ -142,7 +152,7 @@ impl Workload {
         target: usize,
         kind: OpKind,
         key: &str,
-        value: Option<String>,
+        value: Option<(String, usize)>,
         context: Option<&(OpId, Value)>,
         alias: bool,
     ) -> Option<(OpId, Value)> {
@@ -150,9 +160,14 @@ impl Workload {
         let address = &self.reachable.addresses[target];
         let ctx = context.map_or_else(|| json!({}), |(_, c)| c.clone());
         let mut body = json!({ "causal-context": ctx });
-        if let Some(v) = &value {
-            body["value"] = json!(v);
+        if let Some((name, pad)) = &value {
+            body["value"] = if *pad > 0 {
+                json!(format!("{name}~{}", "x".repeat(*pad)))
+            } else {
+                json!(name)
+            };
         }
+        let value = value.map(|(name, _)| name);
         self.history.record(&Event::Invoke(Invoke {
             op,
             session,
@@ -200,13 +215,24 @@ impl Workload {
             op,
             t: self.history.now(),
             status,
-            body: parsed,
+            body: parsed.map(without_padding),
             error,
         };
         let received = response.context().cloned();
         self.history.record(&Event::Response(response));
         received.map(|c| (op, c))
     }
+}
+
+/// A response body with a large value cut back to the value's name (what the history
+/// and the checker know writes by).
+fn without_padding(mut body: Value) -> Value {
+    if let Some(Value::String(v)) = body.get_mut("value") {
+        if let Some(i) = v.find('~') {
+            v.truncate(i);
+        }
+    }
+    body
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -66,6 +66,8 @@ async fn a_short_campaign_with_every_fault_kind_finds_no_anomaly() {
         think: Duration::from_millis(10),
         handoff: 0.05,
         faults: kinds,
+        large_values: 0.02,
+        large_bytes: 300_000,
         mean_gap: gap,
         history: history.clone(),
         iptables: "iptables".into(),
