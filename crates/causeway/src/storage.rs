@@ -11,16 +11,17 @@
 //! on disk and is meant for tests and demos.
 //!
 //! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`]; keyspace
-//! `meta` holds `incarnation`, `clock`, `last_ts`, `view`, `pending` (the nodes that
-//! may still hand keys over to this one, see `node::state`) and `clean`.
+//! `meta` holds `incarnation`, `clock`, `last_ts`, `view` and `pending` (the nodes that
+//! may still hand keys over to this one, see `node::state`).
 //!
 //! Incarnations: a replica numbers its writes under an origin derived from its
-//! incarnation, and its peers count those numbers as received. Under `os` durability
-//! a power loss can take back writes that peers already hold; reusing their numbers
-//! would make the replicas silently diverge. So a node opened after a shutdown that
-//! was not clean (`clean` is written, synced, by [`Storage::close`] and removed,
-//! synced, at every open) under `os` durability takes a new random incarnation: it
-//! never reuses a write number, and its peers send back what it lost.
+//! incarnation, and its peers count those numbers as received. A disk can come back
+//! older than what the peers already received: a power loss under `os` durability, a
+//! restored backup, a copied data directory. Reusing those numbers would make the
+//! replicas silently diverge. So every open takes a new random incarnation (synced
+//! before anything is served): a process never reuses a write number of an earlier
+//! one, whatever its disk holds, and its peers send back what it lost. The cost is one
+//! clock entry per restart.
 
 use crate::causal::{VClock, Version};
 use crate::placement::View;
@@ -117,7 +118,7 @@ pub struct Storage {
     engine: Option<Engine>,
     faults: Faults,
     durability: Durability,
-    /// Set by [`Storage::close`]: nothing is committed after the clean-shutdown mark.
+    /// Set by [`Storage::close`]: nothing is committed after a clean shutdown began.
     closed: std::sync::atomic::AtomicBool,
     /// Under `os` durability, the thread that syncs every 50 ms (stopped on drop).
     _syncer: Option<Syncer>,
@@ -193,32 +194,10 @@ impl Storage {
         })?;
         let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let mut meta = Meta::default();
-        let clean = meta_ks.get("clean")?.is_some();
-        let new_incarnation = match meta_ks.get("incarnation")? {
-            Some(b) => {
-                meta.incarnation = decode("incarnation", &b)?;
-                let may_have_lost_writes = durability == Durability::Os && !clean;
-                if may_have_lost_writes {
-                    tracing::warn!(
-                        "the last shutdown was not clean and durability is `os`: recent \
-                         writes may be lost, so this node takes a new incarnation (its \
-                         peers send back what it lost)"
-                    );
-                }
-                may_have_lost_writes
-            }
-            None => true,
-        };
-        if new_incarnation {
-            meta.incarnation = rand::random();
-            meta_ks.insert("incarnation", encode(&meta.incarnation))?;
-        }
-        if clean {
-            meta_ks.remove("clean")?;
-        }
-        if new_incarnation || clean {
-            db.persist(PersistMode::SyncAll)?;
-        }
+        // A new incarnation for every process lifetime (see the module docs).
+        meta.incarnation = rand::random();
+        meta_ks.insert("incarnation", encode(&meta.incarnation))?;
+        db.persist(PersistMode::SyncAll)?;
         if let Some(b) = meta_ks.get("clock")? {
             meta.clock = decode("clock", &b)?;
         }
@@ -315,13 +294,11 @@ impl Storage {
             .unwrap_or(0)
     }
 
-    /// Clean shutdown: refuses every later commit, then marks the store clean and
-    /// syncs everything, so the next open knows nothing acknowledged was lost.
+    /// Clean shutdown: refuses every later commit, then syncs everything.
     pub fn close(&self) -> Result<(), StorageError> {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         if let Some(e) = &self.engine {
-            e.meta.insert("clean", [1u8])?;
             e.db.persist(PersistMode::SyncAll)?;
         }
         Ok(())
@@ -343,43 +320,24 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, Sto
 mod tests {
     use super::*;
 
-    fn incarnation_after(durability: Durability, close_cleanly: bool) -> (u64, u64) {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, loaded) = Storage::open(dir.path(), durability).unwrap();
-        let first = loaded.meta.incarnation;
-        if close_cleanly {
-            s.close().unwrap();
+    #[test]
+    fn every_open_takes_a_new_incarnation() {
+        for durability in [Durability::Os, Durability::Sync] {
+            for close_cleanly in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let (s, loaded) = Storage::open(dir.path(), durability).unwrap();
+                let first = loaded.meta.incarnation;
+                if close_cleanly {
+                    s.close().unwrap();
+                }
+                drop(s);
+                let (_s, loaded) = Storage::open(dir.path(), durability).unwrap();
+                assert_ne!(
+                    first, loaded.meta.incarnation,
+                    "{durability:?}, clean: {close_cleanly}: write numbers could be reused"
+                );
+            }
         }
-        drop(s);
-        let (_s, loaded) = Storage::open(dir.path(), durability).unwrap();
-        (first, loaded.meta.incarnation)
-    }
-
-    #[test]
-    fn an_unclean_shutdown_under_os_durability_takes_a_new_incarnation() {
-        let (before, after) = incarnation_after(Durability::Os, false);
-        assert_ne!(before, after, "write numbers could be reused");
-    }
-
-    #[test]
-    fn a_clean_shutdown_or_sync_durability_keeps_the_incarnation() {
-        let (before, after) = incarnation_after(Durability::Os, true);
-        assert_eq!(before, after);
-        let (before, after) = incarnation_after(Durability::Sync, false);
-        assert_eq!(before, after);
-    }
-
-    #[test]
-    fn the_clean_mark_counts_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Storage::open(dir.path(), Durability::Os).unwrap();
-        s.close().unwrap();
-        drop(s);
-        let (s, loaded) = Storage::open(dir.path(), Durability::Os).unwrap();
-        let kept = loaded.meta.incarnation;
-        drop(s); // this run ends without a clean close
-        let (_s, loaded) = Storage::open(dir.path(), Durability::Os).unwrap();
-        assert_ne!(loaded.meta.incarnation, kept);
     }
 
     #[test]

@@ -35,12 +35,24 @@ fn holds(addr: &str, keys: &[String]) -> usize {
 }
 
 #[test]
-fn a_restart_that_lost_writes_its_peers_received_never_reuses_their_numbers() {
+fn a_power_loss_under_os_durability_never_reuses_write_numbers() {
+    a_restart_with_an_older_disk_converges("os", 41);
+}
+
+#[test]
+fn a_restored_backup_under_sync_durability_never_reuses_write_numbers() {
+    a_restart_with_an_older_disk_converges("sync", 46);
+}
+
+/// The node's disk comes back older than what its peer already received (a power
+/// loss, a restored backup), then it takes new writes: both replicas must end up
+/// with everything.
+fn a_restart_with_an_older_disk_converges(durability: &str, block: u8) {
     let dir = tempfile::tempdir().unwrap();
-    let a = addrs(41, 2);
+    let a = addrs(block, 2);
     let mut nodes: Vec<_> = a
         .iter()
-        .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &[("DURABILITY", "os")]))
+        .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &[("DURABILITY", durability)]))
         .collect();
     let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
     let (first, lost, after) = (keys("first"), keys("lost"), keys("after"));
