@@ -193,9 +193,11 @@ impl Storage {
             KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
         })?;
         let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let mut meta = Meta::default();
         // A new incarnation for every process lifetime (see the module docs).
-        meta.incarnation = rand::random();
+        let mut meta = Meta {
+            incarnation: rand::random(),
+            ..Meta::default()
+        };
         meta_ks.insert("incarnation", encode(&meta.incarnation))?;
         db.persist(PersistMode::SyncAll)?;
         if let Some(b) = meta_ks.get("clock")? {
