@@ -405,6 +405,26 @@ async fn send(
     }
 }
 
+/// Stops waiting for the old owners still outstanding (see `Timeouts::handover_grace`).
+async fn give_up_on_hand_overs(node: &Arc<Node>) {
+    let (pending, epoch) = {
+        let st = node.state.read();
+        (st.pending.clone(), st.view.epoch)
+    };
+    tracing::warn!(
+        nodes = ?pending,
+        "old owners never reported their hand-over complete; collecting tombstones without them"
+    );
+    let _ = node
+        .committer
+        .submit(|reply| Job::HandedOver {
+            epoch,
+            nodes: pending.into_iter().collect(),
+            reply,
+        })
+        .await;
+}
+
 /// True when no node may still hand keys of this node's shard over to it. Asks each
 /// node still outstanding (in parallel, bounded) and records those that are done. A
 /// node that does not answer stays outstanding: its tombstones wait for it.
@@ -454,12 +474,19 @@ async fn hand_overs_done(node: &Arc<Node>) -> bool {
 
 /// Removes tombstones that every shard peer's clock covers.
 async fn collect_tombstones(node: Arc<Node>) {
+    // Since when old owners have kept this node's tombstones waiting.
+    let mut waiting_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let has_tombstones = !node.state.read().tombstones.is_empty();
         if has_tombstones && !hand_overs_done(&node).await {
-            continue;
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < node.cfg.timeouts.handover_grace {
+                continue;
+            }
+            give_up_on_hand_overs(&node).await;
         }
+        waiting_since = None;
         let doomed: Vec<(String, crate::causal::WriteId)> = {
             let st = node.state.read();
             if st.tombstones.is_empty() {

@@ -44,6 +44,7 @@ impl Cluster {
                 heartbeat: Duration::from_millis(100),
                 apply_view: Duration::from_secs(5),
                 settle: Duration::from_secs(5),
+                ..Timeouts::default()
             };
             let (storage, loaded) = Storage::in_memory();
             let node = Node::start(cfg, storage, loaded, view.clone(), net.transport(&a))

@@ -18,6 +18,7 @@ use std::time::Duration;
 struct Cluster {
     net: Arc<Network>,
     nodes: HashMap<String, Arc<Node>>,
+    timeouts: Timeouts,
 }
 
 fn addr(i: usize) -> String {
@@ -34,16 +35,22 @@ fn timeouts() -> Timeouts {
         heartbeat: Duration::from_millis(100),
         apply_view: Duration::from_secs(2),
         settle: Duration::from_secs(2),
+        handover_grace: Duration::from_secs(3600),
     }
 }
 
 impl Cluster {
     fn start(n: usize, repl: usize) -> Cluster {
+        Self::start_with(n, repl, timeouts())
+    }
+
+    fn start_with(n: usize, repl: usize, timeouts: Timeouts) -> Cluster {
         let net = Network::new();
         let view = View::new(0, (1..=n).map(addr).collect(), repl);
         let mut c = Cluster {
             net,
             nodes: HashMap::new(),
+            timeouts,
         };
         for i in 1..=n {
             c.boot(&addr(i), view.clone());
@@ -58,7 +65,7 @@ impl Cluster {
             self.net.unregister(a);
         }
         let mut cfg = NodeConfig::new(a);
-        cfg.timeouts = timeouts();
+        cfg.timeouts = self.timeouts.clone();
         let (storage, loaded) = Storage::in_memory();
         let node = Node::start(cfg, storage, loaded, view, self.net.transport(a))
             .expect("in-memory start");
@@ -354,6 +361,50 @@ async fn a_late_hand_over_does_not_bring_back_a_collected_delete() {
             Ok(KeyOutcome::NotFound),
             "{k} came back at node {i}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_owner_that_never_returns_holds_tombstones_only_for_the_grace_period() {
+    let c = Cluster::start_with(
+        4,
+        2,
+        Timeouts {
+            handover_grace: Duration::from_secs(3),
+            ..timeouts()
+        },
+    );
+    let k = c.key_in_shard("k", 1);
+    let w = c.put(1, &k, "v", &Context::default()).await;
+    c.await_value(&[1, 2], &k, Some("v"), Duration::from_secs(2))
+        .await;
+    // Node 2 dies; the operator removes it from the view.
+    c.node(2).stop();
+    c.net.unregister(&addr(2));
+    c.node(1)
+        .view_change(vec![addr(1), addr(3)], 1)
+        .await
+        .expect("view change");
+    let d = c.op(1, &k, KeyOp::Delete, &w.ctx).await;
+    assert_eq!(d.result, Ok(KeyOutcome::Deleted));
+    let collected = || {
+        c.node(1)
+            .metrics
+            .encode()
+            .contains("causeway_tombstones_collected_total 1")
+    };
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(
+        !collected(),
+        "collected while node 2 might still hand k over"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while !collected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tombstones still held after the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

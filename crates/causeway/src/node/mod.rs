@@ -51,6 +51,10 @@ pub struct Timeouts {
     pub apply_view: Duration,
     /// How long a node waits for its shard peers to catch up at the end of a view change.
     pub settle: Duration,
+    /// How long tombstones wait for old owners that never answer after a view change
+    /// (a node removed while dead): past this, collection resumes without them, and a
+    /// copy such a node hands over later could bring a deleted key back.
+    pub handover_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -64,6 +68,7 @@ impl Default for Timeouts {
             heartbeat: Duration::from_millis(500),
             apply_view: Duration::from_secs(60),
             settle: Duration::from_secs(20),
+            handover_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
