@@ -62,6 +62,8 @@ pub enum Operation {
         /// Shard id, e.g. `"1"`.
         id: String,
     },
+    /// `GET /cluster`: the cluster status document (any node gathers it).
+    ClusterStatus,
     /// `PUT /kv-store/view-change`
     ViewChange {
         /// Every node of the new view, `ip:port`, in order.
@@ -77,6 +79,7 @@ impl Operation {
             Operation::Get { .. }
             | Operation::KeyCount
             | Operation::Shards
+            | Operation::ClusterStatus
             | Operation::Shard { .. } => Method::GET,
             Operation::Put { .. } | Operation::ViewChange { .. } => Method::PUT,
             Operation::Delete { .. } => Method::DELETE,
@@ -93,6 +96,7 @@ impl Operation {
             Operation::KeyCount => vec!["kv-store", "key-count"],
             Operation::Shards => vec!["kv-store", "shards"],
             Operation::Shard { id } => vec!["kv-store", "shards", id],
+            Operation::ClusterStatus => vec!["cluster"],
             Operation::ViewChange { .. } => vec!["kv-store", "view-change"],
         }
     }

@@ -27,6 +27,7 @@ pub mod node;
 pub mod placement;
 pub mod replication;
 pub mod server;
+pub mod status;
 pub mod storage;
 pub mod transit;
 pub mod transport;

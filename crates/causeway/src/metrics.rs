@@ -49,6 +49,12 @@ pub struct Metrics {
     pub migrated_out: Counter,
     pub tombstones_collected: Counter,
     pub commit_batches: Counter,
+    /// Every HTTP answer, and those that were client (4xx) or server (5xx) errors.
+    pub answers: Counter,
+    pub client_errors: Counter,
+    pub server_errors: Counter,
+    /// Bytes of replication messages sent to shard peers.
+    pub replication_bytes: Counter,
     pub view_epoch: Gauge,
     pub keys: Gauge,
     pub storage_bytes: Gauge,
@@ -78,6 +84,10 @@ impl Metrics {
         let migrated_out = Counter::default();
         let tombstones_collected = Counter::default();
         let commit_batches = Counter::default();
+        let answers = Counter::default();
+        let client_errors = Counter::default();
+        let server_errors = Counter::default();
+        let replication_bytes = Counter::default();
         let view_epoch = Gauge::default();
         let keys = Gauge::default();
         let storage_bytes = Gauge::default();
@@ -146,6 +156,22 @@ impl Metrics {
             "Durable commit batches (syncs)",
             commit_batches.clone(),
         );
+        registry.register("answers", "HTTP answers of any route", answers.clone());
+        registry.register(
+            "client_errors",
+            "HTTP answers with a 4xx status",
+            client_errors.clone(),
+        );
+        registry.register(
+            "server_errors",
+            "HTTP answers with a 5xx status",
+            server_errors.clone(),
+        );
+        registry.register(
+            "replication_bytes",
+            "Bytes of replication messages sent to shard peers",
+            replication_bytes.clone(),
+        );
         registry.register("view_epoch", "Current view epoch", view_epoch.clone());
         registry.register("keys", "Live keys held by this node", keys.clone());
         registry.register("storage_bytes", "Bytes used on disk", storage_bytes.clone());
@@ -164,6 +190,10 @@ impl Metrics {
             migrated_out,
             tombstones_collected,
             commit_batches,
+            answers,
+            client_errors,
+            server_errors,
+            replication_bytes,
             view_epoch,
             keys,
             storage_bytes,

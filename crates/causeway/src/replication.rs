@@ -363,6 +363,7 @@ async fn send(
 ) -> Result<VClock, ()> {
     let bytes: usize = versions.iter().map(|(k, v)| weight(k, v)).sum();
     let timeout = sized_timeout(node.cfg.timeouts.sync, bytes);
+    node.metrics.replication_bytes.inc_by(bytes as u64);
     let msg = node.envelope(Rpc::Sync {
         epoch,
         versions,

@@ -65,6 +65,8 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 pub use self::session::{Session, SessionError};
+
+pub mod status;
 use crate::client::{Client, Operation};
 use crate::error::Error;
 use crate::response::{KeyCount, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody};
@@ -130,6 +132,13 @@ pub enum ClientCommand {
     Shard {
         /// Shard id, e.g. 1.
         id: String,
+    },
+    /// Show every node, shard and replica of the cluster: up or down, keys, lag, and
+    /// the view change in progress (`--json` prints the document).
+    Status {
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
     },
     /// Change the cluster's nodes and replication factor (waits until keys have moved).
     ViewChange {
@@ -217,6 +226,9 @@ pub async fn run_with_output(
         Err(e) => return fail(err, Exit::Usage, &e),
     };
 
+    if let ClientCommand::Status { watch: true } = cmd {
+        return watch_status(&client, &op, opts.json, out, err).await;
+    }
     let result = client.execute(&op).await;
     // The client keeps the context of the last answer that served an operation (an
     // error answer never replaces it); save that whatever happened.
@@ -248,6 +260,36 @@ pub async fn run_with_output(
     }
 }
 
+/// `status --watch`: redraws the status every second, in place, until interrupted;
+/// a round that fails shows the error and keeps going.
+async fn watch_status(
+    client: &Client,
+    op: &Operation,
+    json: bool,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Exit {
+    loop {
+        let frame = match client.execute(op).await {
+            Ok(response) if json => response.to_json().to_string(),
+            Ok(response) => status::render(
+                &Value::Object(response.body.clone()),
+                status::colour_wanted(),
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        // Home, clear, then the frame.
+        if writeln!(out, "\x1b[H\x1b[2J{frame}")
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            let _ = writeln!(err, "error: cannot write the status");
+            return Exit::Usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// The request a subcommand makes; an error message if its arguments are unusable.
 fn operation(cmd: &ClientCommand) -> Result<Operation, String> {
     Ok(match cmd.clone() {
@@ -268,6 +310,7 @@ fn operation(cmd: &ClientCommand) -> Result<Operation, String> {
         ClientCommand::KeyCount => Operation::KeyCount,
         ClientCommand::Shards => Operation::Shards,
         ClientCommand::Shard { id } => Operation::Shard { id },
+        ClientCommand::Status { .. } => Operation::ClusterStatus,
         ClientCommand::ViewChange { view, repl_factor } => {
             let view: Vec<String> = view
                 .iter()
@@ -320,6 +363,10 @@ fn print_success(
         }
         ClientCommand::Shards => response.decode::<ShardList>()?.shards.join("\n"),
         ClientCommand::Shard { .. } => shard_line(&response.decode()?),
+        ClientCommand::Status { .. } => status::render(
+            &Value::Object(response.body.clone()),
+            status::colour_wanted(),
+        ),
         ClientCommand::ViewChange { .. } => response
             .decode::<ViewChangeBody>()?
             .shards

@@ -73,6 +73,7 @@ pub fn router(app: App) -> Router {
     r.route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
         .route(RPC_PATH, post(internal_rpc))
         .route(STREAM_PATH, get(internal_stream))
         .fallback(no_route)
@@ -120,6 +121,12 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     m.latency
         .get_or_create(&crate::metrics::RouteOnly { route })
         .observe(start.elapsed().as_secs_f64());
+    m.answers.inc();
+    match resp.status().as_u16() {
+        400..=499 => drop(m.client_errors.inc()),
+        500..=599 => drop(m.server_errors.inc()),
+        _ => {}
+    }
     resp
 }
 
@@ -133,6 +140,7 @@ fn route_label(path: Option<&str>) -> &'static str {
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
+        Some("/cluster") => "cluster",
         Some(RPC_PATH) | Some(STREAM_PATH) => "internal",
         _ => "other",
     }
@@ -392,6 +400,13 @@ async fn ready(State(app): State<App>) -> Response {
         json!({}),
         None,
     )
+}
+
+/// The cluster status document (see `crate::status`), gathered from every node.
+async fn cluster(State(app): State<App>, body: Body) -> Response {
+    let ctx = request_ctx(body, app.limits.max_body_bytes).await;
+    let doc = app.node.cluster_status().await;
+    json_response(StatusCode::OK, doc, ctx, None)
 }
 
 async fn metrics(State(app): State<App>) -> Response {

@@ -110,6 +110,9 @@ pub(crate) struct Forwarded {
     write_id: Option<WriteId>,
 }
 
+/// How long the cluster status waits for each node.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// What a node needs to know about itself.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -154,6 +157,8 @@ pub struct Node {
     fwd_last_ts: Mutex<u64>,
     /// How long forwarded requests were held on their way here (see [`crate::transit`]).
     transit: Mutex<crate::transit::Transit>,
+    /// When this node started.
+    started: std::time::Instant,
 }
 
 impl Node {
@@ -206,6 +211,7 @@ impl Node {
             fwd_counter: AtomicU64::new(0),
             fwd_last_ts: Mutex::new(0),
             transit: Mutex::new(Default::default()),
+            started: std::time::Instant::now(),
         });
         crate::replication::spawn(node.clone());
         // A node restarted mid-change still holds keys it must hand over.
@@ -743,6 +749,7 @@ impl Node {
             Rpc::Settle => RpcReply::Settled {
                 complete: self.settle(self.cfg.timeouts.settle).await,
             },
+            Rpc::Status => RpcReply::Status(Box::new(self.self_status())),
             Rpc::KeyCount => {
                 let st = self.state.read();
                 RpcReply::KeyCount {
@@ -752,6 +759,96 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// What this node says about itself (see [`crate::status`]).
+    pub fn self_status(&self) -> crate::status::NodeStatus {
+        let m = &self.metrics;
+        let (epoch, shard, keys, peers, handing_over, waiting_for) = {
+            let st = self.state.read();
+            let shard = st.my_shard();
+            let peers: Vec<String> = shard
+                .map(|s| {
+                    st.view
+                        .replicas(s)
+                        .iter()
+                        .filter(|p| **p != self.cfg.address)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let foreign = st
+                .keys
+                .keys()
+                .filter(|k| Some(st.view.shard_of_key(k)) != shard)
+                .count() as u64;
+            let waiting: Vec<String> = st.pending.iter().cloned().collect();
+            (
+                st.view.epoch,
+                shard,
+                st.live as u64,
+                peers,
+                foreign,
+                waiting,
+            )
+        };
+        let behind = peers
+            .into_iter()
+            .map(|peer| {
+                let labels = crate::metrics::PeerLabels { peer };
+                let v = m.behind_versions.get_or_create(&labels).get().max(0) as u64;
+                let b = m.behind_bytes.get_or_create(&labels).get().max(0) as u64;
+                (labels.peer, v, b)
+            })
+            .collect();
+        crate::status::NodeStatus {
+            address: self.cfg.address.clone(),
+            epoch,
+            shard,
+            keys,
+            ready: self.failure().is_none(),
+            durable: self.is_durable(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: self.started.elapsed().as_secs(),
+            requests: m.answers.get(),
+            client_errors: m.client_errors.get(),
+            server_errors: m.server_errors.get(),
+            replication_bytes: m.replication_bytes.get(),
+            behind,
+            handing_over,
+            waiting_for,
+        }
+    }
+
+    /// The cluster status document: every node of the view (and this one) asked at
+    /// once, each for at most [`STATUS_TIMEOUT`]; a node that does not answer is down.
+    pub async fn cluster_status(&self) -> serde_json::Value {
+        let view = self.view();
+        let mut nodes = view.nodes.clone();
+        if !nodes.contains(&self.cfg.address) {
+            nodes.push(self.cfg.address.clone());
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if *n == self.cfg.address {
+                continue;
+            }
+            let call = self
+                .transport
+                .call(n, self.envelope(Rpc::Status), STATUS_TIMEOUT);
+            asks.spawn(async move { (i, call.await) });
+        }
+        let mut reports: Vec<(String, Option<crate::status::NodeStatus>)> =
+            nodes.iter().map(|n| (n.clone(), None)).collect();
+        if let Some(me) = nodes.iter().position(|n| *n == self.cfg.address) {
+            reports[me].1 = Some(self.self_status());
+        }
+        while let Some(r) = asks.join_next().await {
+            if let Ok((i, Ok(RpcReply::Status(s)))) = r {
+                reports[i].1 = Some(*s);
+            }
+        }
+        crate::status::assemble(&view, &self.cfg.address, &reports)
     }
 
     /// Live keys of `shard`, from this node if it is a replica, else from one that is.

@@ -145,6 +145,8 @@ pub enum Rpc {
     HandedOver {
         epoch: u64,
     },
+    /// What the receiver says about itself, for the cluster status document.
+    Status,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,6 +184,7 @@ pub enum RpcReply {
     },
     /// Received.
     Ack,
+    Status(Box<crate::status::NodeStatus>),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
