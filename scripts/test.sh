@@ -3,14 +3,18 @@
 # tests against real node processes (with real partitions: needs root and iptables),
 # the client and tool crates, the Docker cluster test (where Docker runs), and a short
 # fault campaign. SKIP_DOCKER=1 / SKIP_CAMPAIGN=1 leave those out.
-# Installs what it needs (iptables, faketime) when run as root on Debian/Ubuntu.
+# Installs what it needs (iptables, faketime, chromium, chromium-driver) when run as
+# root on Debian/Ubuntu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# iptables makes real partitions; faketime (libfaketime) skews node clocks.
+# iptables makes real partitions; faketime (libfaketime) skews node clocks; chromium
+# and chromium-driver drive the web console in a real browser.
 missing=()
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]}"

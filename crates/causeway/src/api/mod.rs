@@ -6,6 +6,7 @@
 //! [`error`] turns every outcome into a response. Bodies are read with a size limit;
 //! anything malformed gets a JSON error, never a panic.
 
+pub mod console;
 pub mod error;
 
 use crate::causal::{Context, Signer, Value};
@@ -74,6 +75,11 @@ pub fn router(app: App) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/ui", get(console::index))
+        .route("/ui/", get(console::index))
+        .route("/ui/console.js", get(console::script))
+        .route("/ui/console.css", get(console::style))
+        .route("/ui/lookup", post(console::lookup))
         .route(RPC_PATH, post(internal_rpc))
         .route(STREAM_PATH, get(internal_stream))
         .fallback(no_route)
@@ -141,6 +147,7 @@ fn route_label(path: Option<&str>) -> &'static str {
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
         Some("/cluster") => "cluster",
+        Some(p) if p.starts_with("/ui") => "ui",
         Some(RPC_PATH) | Some(STREAM_PATH) => "internal",
         _ => "other",
     }
@@ -406,7 +413,13 @@ async fn ready(State(app): State<App>) -> Response {
 async fn cluster(State(app): State<App>, body: Body) -> Response {
     let ctx = request_ctx(body, app.limits.max_body_bytes).await;
     let doc = app.node.cluster_status().await;
-    json_response(StatusCode::OK, doc, ctx, None)
+    let mut resp = json_response(StatusCode::OK, doc, ctx, None);
+    // The console falls back to other nodes when its own stops answering.
+    resp.headers_mut().insert(
+        axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        axum::http::HeaderValue::from_static("*"),
+    );
+    resp
 }
 
 async fn metrics(State(app): State<App>) -> Response {
