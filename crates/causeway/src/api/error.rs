@@ -61,66 +61,7 @@ impl serde::Serialize for ValueOut<'_> {
 
 /// Maps a served (or refused) key operation to its response.
 pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) -> Response {
-    use std::borrow::Cow;
-    let (status, message, error, does_exist, replaced): (_, Cow<'static, str>, _, _, _) =
-        match &resp.result {
-            Ok(KeyOutcome::Found(_)) => (
-                StatusCode::OK,
-                "Retrieved successfully".into(),
-                None,
-                Some(true),
-                None,
-            ),
-            Ok(KeyOutcome::NotFound) => (
-                StatusCode::NOT_FOUND,
-                "Error in GET".into(),
-                Some("Key does not exist".to_string()),
-                Some(false),
-                None,
-            ),
-            Ok(KeyOutcome::Put { replaced: false }) => (
-                StatusCode::CREATED,
-                "Added successfully".into(),
-                None,
-                None,
-                Some(false),
-            ),
-            Ok(KeyOutcome::Put { replaced: true }) => (
-                StatusCode::OK,
-                "Updated successfully".into(),
-                None,
-                None,
-                Some(true),
-            ),
-            Ok(KeyOutcome::Deleted) => (
-                StatusCode::OK,
-                "Deleted successfully".into(),
-                None,
-                Some(true),
-                None,
-            ),
-            Ok(KeyOutcome::DeleteNotFound) => (
-                StatusCode::NOT_FOUND,
-                "Error in DELETE".into(),
-                Some("Key does not exist".to_string()),
-                Some(false),
-                None,
-            ),
-            Err(e) => {
-                let status = match e {
-                    KeyError::KeyTooLong | KeyError::Unsatisfiable => StatusCode::BAD_REQUEST,
-                    KeyError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                    KeyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                (
-                    status,
-                    format!("Error in {method}").into(),
-                    Some(e.to_string()),
-                    None,
-                    None,
-                )
-            }
-        };
+    let (status, message, error, does_exist, replaced) = outcome_fields(method, &resp);
     let found = match &resp.result {
         Ok(KeyOutcome::Found(v)) => Some(ValueOut(v)),
         _ => None,
@@ -135,6 +76,102 @@ pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) ->
         address: resp.served_by.as_deref(),
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// The status and contract fields of a key operation's outcome (one mapping for the
+/// single-key answer and for each result of a batch).
+#[allow(clippy::type_complexity)]
+fn outcome_fields(
+    method: &str,
+    resp: &KeyResponse,
+) -> (
+    StatusCode,
+    std::borrow::Cow<'static, str>,
+    Option<String>,
+    Option<bool>,
+    Option<bool>,
+) {
+    match &resp.result {
+        Ok(KeyOutcome::Found(_)) => (
+            StatusCode::OK,
+            "Retrieved successfully".into(),
+            None,
+            Some(true),
+            None,
+        ),
+        Ok(KeyOutcome::NotFound) => (
+            StatusCode::NOT_FOUND,
+            "Error in GET".into(),
+            Some("Key does not exist".to_string()),
+            Some(false),
+            None,
+        ),
+        Ok(KeyOutcome::Put { replaced: false }) => (
+            StatusCode::CREATED,
+            "Added successfully".into(),
+            None,
+            None,
+            Some(false),
+        ),
+        Ok(KeyOutcome::Put { replaced: true }) => (
+            StatusCode::OK,
+            "Updated successfully".into(),
+            None,
+            None,
+            Some(true),
+        ),
+        Ok(KeyOutcome::Deleted) => (
+            StatusCode::OK,
+            "Deleted successfully".into(),
+            None,
+            Some(true),
+            None,
+        ),
+        Ok(KeyOutcome::DeleteNotFound) => (
+            StatusCode::NOT_FOUND,
+            "Error in DELETE".into(),
+            Some("Key does not exist".to_string()),
+            Some(false),
+            None,
+        ),
+        Err(e) => {
+            let status = match e {
+                KeyError::KeyTooLong | KeyError::Unsatisfiable => StatusCode::BAD_REQUEST,
+                KeyError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                KeyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (
+                status,
+                format!("Error in {method}").into(),
+                Some(e.to_string()),
+                None,
+                None,
+            )
+        }
+    }
+}
+
+/// One result of a batch: `key`, `status`, and exactly the fields of the single-key
+/// answer, without `causal-context` and `address`.
+pub fn batch_result(method: &str, key: &str, resp: &KeyResponse) -> Json {
+    let (status, message, error, does_exist, replaced) = outcome_fields(method, resp);
+    let mut m = Map::new();
+    m.insert("key".into(), Json::String(key.to_string()));
+    m.insert("status".into(), Json::from(status.as_u16()));
+    m.insert("message".into(), Json::String(message.into_owned()));
+    if let Some(e) = error {
+        m.insert("error".into(), Json::String(e));
+    }
+    if let Some(d) = does_exist {
+        m.insert("doesExist".into(), Json::Bool(d));
+    }
+    if let Some(r) = replaced {
+        m.insert("replaced".into(), Json::Bool(r));
+    }
+    if let Ok(KeyOutcome::Found(v)) = &resp.result {
+        m.insert("value".into(), v.to_json());
+    }
+    Json::Object(m)
 }
 
 /// Errors found before an operation reaches the store.

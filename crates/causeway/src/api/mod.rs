@@ -6,6 +6,7 @@
 //! [`error`] turns every outcome into a response. Bodies are read with a size limit;
 //! anything malformed gets a JSON error, never a panic.
 
+pub mod batch;
 pub mod console;
 pub mod error;
 
@@ -69,7 +70,8 @@ pub fn router(app: App) -> Router {
             .route(&format!("{prefix}/key-count"), get(key_count))
             .route(&format!("{prefix}/shards"), get(shards))
             .route(&format!("{prefix}/shards/{{id}}"), get(shard))
-            .route(&format!("{prefix}/view-change"), put(view_change));
+            .route(&format!("{prefix}/view-change"), put(view_change))
+            .route(&format!("{prefix}/batch"), post(batch::batch));
     }
     r.route("/health", get(health))
         .route("/ready", get(ready))
@@ -143,6 +145,7 @@ fn route_label(path: Option<&str>) -> &'static str {
         Some(p) if p.ends_with("/shards") => "shards",
         Some(p) if p.ends_with("/shards/{id}") => "shard",
         Some(p) if p.ends_with("/view-change") => "view-change",
+        Some(p) if p.ends_with("/batch") => "batch",
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",

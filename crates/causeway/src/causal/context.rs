@@ -224,6 +224,42 @@ impl Context {
         self.tidy();
     }
 
+    /// Joins what `other` has seen or depended on (both issued to one client, e.g. by
+    /// ops of one batch that ran in parallel). Contexts of different epochs: the later
+    /// one is kept (the earlier one's dependencies mean nothing in its view). Two
+    /// recent writes of one key, one from each side, are both kept as prefixes: which
+    /// supersedes the other is not known here, and requiring both is safe.
+    pub fn join(&mut self, other: &Context) {
+        if other.epoch != self.epoch {
+            if other.epoch > self.epoch {
+                let ts = self.ts.max(other.ts);
+                *self = other.clone();
+                self.ts = ts;
+            } else {
+                self.ts = self.ts.max(other.ts);
+            }
+            return;
+        }
+        self.ts = self.ts.max(other.ts);
+        self.deps.join(&other.deps);
+        for r in &other.recent {
+            match self
+                .recent
+                .iter()
+                .position(|m| m.shard == r.shard && m.key == r.key)
+            {
+                Some(i) if self.recent[i] == *r => {}
+                Some(i) => {
+                    let mine = self.recent.remove(i);
+                    self.deps.add(mine.shard, mine.dot);
+                    self.deps.add(r.shard, r.dot);
+                }
+                None => self.recent.push(*r),
+            }
+        }
+        self.tidy();
+    }
+
     /// The recent write of `key` in `shard` the client knows of, if any.
     pub fn recent_of(&self, shard: ShardNo, key: &str) -> Option<Recent> {
         let key = key_tag(key);
@@ -579,5 +615,46 @@ mod tests {
             j["recent"] = bad;
             assert_eq!(Context::from_json(Some(&j)), Context::default());
         }
+    }
+
+    #[test]
+    fn join_covers_both_sides() {
+        let mut a = ctx(1, 5, 3);
+        a.add_recent(1, dot(9, 1), "x", true);
+        let mut b = ctx(1, 6, 2);
+        b.add_recent(1, dot(8, 4), "y", true);
+        b.ts = 77;
+        let mut j = a.clone();
+        j.join(&b);
+        let covers = |c: &Context, key: &str, o: u64, n: u64| {
+            let mut clock = VClock::new();
+            for (org, cnt) in c.all_deps().shard(1).unwrap().iter() {
+                if org != o {
+                    clock.raise(org, cnt);
+                }
+            }
+            clock.raise(o, n - 1);
+            !read_is_safe(c, 1, key, &clock, None)
+        };
+        // Every dependency of either side is still required by the join.
+        assert!(covers(&j, "x", 9, 1) && covers(&j, "y", 8, 4));
+        assert!(covers(&j, "z", 5, 3) && covers(&j, "z", 6, 2));
+        assert_eq!(j.ts, 77);
+        // The same key recent on both sides with different writes: both kept.
+        let mut c = Context {
+            epoch: 1,
+            ..Context::default()
+        };
+        c.add_recent(1, dot(3, 1), "k", true);
+        let mut d = Context {
+            epoch: 1,
+            ..Context::default()
+        };
+        d.add_recent(1, dot(4, 1), "k", false);
+        c.join(&d);
+        let all = c.all_deps();
+        assert!(
+            all.shard(1).unwrap().contains(dot(3, 1)) && all.shard(1).unwrap().contains(dot(4, 1))
+        );
     }
 }

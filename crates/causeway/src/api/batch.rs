@@ -1,0 +1,248 @@
+//! `POST /kv-store/batch` (`API-EXTENSIONS.md`): many key operations in one request.
+//!
+//! Invariants:
+//! - every op is validated before any is applied: one malformed op fails the whole
+//!   batch with 400 (naming the op's index), and nothing changes;
+//! - ops on one key run in the order given, each with the context the previous one
+//!   left; ops on different keys run in parallel (across shards);
+//! - the answer's context joins every op's context: it covers the request's and
+//!   everything any op wrote or read;
+//! - the whole batch answers within [`BATCH_BUDGET`]: an op not done by then gets 503.
+
+use super::error::{batch_result, json_response, ApiError};
+use super::{read_json, App};
+use crate::causal::{Context, Value};
+use crate::transport::{KeyOp, KeyRequest};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value as Json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Most ops in one batch (413 above).
+pub const MAX_BATCH_OPS: usize = 1000;
+/// The whole batch answers within this (the client waits 5 s).
+pub const BATCH_BUDGET: Duration = Duration::from_millis(4500);
+/// Keys worked on at once.
+const PARALLEL_KEYS: usize = 64;
+
+/// One validated op: its method name (for messages), key and operation.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub method: &'static str,
+    pub key: String,
+    pub op: KeyOp,
+}
+
+/// Validates a batch body (pure: see the module invariants).
+pub fn parse(
+    body: &Map<String, Json>,
+    max_ops: usize,
+    max_key_chars: usize,
+    max_value_bytes: usize,
+) -> Result<Vec<Op>, ApiError> {
+    let bad = |error: String| ApiError::BadRequest {
+        method: "BATCH",
+        error,
+    };
+    let Some(ops) = body.get("ops").and_then(Json::as_array) else {
+        return Err(bad("ops is missing or not a list".into()));
+    };
+    if ops.is_empty() {
+        return Err(bad("ops is empty".into()));
+    }
+    if ops.len() > max_ops {
+        return Err(ApiError::TooLarge {
+            method: "BATCH",
+            what: "Batch",
+            limit: max_ops,
+        });
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let Some(op) = op.as_object() else {
+            return Err(bad(format!("op {i} is not an object")));
+        };
+        let Some(key) = op.get("key").and_then(Json::as_str) else {
+            return Err(bad(format!("op {i}: key is missing or not a string")));
+        };
+        if key.chars().count() > max_key_chars {
+            return Err(bad(format!("op {i}: Key is too long")));
+        }
+        if op.contains_key("ttl") {
+            return Err(bad(format!("op {i}: ttl is not supported yet")));
+        }
+        let (method, kind) = match op.get("op").and_then(Json::as_str) {
+            Some("get") => ("GET", KeyOp::Get),
+            Some("delete") => ("DELETE", KeyOp::Delete),
+            Some("put") => {
+                let value = match op.get("value") {
+                    None | Some(Json::Null) => {
+                        return Err(bad(format!("op {i}: Value is missing")))
+                    }
+                    Some(v) => Value::from_json(v).ok_or_else(|| {
+                        bad(format!("op {i}: Value must be a string or a number"))
+                    })?,
+                };
+                if value.len() > max_value_bytes {
+                    return Err(bad(format!(
+                        "op {i}: Value is too large (limit {max_value_bytes} bytes)"
+                    )));
+                }
+                ("PUT", KeyOp::Put(value))
+            }
+            Some(other) => return Err(bad(format!("op {i}: unknown op {other:?}"))),
+            None => return Err(bad(format!("op {i}: op is missing"))),
+        };
+        out.push(Op {
+            method,
+            key: key.to_string(),
+            op: kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Groups ops by key, each group in the given order, remembering every op's index.
+pub fn by_key(ops: Vec<Op>) -> BTreeMap<String, Vec<(usize, Op)>> {
+    let mut groups: BTreeMap<String, Vec<(usize, Op)>> = BTreeMap::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        groups.entry(op.key.clone()).or_default().push((i, op));
+    }
+    groups
+}
+
+pub async fn batch(State(app): State<App>, body: Body) -> Response {
+    let body = match read_json(body, "BATCH", app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
+    let ops = match parse(
+        &body,
+        MAX_BATCH_OPS,
+        app.node.cfg.max_key_chars,
+        app.limits.max_value_bytes,
+    ) {
+        Ok(ops) => ops,
+        Err(e) => return e.with_context(&ctx, app.signer.as_ref()),
+    };
+    let n = ops.len();
+    let deadline = tokio::time::Instant::now() + BATCH_BUDGET;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_KEYS));
+    let mut groups = tokio::task::JoinSet::new();
+    for (_, group) in by_key(ops) {
+        let (node, slots, start) = (app.node.clone(), slots.clone(), ctx.clone());
+        groups.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let mut ctx = start;
+            let mut results = Vec::with_capacity(group.len());
+            for (i, op) in group {
+                let req = KeyRequest {
+                    key: op.key.clone(),
+                    op: op.op,
+                    ctx: ctx.clone(),
+                };
+                let resp = match tokio::time::timeout_at(deadline, node.handle_key(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => crate::transport::KeyResponse {
+                        result: Err(crate::transport::KeyError::Unavailable),
+                        ctx: ctx.clone(),
+                        served_by: None,
+                    },
+                };
+                results.push((i, batch_result(op.method, &op.key, &resp)));
+                ctx = resp.ctx;
+            }
+            (results, ctx)
+        });
+    }
+    let mut results: Vec<Json> = vec![Json::Null; n];
+    let mut out = ctx;
+    while let Some(done) = groups.join_next().await {
+        let Ok((rs, group_ctx)) = done else { continue };
+        for (i, r) in rs {
+            results[i] = r;
+        }
+        out.join(&group_ctx);
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"message": "Batch completed", "results": results}),
+        out.to_signed_json(app.signer.as_ref()),
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(ops: Json) -> Map<String, Json> {
+        json!({ "ops": ops }).as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn valid_ops_parse_in_order() {
+        let ops = parse(
+            &body(json!([
+                {"op": "put", "key": "a", "value": "1"},
+                {"op": "get", "key": "b"},
+                {"op": "delete", "key": "a"},
+                {"op": "put", "key": "n", "value": 10}
+            ])),
+            10,
+            50,
+            100,
+        )
+        .unwrap();
+        let kinds: Vec<_> = ops.iter().map(|o| (o.method, o.key.as_str())).collect();
+        assert_eq!(
+            kinds,
+            [("PUT", "a"), ("GET", "b"), ("DELETE", "a"), ("PUT", "n")]
+        );
+        let groups = by_key(ops);
+        let a: Vec<usize> = groups["a"].iter().map(|(i, _)| *i).collect();
+        assert_eq!(a, [0, 2], "same-key ops keep their order");
+    }
+
+    #[test]
+    fn one_bad_op_fails_the_batch_and_names_its_index() {
+        let long = "k".repeat(51);
+        for (ops, expected) in [
+            (
+                json!([{"op": "get", "key": "a"}, {"op": "nope", "key": "b"}]),
+                "op 1: unknown op",
+            ),
+            (json!([{"op": "put", "key": "a"}]), "op 0: Value is missing"),
+            (
+                json!([{"op": "put", "key": "a", "value": [1]}]),
+                "op 0: Value must be",
+            ),
+            (json!([{"op": "get"}]), "op 0: key is missing"),
+            (json!([{"op": "get", "key": 5}]), "op 0: key is missing"),
+            (json!([{"op": "get", "key": long}]), "op 0: Key is too long"),
+            (
+                json!([{"op": "put", "key": "a", "value": "x".repeat(101)}]),
+                "op 0: Value is too large",
+            ),
+            (json!([{"key": "a"}]), "op 0: op is missing"),
+            (json!([]), "ops is empty"),
+            (json!("x"), "ops is missing"),
+        ] {
+            let err = parse(&body(ops), 10, 50, 100).unwrap_err();
+            assert!(err.to_string().starts_with(expected), "{err} / {expected}");
+        }
+    }
+
+    #[test]
+    fn too_many_ops_is_413() {
+        let ops: Vec<Json> = (0..11)
+            .map(|i| json!({"op": "get", "key": format!("k{i}")}))
+            .collect();
+        let err = parse(&body(Json::Array(ops)), 10, 50, 100).unwrap_err();
+        assert!(matches!(err, ApiError::TooLarge { .. }), "{err}");
+    }
+}
