@@ -22,6 +22,7 @@ pub mod api;
 pub mod causal;
 pub mod config;
 pub mod demo;
+pub mod listing;
 pub mod metrics;
 pub mod node;
 pub mod placement;

@@ -174,6 +174,22 @@ pub fn batch_result(method: &str, key: &str, resp: &KeyResponse) -> Json {
     Json::Object(m)
 }
 
+/// A listing that a shard could not serve: 503 when a shard was unreachable, 400 when
+/// no reachable replica could honour the context.
+pub fn list_error(e: &KeyError, ctx: &Context, signer: Option<&Signer>) -> Response {
+    let status = match e {
+        KeyError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        KeyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        KeyError::KeyTooLong | KeyError::Unsatisfiable => StatusCode::BAD_REQUEST,
+    };
+    json_response(
+        status,
+        json!({"message": "Error in LIST", "error": e.to_string()}),
+        ctx.to_signed_json(signer),
+        None,
+    )
+}
+
 /// Errors found before an operation reaches the store.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

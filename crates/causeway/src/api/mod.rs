@@ -71,7 +71,8 @@ pub fn router(app: App) -> Router {
             .route(&format!("{prefix}/shards"), get(shards))
             .route(&format!("{prefix}/shards/{{id}}"), get(shard))
             .route(&format!("{prefix}/view-change"), put(view_change))
-            .route(&format!("{prefix}/batch"), post(batch::batch));
+            .route(&format!("{prefix}/batch"), post(batch::batch))
+            .route(&format!("{prefix}/keys"), get(list_keys));
     }
     r.route("/health", get(health))
         .route("/ready", get(ready))
@@ -146,6 +147,7 @@ fn route_label(path: Option<&str>) -> &'static str {
         Some(p) if p.ends_with("/shards/{id}") => "shard",
         Some(p) if p.ends_with("/view-change") => "view-change",
         Some(p) if p.ends_with("/batch") => "batch",
+        Some(p) if p.ends_with("/keys") => "list",
         Some("/health") => "health",
         Some("/ready") => "ready",
         Some("/metrics") => "metrics",
@@ -254,6 +256,60 @@ async fn key_op(
     };
     let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
     key_response(name, resp, app.signer.as_ref())
+}
+
+/// `GET /kv-store/keys?prefix&limit&start-after&values`: a page of keys across every
+/// shard (see [`crate::listing`]).
+async fn list_keys(
+    State(app): State<App>,
+    params: Result<
+        axum::extract::Query<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    body: Body,
+) -> Response {
+    let body = match read_json(body, "LIST", app.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
+    let refuse = |error: String| {
+        ApiError::BadRequest {
+            method: "LIST",
+            error,
+        }
+        .with_context(&ctx, app.signer.as_ref())
+    };
+    let Ok(axum::extract::Query(params)) = params else {
+        return refuse("the query string is malformed".into());
+    };
+    let q = match crate::listing::Query::parse(&params) {
+        Ok(q) => q,
+        Err(e) => return refuse(e),
+    };
+    let values = q.values;
+    match app.node.list(q, ctx.clone()).await {
+        Ok((items, next, out)) => {
+            let listed: Json = if values {
+                Json::Array(
+                    items
+                        .iter()
+                        .map(|(k, v)| json!({"key": k, "value": v.value.as_ref().map(|x| x.to_json())}))
+                        .collect(),
+                )
+            } else {
+                Json::Array(items.iter().map(|(k, _)| Json::String(k.clone())).collect())
+            };
+            let field = if values { "items" } else { "keys" };
+            json_response(
+                StatusCode::OK,
+                json!({"message": "Keys listed successfully", field: listed, "next": next}),
+                out.to_signed_json(app.signer.as_ref()),
+                None,
+            )
+        }
+        Err(e) => error::list_error(&e, &ctx, app.signer.as_ref()),
+    }
 }
 
 /// Echoes the client's context on informational answers.

@@ -750,6 +750,10 @@ impl Node {
                 complete: self.settle(self.cfg.timeouts.settle).await,
             },
             Rpc::Status => RpcReply::Status(Box::new(self.self_status())),
+            Rpc::List { shard, query, ctx } => match self.list_local(shard, &query, &ctx) {
+                Some((items, more)) => RpcReply::Listed { items, more },
+                None => RpcReply::Unsafe,
+            },
             Rpc::KeyCount => {
                 let st = self.state.read();
                 RpcReply::KeyCount {
@@ -759,6 +763,122 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// This replica's page of `shard` for a listing, or `None` when it is not a replica
+    /// of `shard` or cannot honour `ctx` (see [`crate::listing`]).
+    fn list_local(
+        &self,
+        shard: ShardNo,
+        q: &crate::listing::Query,
+        ctx: &Context,
+    ) -> Option<(Vec<(String, Version)>, bool)> {
+        use std::ops::Bound;
+        let st = self.state.read();
+        if st.my_shard() != Some(shard) {
+            return None;
+        }
+        let ctx = ctx.in_epoch(st.view.epoch);
+        if !crate::listing::may_list(&ctx, shard, &st.clock) && !self.broken_read_rule() {
+            return None;
+        }
+        let lower = match &q.start_after {
+            Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(q.prefix.as_str()),
+        };
+        let keys = st
+            .keys
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|(k, v)| (&**k, v));
+        Some(crate::listing::page(keys, q, |k| {
+            st.view.shard_of_key(k) == shard
+        }))
+    }
+
+    /// One shard's page: from this node if it is a replica that can honour `ctx`, else
+    /// from the other replicas in turn, within the proxy timeouts.
+    async fn list_shard(
+        &self,
+        shard: ShardNo,
+        q: &crate::listing::Query,
+        ctx: &Context,
+    ) -> Result<(Vec<(String, Version)>, bool), KeyError> {
+        if let Some(page) = self.list_local(shard, q, ctx) {
+            return Ok(page);
+        }
+        let replicas: Vec<String> = self
+            .view()
+            .replicas(shard)
+            .iter()
+            .filter(|r| **r != self.cfg.address)
+            .cloned()
+            .collect();
+        let t = &self.cfg.timeouts;
+        let deadline = tokio::time::Instant::now() + t.proxy_total;
+        let mut answered = false;
+        for r in replicas {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let msg = self.envelope(Rpc::List {
+                shard,
+                query: q.clone(),
+                ctx: ctx.clone(),
+            });
+            match self
+                .transport
+                .call(&r, msg, left.min(t.proxy_attempt))
+                .await
+            {
+                Ok(RpcReply::Listed { items, more }) => return Ok((items, more)),
+                Ok(_) => answered = true,
+                Err(_) => {}
+            }
+        }
+        Err(if answered || self.state.read().my_shard() == Some(shard) {
+            KeyError::Unsatisfiable
+        } else {
+            KeyError::Unavailable
+        })
+    }
+
+    /// A page of the keys of every shard, merged in byte order, and the context after
+    /// it (which has seen every listed version).
+    pub async fn list(
+        self: &Arc<Self>,
+        q: crate::listing::Query,
+        ctx: Context,
+    ) -> Result<(Vec<(String, Version)>, Option<String>, Context), KeyError> {
+        let view = self.view();
+        let mut shards = tokio::task::JoinSet::new();
+        for s in 1..=view.shard_count() as ShardNo {
+            let (me, q, ctx) = (self.clone(), q.clone(), ctx.clone());
+            shards.spawn(async move { (s, me.list_shard(s, &q, &ctx).await) });
+        }
+        let mut pages = Vec::new();
+        let mut failure = None;
+        while let Some(done) = shards.join_next().await {
+            match done {
+                Ok((_, Ok(page))) => pages.push(page),
+                // 503 (a shard unreachable) wins over 400.
+                Ok((_, Err(e))) => {
+                    if failure != Some(KeyError::Unavailable) {
+                        failure = Some(e)
+                    }
+                }
+                Err(_) => failure = Some(KeyError::Unavailable),
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (items, next) = crate::listing::merge(pages, q.limit);
+        let mut out = ctx.in_epoch(view.epoch);
+        for (k, v) in &items {
+            out.observe(v, view.shard_of_key(k), k);
+        }
+        Ok((items, next, out))
     }
 
     /// What this node says about itself (see [`crate::status`]).

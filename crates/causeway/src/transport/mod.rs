@@ -147,6 +147,13 @@ pub enum Rpc {
     },
     /// What the receiver says about itself, for the cluster status document.
     Status,
+    /// One shard's page of a key listing, if the receiver (a replica of `shard`) can
+    /// honour `ctx` (see [`crate::listing`]).
+    List {
+        shard: ShardNo,
+        query: crate::listing::Query,
+        ctx: Context,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -185,6 +192,10 @@ pub enum RpcReply {
     /// Received.
     Ack,
     Status(Box<crate::status::NodeStatus>),
+    Listed {
+        items: Vec<(String, Version)>,
+        more: bool,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

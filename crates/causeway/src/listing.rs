@@ -1,0 +1,217 @@
+//! Listing keys (`GET /kv-store/keys?prefix=P&limit=N&start-after=K&values=true`):
+//! the query, one shard's page, and the merge of every shard's page in byte order.
+//!
+//! Invariants:
+//! - a replica lists its shard only when its clock covers every dependency the
+//!   request's context has in that shard (every key the context shows as written,
+//!   or as deleted, is then listed as it should be); otherwise another replica is
+//!   asked, and failing all, the listing answers 400;
+//! - each shard returns its first `limit` live keys after `start-after` with the
+//!   prefix, so the first `limit` keys of the merge are the first `limit` keys of the
+//!   whole store, and `next` (the last key returned) resumes exactly after them.
+
+use crate::causal::{Context, ShardNo, VClock, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most keys in one page.
+pub const MAX_LIMIT: usize = 1000;
+/// Keys in a page when the query does not say.
+pub const DEFAULT_LIMIT: usize = 100;
+
+/// A listing query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    pub prefix: String,
+    pub start_after: Option<String>,
+    pub limit: usize,
+    pub values: bool,
+}
+
+impl Query {
+    /// Parses the query string's parameters; `Err` names the bad parameter.
+    pub fn parse(params: &BTreeMap<String, String>) -> Result<Query, String> {
+        for k in params.keys() {
+            if !matches!(k.as_str(), "prefix" | "limit" | "start-after" | "values") {
+                return Err(format!("unknown parameter {k}"));
+            }
+        }
+        let limit = match params.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => return Err(format!("limit must be an integer from 1 to {MAX_LIMIT}")),
+            },
+        };
+        let values = match params.get("values").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err("values must be true or false".into()),
+        };
+        Ok(Query {
+            prefix: params.get("prefix").cloned().unwrap_or_default(),
+            start_after: params.get("start-after").cloned(),
+            limit,
+            values,
+        })
+    }
+}
+
+/// True when a replica whose clock is `clock` may list `shard` for `ctx` (see the
+/// module docs). `ctx` must already be in the replica's epoch.
+pub fn may_list(ctx: &Context, shard: ShardNo, clock: &VClock) -> bool {
+    let prefixes = ctx
+        .deps
+        .shard(shard)
+        .is_none_or(|needed| needed.iter().all(|(o, n)| clock.get(o) >= n));
+    prefixes
+        && ctx
+            .recent
+            .iter()
+            .filter(|r| r.shard == shard)
+            .all(|r| clock.contains(r.dot))
+}
+
+/// One shard's page: its first `limit` live keys after the cursor with the prefix, in
+/// byte order, and whether it has more. `owned` says which keys the shard owns (a
+/// replica may still hold keys it is handing over).
+pub fn page<'a>(
+    keys: impl Iterator<Item = (&'a str, &'a Version)>,
+    q: &Query,
+    owned: impl Fn(&str) -> bool,
+) -> (Vec<(String, Version)>, bool) {
+    let mut out = Vec::new();
+    for (k, v) in keys {
+        if !k.starts_with(q.prefix.as_str()) {
+            if k > q.prefix.as_str() {
+                break;
+            }
+            continue;
+        }
+        if v.is_tombstone() || !owned(k) {
+            continue;
+        }
+        if out.len() == q.limit {
+            return (out, true);
+        }
+        out.push((k.to_string(), v.clone()));
+    }
+    (out, false)
+}
+
+/// Merges the shards' pages: the first `limit` keys in byte order, and `next` (the
+/// last of them) when anything is left.
+pub fn merge(
+    pages: Vec<(Vec<(String, Version)>, bool)>,
+    limit: usize,
+) -> (Vec<(String, Version)>, Option<String>) {
+    let mut more = pages.iter().any(|(_, m)| *m);
+    let mut all: Vec<(String, Version)> = pages.into_iter().flat_map(|(p, _)| p).collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    if all.len() > limit {
+        all.truncate(limit);
+        more = true;
+    }
+    let next = if more {
+        all.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    (all, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::{Deps, Dot, Value, WriteId};
+
+    fn v(live: bool) -> Version {
+        Version {
+            id: WriteId {
+                ts: 1,
+                origin: 1,
+                counter: 1,
+            },
+            dot: Dot {
+                origin: 1,
+                counter: 1,
+            },
+            epoch: 0,
+            past: Deps::new(),
+            value: live.then(|| Value::Str("v".into())),
+        }
+    }
+
+    fn q(prefix: &str, after: Option<&str>, limit: usize) -> Query {
+        Query {
+            prefix: prefix.into(),
+            start_after: after.map(Into::into),
+            limit,
+            values: false,
+        }
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let p = |pairs: &[(&str, &str)]| {
+            Query::parse(
+                &pairs
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(p(&[]).unwrap(), q("", None, 100));
+        assert_eq!(
+            p(&[("prefix", "a"), ("limit", "5"), ("start-after", "ab")]).unwrap(),
+            q("a", Some("ab"), 5)
+        );
+        assert!(p(&[("values", "true")]).unwrap().values);
+        for bad in [
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("limit", "x"),
+            ("values", "yes"),
+            ("nope", "1"),
+        ] {
+            assert!(p(&[bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_page_skips_deleted_and_foreign_keys_and_says_when_there_is_more() {
+        let store: BTreeMap<String, Version> = [
+            ("a1", true),
+            ("a2", false),
+            ("a3", true),
+            ("a4", true),
+            ("b1", true),
+        ]
+        .into_iter()
+        .map(|(k, l)| (k.to_string(), v(l)))
+        .collect();
+        let iter = || store.iter().map(|(k, v)| (k.as_str(), v));
+        let (keys, more) = page(iter(), &q("a", None, 2), |k| k != "a4");
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a1", "a3"]
+        );
+        assert!(!more, "a4 is not owned, b1 lacks the prefix");
+        let (keys, more) = page(iter(), &q("", None, 2), |_| true);
+        assert_eq!(keys.len(), 2);
+        assert!(more);
+    }
+
+    #[test]
+    fn the_merge_is_the_first_keys_of_the_whole_store() {
+        let p = |ks: &[&str], more| (ks.iter().map(|k| (k.to_string(), v(true))).collect(), more);
+        let (keys, next) = merge(vec![p(&["a", "d"], true), p(&["b", "c"], false)], 3);
+        assert_eq!(
+            keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(next.as_deref(), Some("c"));
+        let (keys, next) = merge(vec![p(&["a"], false), p(&["b"], false)], 3);
+        assert_eq!((keys.len(), next), (2, None));
+    }
+}
