@@ -46,6 +46,8 @@ pub struct Metrics {
     /// Versions (and their bytes) each shard peer has not acknowledged yet.
     pub behind_versions: Family<PeerLabels, Gauge>,
     pub behind_bytes: Family<PeerLabels, Gauge>,
+    /// For how long (seconds) each shard peer has been behind (0 when it is not).
+    pub behind_seconds: Family<PeerLabels, Gauge>,
     pub migrated_out: Counter,
     pub tombstones_collected: Counter,
     pub commit_batches: Counter,
@@ -81,6 +83,7 @@ impl Metrics {
         let versions_repaired = Counter::default();
         let behind_versions = Family::<PeerLabels, Gauge>::default();
         let behind_bytes = Family::<PeerLabels, Gauge>::default();
+        let behind_seconds = Family::<PeerLabels, Gauge>::default();
         let migrated_out = Counter::default();
         let tombstones_collected = Counter::default();
         let commit_batches = Counter::default();
@@ -142,6 +145,11 @@ impl Metrics {
             behind_bytes.clone(),
         );
         registry.register(
+            "replication_behind_seconds",
+            "For how long each shard peer has been behind (0 when it is not)",
+            behind_seconds.clone(),
+        );
+        registry.register(
             "migrated_keys",
             "Keys handed to new owners by view changes",
             migrated_out.clone(),
@@ -187,6 +195,7 @@ impl Metrics {
             versions_repaired,
             behind_versions,
             behind_bytes,
+            behind_seconds,
             migrated_out,
             tombstones_collected,
             commit_batches,

@@ -85,6 +85,7 @@ async fn supervise(node: Arc<Node>) {
         node.peer_clocks.lock().clear();
         node.metrics.behind_versions.clear();
         node.metrics.behind_bytes.clear();
+        node.metrics.behind_seconds.clear();
         let epoch = view.epoch;
         if let Some(shard) = view.shard_of_node(node.address()) {
             for peer in view.replicas(shard) {
@@ -162,6 +163,14 @@ impl Lag {
         m.behind_bytes.get_or_create(&self.labels).set(bytes as i64);
         let now = Instant::now();
         let behind_for = now - self.caught_up_at;
+        let secs = if versions == 0 {
+            0
+        } else {
+            behind_for.as_secs()
+        };
+        m.behind_seconds
+            .get_or_create(&self.labels)
+            .set(secs as i64);
         if versions == 0 {
             if let Some((since, _)) = self.warned.take() {
                 let behind_secs = (now - since).as_secs();

@@ -31,8 +31,9 @@ pub struct NodeStatus {
     pub server_errors: u64,
     /// Bytes of replication messages sent to shard peers.
     pub replication_bytes: u64,
-    /// For each shard peer, how far behind it is (versions, bytes not yet acknowledged).
-    pub behind: Vec<(String, u64, u64)>,
+    /// For each shard peer, how far behind it is (versions, bytes not yet acknowledged,
+    /// and for how many seconds it has been behind).
+    pub behind: Vec<(String, u64, u64, u64)>,
     /// Keys this node still has to hand over to their new owners.
     pub handing_over: u64,
     /// Old owners this node still waits for to finish handing keys over to it.
@@ -83,13 +84,14 @@ pub fn assemble(view: &View, asked_by: &str, reports: &[(String, Option<NodeStat
                 .iter()
                 .map(|r| {
                     // How far this replica is behind, as its peers measure it.
-                    let (mut versions, mut bytes) = (0u64, 0u64);
+                    let (mut versions, mut bytes, mut secs) = (0u64, 0u64, 0u64);
                     for peer in replicas.iter().filter(|p| *p != r) {
                         if let Some(pr) = report(peer) {
-                            for (to, v, b) in &pr.behind {
+                            for (to, v, b, s) in &pr.behind {
                                 if to == r {
                                     versions = versions.max(*v);
                                     bytes = bytes.max(*b);
+                                    secs = secs.max(*s);
                                 }
                             }
                         }
@@ -101,6 +103,7 @@ pub fn assemble(view: &View, asked_by: &str, reports: &[(String, Option<NodeStat
                         "key-count": me.map(|m| m.keys),
                         "behind-versions": versions,
                         "behind-bytes": bytes,
+                        "behind-seconds": secs,
                     })
                 })
                 .collect();
@@ -110,10 +113,21 @@ pub fn assemble(view: &View, asked_by: &str, reports: &[(String, Option<NodeStat
                 .iter()
                 .filter_map(|r| report(r).map(|m| m.keys))
                 .max();
+            // The view change's progress here: old owners the replicas still wait
+            // for to hand keys over.
+            let mut waiting_for: Vec<&String> = replicas
+                .iter()
+                .filter_map(|r| report(r))
+                .flat_map(|m| m.waiting_for.iter())
+                .collect();
+            waiting_for.sort();
+            waiting_for.dedup();
             json!({
                 "shard-id": s.to_string(),
                 "key-count": count,
                 "replicas": entries,
+                "waiting-for": waiting_for,
+                "hand-over-complete": waiting_for.is_empty(),
             })
         })
         .collect();
@@ -160,7 +174,12 @@ pub fn assemble(view: &View, asked_by: &str, reports: &[(String, Option<NodeStat
 mod tests {
     use super::*;
 
-    fn report(address: &str, shard: u32, keys: u64, behind: Vec<(String, u64, u64)>) -> NodeStatus {
+    fn report(
+        address: &str,
+        shard: u32,
+        keys: u64,
+        behind: Vec<(String, u64, u64, u64)>,
+    ) -> NodeStatus {
         NodeStatus {
             address: address.into(),
             epoch: 1,
@@ -190,7 +209,7 @@ mod tests {
         let reports = vec![
             (
                 "a:1".to_string(),
-                Some(report("a:1", 1, 10, vec![("b:1".into(), 4, 4096)])),
+                Some(report("a:1", 1, 10, vec![("b:1".into(), 4, 4096, 12)])),
             ),
             ("b:1".to_string(), Some(report("b:1", 1, 6, vec![]))),
             ("c:1".to_string(), Some(report("c:1", 2, 7, vec![]))),
@@ -202,6 +221,7 @@ mod tests {
         assert_eq!(doc["shards"][0]["key-count"], json!(10));
         assert_eq!(doc["shards"][0]["replicas"][1]["behind-versions"], json!(4));
         assert_eq!(doc["shards"][0]["replicas"][1]["behind-bytes"], json!(4096));
+        assert_eq!(doc["shards"][0]["replicas"][1]["behind-seconds"], json!(12));
         assert_eq!(doc["shards"][0]["replicas"][0]["behind-versions"], json!(0));
         assert_eq!(doc["shards"][1]["replicas"][1]["up"], json!(false));
         assert_eq!(doc["view-change"]["complete"], json!(true));
@@ -226,5 +246,8 @@ mod tests {
         assert_eq!(vc["handing-over"], json!(["b:1"]));
         assert_eq!(vc["in-another-view"], json!(["b:1"]));
         assert_eq!(vc["waiting"][0]["waiting-for"], json!(["c:1"]));
+        assert_eq!(doc["shards"][0]["waiting-for"], json!(["c:1"]));
+        assert_eq!(doc["shards"][0]["hand-over-complete"], json!(false));
+        assert_eq!(doc["shards"][1]["hand-over-complete"], json!(true));
     }
 }

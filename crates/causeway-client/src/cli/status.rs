@@ -116,7 +116,11 @@ pub fn render(doc: &Value, colour: bool) -> String {
                     r["behind-versions"].as_u64().unwrap_or(0),
                     r["behind-bytes"].as_u64().unwrap_or(0),
                 );
-                let text = format!("{address} ({}, {v} / {})", field(&r["key-count"]), bytes(b));
+                let mut text =
+                    format!("{address} ({}, {v} / {})", field(&r["key-count"]), bytes(b));
+                if let Some(s) = r["behind-seconds"].as_u64().filter(|s| v > 0 && *s > 0) {
+                    text = format!("{text} for {s}s");
+                }
                 if v > 0 {
                     paint(&text, "33", colour)
                 } else {
@@ -124,9 +128,17 @@ pub fn render(doc: &Value, colour: bool) -> String {
                 }
             })
             .collect();
+        let waiting = s["waiting-for"]
+            .as_array()
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let names: Vec<String> = w.iter().map(field).collect();
+                format!("  (waiting for hand-over from {})", names.join(", "))
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<6} {:>8}  {}",
+            "{:<6} {:>8}  {}{waiting}",
             field(&s["shard-id"]),
             field(&s["key-count"]),
             replicas.join("  ")
@@ -186,7 +198,7 @@ mod tests {
                 {"address": "b:1", "up": false, "in-view": true}
             ],
             "shards": [{"shard-id": "1", "key-count": 10, "replicas": [
-                {"address": "a:1", "up": true, "key-count": 10, "behind-versions": 3, "behind-bytes": 2048},
+                {"address": "a:1", "up": true, "key-count": 10, "behind-versions": 3, "behind-bytes": 2048, "behind-seconds": 7},
                 {"address": "b:1", "up": false}
             ]}],
             "view-change": {"complete": false, "handing-over": ["a:1"], "waiting": [], "in-another-view": []}
@@ -204,7 +216,7 @@ mod tests {
         assert!(a.contains(" 3 "), "4xx and 5xx answers add up: {text}");
         let b = text.lines().find(|l| l.starts_with("b:1")).unwrap();
         assert!(b.contains("down"), "{text}");
-        assert!(text.contains("a:1 (10, 3 / 2.0 KiB)"), "{text}");
+        assert!(text.contains("a:1 (10, 3 / 2.0 KiB) for 7s"), "{text}");
         assert!(text.contains("b:1 down"), "{text}");
         assert!(
             text.contains("in progress; handing keys over: a:1"),

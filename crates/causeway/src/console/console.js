@@ -71,9 +71,11 @@ function drawMap(doc) {
       el("h3", {}, "shard " + s["shard-id"] + " · " + (s["key-count"] ?? "-") + " keys"));
     for (const r of s.replicas || []) {
       const cls = replicaClass(r);
-      const lag = cls === "lag" ? " (" + r["behind-versions"] + " behind)" : cls === "down" ? " (down)" : "";
+      const lag = cls === "lag" ? " (" + r["behind-versions"] + " behind, " + (r["behind-seconds"] || 0) + "s)" : cls === "down" ? " (down)" : "";
       box.append(el("span", { class: "chip " + cls, "data-node": r.address }, r.address + lag));
     }
+    const waiting = s["waiting-for"] || [];
+    if (waiting.length) box.append(el("p", { class: "muted" }, "waiting for hand-over from " + waiting.join(", ")));
     map.append(box);
   }
 }

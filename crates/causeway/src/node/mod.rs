@@ -918,7 +918,8 @@ impl Node {
                 let labels = crate::metrics::PeerLabels { peer };
                 let v = m.behind_versions.get_or_create(&labels).get().max(0) as u64;
                 let b = m.behind_bytes.get_or_create(&labels).get().max(0) as u64;
-                (labels.peer, v, b)
+                let s = m.behind_seconds.get_or_create(&labels).get().max(0) as u64;
+                (labels.peer, v, b, s)
             })
             .collect();
         crate::status::NodeStatus {
