@@ -179,29 +179,6 @@ impl Node {
         }
     }
 
-    /// Asks every member of the current view for its view (in parallel, bounded) and
-    /// adopts the newest if it ranks above ours.
-    async fn learn_newest_view(self: &Arc<Self>) {
-        let mine = self.view();
-        let mut asks = tokio::task::JoinSet::new();
-        for n in mine.nodes.iter().filter(|n| **n != self.cfg.address) {
-            let msg = self.envelope(Rpc::GetView);
-            asks.spawn(self.transport.call(n, msg, self.cfg.timeouts.proxy_attempt));
-        }
-        let mut newest: Option<View> = None;
-        while let Some(r) = asks.join_next().await {
-            if let Ok(Ok(RpcReply::View { view })) = r {
-                if view.rank() > newest.as_ref().map_or(mine.rank(), View::rank) {
-                    newest = Some(view);
-                }
-            }
-        }
-        if let Some(v) = newest {
-            tracing::info!(epoch = v.epoch, "learned a newer view before coordinating");
-            self.adopt_view(v).await;
-        }
-    }
-
     /// Tells every member of `view` (best effort, in the background) that this node
     /// holds nothing more to hand over, so they may collect tombstones again (they also
     /// ask, with `Holds`, when this message is lost).
@@ -279,10 +256,6 @@ impl Node {
         repl_factor: usize,
     ) -> Result<Vec<ShardSummary>, ViewChangeError> {
         validate_view(&nodes, repl_factor)?;
-        // A coordinator that missed a change would propose a successor of a stale view;
-        // learn the newest view any member has first, so a completed change is built on,
-        // never raced from behind.
-        self.learn_newest_view().await;
         let current = self.view();
         let view = current.successor(nodes, repl_factor);
         let mut targets: Vec<String> = Vec::new();
