@@ -104,6 +104,26 @@ impl Cluster {
         self.op(i, key, KeyOp::Get, ctx).await
     }
 
+    /// True when node `i` has collected exactly one tombstone.
+    fn collected_one(&self, i: usize) -> bool {
+        self.node(i)
+            .metrics
+            .encode()
+            .contains("causeway_tombstones_collected_total 1")
+    }
+
+    /// Polls until every listed node has collected exactly one tombstone.
+    async fn await_collected(&self, nodes: &[usize], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !nodes.iter().all(|&i| self.collected_one(i)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tombstones not collected"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls until every listed node serves `key` as `expected` with an empty context.
     async fn await_value(
         &self,
@@ -243,26 +263,7 @@ async fn deletes_replicate_and_tombstones_are_collected() {
     let again = c.op(1, "k", KeyOp::Delete, &d.ctx).await;
     assert_eq!(again.result, Ok(KeyOutcome::DeleteNotFound));
     // Once both replicas have the tombstone it is collected, and the key stays deleted.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let collected = c
-            .node(1)
-            .metrics
-            .encode()
-            .contains("causeway_tombstones_collected_total 1")
-            && c.node(2)
-                .metrics
-                .encode()
-                .contains("causeway_tombstones_collected_total 1");
-        if collected {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tombstones not collected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.await_collected(&[1, 2], Duration::from_secs(5)).await;
     c.await_value(&[1, 2], "k", None, Duration::from_millis(10))
         .await;
     assert_eq!(c.get(1, "k", &d.ctx).await.result, Ok(KeyOutcome::NotFound));
@@ -292,19 +293,7 @@ async fn a_late_replication_message_does_not_bring_back_a_collected_delete() {
     };
     let d = c.op(1, "k", KeyOp::Delete, &r.ctx).await;
     assert_eq!(d.result, Ok(KeyOutcome::Deleted));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !(1..=2).all(|i| {
-        c.node(i)
-            .metrics
-            .encode()
-            .contains("causeway_tombstones_collected_total 1")
-    }) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "tombstones not collected"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.await_collected(&[1, 2], Duration::from_secs(5)).await;
     // The held-up message finally arrives at node 2.
     let late = c
         .node(2)
@@ -387,19 +376,13 @@ async fn an_old_owner_that_never_returns_holds_tombstones_only_for_the_grace_per
         .expect("view change");
     let d = c.op(1, &k, KeyOp::Delete, &w.ctx).await;
     assert_eq!(d.result, Ok(KeyOutcome::Deleted));
-    let collected = || {
-        c.node(1)
-            .metrics
-            .encode()
-            .contains("causeway_tombstones_collected_total 1")
-    };
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(
-        !collected(),
+        !c.collected_one(1),
         "collected while node 2 might still hand k over"
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
-    while !collected() {
+    while !c.collected_one(1) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "tombstones still held after the grace period"

@@ -213,7 +213,11 @@ impl Context {
     /// Adds a write of `key` (in `shard`) that the client now depends on: one it made,
     /// or one it read. It supersedes the client's earlier recent write of that key.
     pub fn add_recent(&mut self, shard: ShardNo, dot: Dot, key: &str, live: bool) {
-        let key = key_tag(key);
+        self.add_recent_tagged(shard, dot, key_tag(key), live);
+    }
+
+    /// [`Context::add_recent`] with the key's tag ([`key_tag`]) already computed.
+    pub fn add_recent_tagged(&mut self, shard: ShardNo, dot: Dot, key: u32, live: bool) {
         self.recent.retain(|r| !(r.shard == shard && r.key == key));
         self.recent.push(Recent {
             shard,

@@ -277,6 +277,18 @@ impl Node {
         self.fwd_origin
     }
 
+    /// The local deadline of a message that `sender` sent at its monotonic `sent_ms`
+    /// with `budget_ms` to go: the budget starts on arrival, less the time the message
+    /// was held on the way (see [`crate::transit`]).
+    fn arrival_deadline(&self, sender: u64, sent_ms: u64, budget_ms: u64) -> std::time::Instant {
+        let held = self
+            .transit
+            .lock()
+            .held_for(sender, sent_ms, crate::transit::mono_ms());
+        let left = crate::transit::remaining_ms(budget_ms, held);
+        std::time::Instant::now() + Duration::from_millis(left)
+    }
+
     pub(crate) fn envelope(&self, rpc: Rpc) -> Envelope {
         Envelope {
             from: self.cfg.address.clone(),
@@ -475,7 +487,7 @@ impl Node {
         fwd: Option<Forwarded>,
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
-        let key_name = key.clone();
+        let tag = crate::causal::context::key_tag(&key);
         let res = self
             .committer
             .submit_by(fwd.map(|f| f.deadline.into()), |reply| Job::Write {
@@ -497,7 +509,7 @@ impl Node {
                     .view
                     .shard_of_node(&self.cfg.address)
                     .unwrap_or(0);
-                out.add_recent(shard, done.dot, &key_name, is_put);
+                out.add_recent_tagged(shard, done.dot, tag, is_put);
                 let result = if is_put {
                     KeyOutcome::Put {
                         replaced: done.existed,
@@ -583,9 +595,7 @@ impl Node {
         let Some(shard) = st.my_shard() else {
             return false;
         };
-        ctx.in_epoch(st.view.epoch)
-            .recent_of(shard, key)
-            .is_some_and(|r| !r.live)
+        ctx.epoch == st.view.epoch && ctx.recent_of(shard, key).is_some_and(|r| !r.live)
     }
 
     fn broken_read_rule(&self) -> bool {
@@ -627,15 +637,8 @@ impl Node {
                 fwd,
                 req,
             } => {
-                // The budget starts when the message arrived, less the time it was held.
-                let held = self.transit.lock().held_for(
-                    fwd.sender,
-                    fwd.sent_ms,
-                    crate::transit::mono_ms(),
-                );
-                let left = crate::transit::remaining_ms(fwd.budget_ms, held);
                 let fwd = Forwarded {
-                    deadline: std::time::Instant::now() + Duration::from_millis(left),
+                    deadline: self.arrival_deadline(fwd.sender, fwd.sent_ms, fwd.budget_ms),
                     write_id: fwd.write_id,
                 };
                 if epoch > self.view().epoch {
@@ -689,13 +692,7 @@ impl Node {
                 sent_ms,
                 sender,
             } => {
-                // The budget starts when the message arrived, less the time it was held.
-                let held = self
-                    .transit
-                    .lock()
-                    .held_for(sender, sent_ms, crate::transit::mono_ms());
-                let left = Duration::from_millis(crate::transit::remaining_ms(budget_ms, held));
-                let deadline = std::time::Instant::now() + left;
+                let deadline = self.arrival_deadline(sender, sent_ms, budget_ms);
                 if view.rank() > self.view().rank() {
                     self.install_view(view).await;
                 }
@@ -897,11 +894,16 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default();
-            let foreign = st
-                .keys
-                .keys()
-                .filter(|k| Some(st.view.shard_of_key(k)) != shard)
-                .count() as u64;
+            // Counting means a walk of every key: only while a hand-over runs.
+            let handing_over = self.migrate_lock.try_lock().is_err();
+            let foreign = if handing_over {
+                st.keys
+                    .keys()
+                    .filter(|k| Some(st.view.shard_of_key(k)) != shard)
+                    .count() as u64
+            } else {
+                0
+            };
             let waiting: Vec<String> = st.pending.iter().cloned().collect();
             (
                 st.view.epoch,
