@@ -412,7 +412,7 @@ async fn final_round(cluster: &Cluster, keys: &[String]) -> Vec<Event> {
                     key: key.clone(),
                     status: Some(status),
                     value: (status == 200)
-                        .then(|| body.get("value").map(history::value_string))
+                        .then(|| body.get("value").map(history::value_name))
                         .flatten(),
                     local: body.get("address").is_none(),
                     error: None,

@@ -103,6 +103,23 @@ pub fn value_string(v: &Value) -> String {
     }
 }
 
+/// A large value is sent as its name, [`PADDING_MARK`], then `x` repeated; the
+/// history knows writes by name.
+pub const PADDING_MARK: char = '~';
+
+/// The name a value is known by: [`value_string`] with a large value's padding
+/// cut off. Padding that is not all `x` is kept, so a damaged value never passes
+/// for the write it came from.
+pub fn value_name(v: &Value) -> String {
+    let mut s = value_string(v);
+    if let Some(i) = s.find(PADDING_MARK) {
+        if s[i + 1..].bytes().all(|b| b == b'x') {
+            s.truncate(i);
+        }
+    }
+    s
+}
+
 /// A fault or cluster event, with the time it took effect.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {
@@ -353,6 +370,15 @@ pub fn excerpt(path: &Path, ops: &[OpId]) -> Result<Vec<String>, HistoryError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_large_value_is_known_by_its_name() {
+        use serde_json::json;
+        assert_eq!(super::value_name(&json!("s1-w2~xxxx")), "s1-w2");
+        assert_eq!(super::value_name(&json!("s1-w2")), "s1-w2");
+        assert_eq!(super::value_name(&json!("s1-w2~xxyx")), "s1-w2~xxyx");
+        assert_eq!(super::value_name(&json!(12)), "12");
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cluster::Reachable;
-use crate::history::{Event, HistoryWriter, Invoke, OpId, OpKind, Response};
+use crate::history::{self, Event, HistoryWriter, Invoke, OpId, OpKind, Response};
 use crate::rng::Rng;
 
 /// How sessions behave.
@@ -162,7 +162,11 @@ impl Workload {
         let mut body = json!({ "causal-context": ctx });
         if let Some((name, pad)) = &value {
             body["value"] = if *pad > 0 {
-                json!(format!("{name}~{}", "x".repeat(*pad)))
+                json!(format!(
+                    "{name}{}{}",
+                    history::PADDING_MARK,
+                    "x".repeat(*pad)
+                ))
             } else {
                 json!(name)
             };
@@ -227,9 +231,9 @@ impl Workload {
 /// A response body with a large value cut back to the value's name (what the history
 /// and the checker know writes by).
 fn without_padding(mut body: Value) -> Value {
-    if let Some(Value::String(v)) = body.get_mut("value") {
-        if let Some(i) = v.find('~') {
-            v.truncate(i);
+    if let Some(v) = body.get_mut("value") {
+        if v.is_string() {
+            *v = Value::String(history::value_name(v));
         }
     }
     body

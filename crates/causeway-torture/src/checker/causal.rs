@@ -279,8 +279,8 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             report.add(
                 AnomalyKind::PhantomRead,
                 format!(
-                    "read op {} of key {key:?} on {} returned {value:?}, which no client had written to that key{elsewhere}",
-                    rec.invoke.op, rec.invoke.node
+                    "read op {} of key {key:?} on {} returned {:?}, which no client had written to that key{elsewhere}",
+                    rec.invoke.op, rec.invoke.node, shortened(&value)
                 ),
                 vec![rec.invoke.op],
             );
@@ -406,7 +406,8 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     report.add(
                         AnomalyKind::PhantomRead,
                         format!(
-                            "after healing key {key:?} holds {v:?}, which no client wrote to it"
+                            "after healing key {key:?} holds {:?}, which no client wrote to it",
+                            shortened(v)
                         ),
                         vec![],
                     );
@@ -587,6 +588,14 @@ fn cyclic_components(adj: &[Vec<u32>]) -> Vec<Vec<u32>> {
         }
     }
     out
+}
+
+/// A value as an anomaly shows it: at most 80 characters and its length.
+fn shortened(v: &str) -> String {
+    match v.char_indices().nth(80) {
+        None => v.to_string(),
+        Some((i, _)) => format!("{}… ({} bytes)", &v[..i], v.len()),
+    }
 }
 
 #[cfg(test)]
