@@ -41,6 +41,9 @@ struct KeyBody<'a> {
     replaced: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<ValueOut<'a>>,
+    /// A watch's answer only (`?wait=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changed: Option<bool>,
     #[serde(rename = "causal-context")]
     ctx: crate::causal::context::WireContext<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,9 +65,12 @@ impl serde::Serialize for ValueOut<'_> {
 /// Maps a served (or refused) key operation to its response.
 pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) -> Response {
     let (status, message, error, does_exist, replaced) = outcome_fields(method, &resp);
-    let found = match &resp.result {
-        Ok(KeyOutcome::Found(v)) => Some(ValueOut(v)),
-        _ => None,
+    let (found, changed) = match &resp.result {
+        Ok(KeyOutcome::Found(v)) => (Some(ValueOut(v)), None),
+        Ok(KeyOutcome::Watched { value, changed }) => {
+            (value.as_ref().map(ValueOut), Some(*changed))
+        }
+        _ => (None, None),
     };
     let body = KeyBody {
         message,
@@ -72,6 +78,7 @@ pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) ->
         does_exist,
         replaced,
         value: found,
+        changed,
         ctx: resp.ctx.wire(signer),
         address: resp.served_by.as_deref(),
     };
@@ -92,14 +99,14 @@ fn outcome_fields(
     Option<bool>,
 ) {
     match &resp.result {
-        Ok(KeyOutcome::Found(_)) => (
+        Ok(KeyOutcome::Found(_) | KeyOutcome::Watched { value: Some(_), .. }) => (
             StatusCode::OK,
             "Retrieved successfully".into(),
             None,
             Some(true),
             None,
         ),
-        Ok(KeyOutcome::NotFound) => (
+        Ok(KeyOutcome::NotFound | KeyOutcome::Watched { value: None, .. }) => (
             StatusCode::NOT_FOUND,
             "Error in GET".into(),
             Some("Key does not exist".to_string()),

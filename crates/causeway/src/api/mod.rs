@@ -215,6 +215,10 @@ async fn key_op(
     State(app): State<App>,
     method: Method,
     key: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<
+        axum::extract::Query<Vec<(String, String)>>,
+        axum::extract::rejection::QueryRejection,
+    >,
     body: Body,
 ) -> Response {
     let name = method_name(&method);
@@ -236,8 +240,28 @@ async fn key_op(
             error: "Key is not valid UTF-8".into(),
         });
     };
+    let wait = match query {
+        Ok(axum::extract::Query(params)) => params
+            .iter()
+            .find(|(k, _)| k == "wait")
+            .map(|(_, v)| parse_wait(v)),
+        Err(_) => None,
+    };
+    let wait = match (wait, &method) {
+        (None, _) => None,
+        (Some(Some(ms)), &Method::GET) => Some(ms),
+        (Some(_), _) => {
+            return refuse(ApiError::BadRequest {
+                method: name,
+                error: "Invalid wait".into(),
+            })
+        }
+    };
     let op = match method {
-        Method::GET => KeyOp::Get,
+        Method::GET => match wait {
+            Some(wait_ms) => KeyOp::Watch { wait_ms },
+            None => KeyOp::Get,
+        },
         Method::DELETE => KeyOp::Delete,
         _ => match body.get("value") {
             None | Some(Json::Null) => return refuse(ApiError::ValueMissing),
@@ -256,6 +280,17 @@ async fn key_op(
     };
     let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
     key_response(name, resp, app.signer.as_ref())
+}
+
+/// Longest watch (`?wait=`), in seconds.
+pub const MAX_WAIT_SECS: f64 = 60.0;
+
+/// A watch's `wait` parameter: seconds from 0 to [`MAX_WAIT_SECS`] (fractions
+/// allowed), as milliseconds; `None` for anything else.
+pub fn parse_wait(v: &str) -> Option<u64> {
+    let secs: f64 = v.trim().parse().ok()?;
+    (secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs))
+        .then(|| (secs * 1000.0).round() as u64)
 }
 
 /// `GET /kv-store/keys?prefix&limit&start-after&values`: a page of keys across every
@@ -561,4 +596,19 @@ async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) ->
     let reply = app.node.handle_rpc(env).await;
     let bytes = postcard::to_allocvec(&reply).expect("replies always encode");
     ([("content-type", "application/octet-stream")], bytes).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_wait;
+
+    #[test]
+    fn a_wait_is_zero_to_sixty_seconds() {
+        assert_eq!(parse_wait("0"), Some(0));
+        assert_eq!(parse_wait("1.5"), Some(1500));
+        assert_eq!(parse_wait("60"), Some(60_000));
+        for bad in ["60.001", "-1", "-0.5", "", "soon", "NaN", "inf", "1e400"] {
+            assert_eq!(parse_wait(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -20,6 +20,11 @@
 //!   clock covers it or its version of `k` supersedes it. Recent writes of other keys
 //!   do not matter: their own causal past is already in `c`.
 //!
+//! Watch rule ([`has_seen`]): a watch of `k` has news for context `c` when the
+//! replica's version of `k` is a write `c` has not seen (its dot is neither in
+//! `c.deps[s]` nor named by `c`'s recent write of `k`), or when the replica holds no
+//! version at all of a key `c` last saw live (its delete was collected since).
+//!
 //! Invariants: a recent write is never covered by `deps` (it would say nothing more),
 //! there is at most one per key (a later write or read of the key supersedes the
 //! earlier one), and there are at most [`MAX_RECENT`]; past the bound the oldest fold
@@ -385,6 +390,27 @@ pub fn read_is_safe(
             .all(|r| has(r.dot.origin, r.dot.counter))
 }
 
+/// The watch rule (see the module docs): true when `ctx` (already in the replica's
+/// epoch) has seen `local`, this replica's version of `key` of `shard`, so a watch has
+/// nothing new to report. A version of another epoch is always news: `ctx` cannot name
+/// it (after a view change a watch may thus answer once with a value it had seen).
+pub fn has_seen(ctx: &Context, shard: ShardNo, key: &str, local: Option<&Version>) -> bool {
+    let recent = ctx.recent_of(shard, key);
+    let Some(v) = local else {
+        return !recent.is_some_and(|r| r.live);
+    };
+    if v.epoch != ctx.epoch {
+        return false;
+    }
+    let in_deps = ctx
+        .deps
+        .shard(shard)
+        .is_some_and(|d| d.get(v.dot.origin) >= v.dot.counter);
+    // Writes of one origin to one key follow each other: a later one superseded it.
+    in_deps
+        || recent.is_some_and(|r| r.dot.origin == v.dot.origin && r.dot.counter >= v.dot.counter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +442,60 @@ mod tests {
             past,
             value: Some(Value::Str("v".into())),
         }
+    }
+
+    #[test]
+    fn a_watch_has_news_only_of_writes_the_context_has_not_seen() {
+        let v = version(Deps::new()); // dot (2, 1), epoch 1
+                                      // An empty context has seen nothing: an existing key is news, a missing one not.
+        let empty = Context {
+            epoch: 1,
+            ..Context::default()
+        };
+        assert!(!has_seen(&empty, 1, "k", Some(&v)));
+        assert!(has_seen(&empty, 1, "k", None));
+        // Seen through the shard's prefixes, or as the recent write of the key.
+        assert!(has_seen(&ctx(1, 2, 1), 1, "k", Some(&v)));
+        assert!(
+            !has_seen(&ctx(2, 2, 1), 1, "k", Some(&v)),
+            "another shard's prefix"
+        );
+        let mut made = empty.clone();
+        made.add_recent(1, v.dot, "k", true);
+        assert!(has_seen(&made, 1, "k", Some(&v)));
+        // A later write of the key by the same origin superseded it.
+        let mut later = empty.clone();
+        later.add_recent(
+            1,
+            Dot {
+                origin: 2,
+                counter: 5,
+            },
+            "k",
+            true,
+        );
+        assert!(has_seen(&later, 1, "k", Some(&v)));
+        // A newer write than the one the context names is news.
+        let mut older = empty.clone();
+        older.add_recent(
+            1,
+            Dot {
+                origin: 3,
+                counter: 9,
+            },
+            "k",
+            true,
+        );
+        assert!(!has_seen(&older, 1, "k", Some(&v)));
+        // The key the context saw live is gone (delete collected): news.
+        assert!(!has_seen(&made, 1, "k", None));
+        let mut deleted = empty.clone();
+        deleted.add_recent(1, v.dot, "k", false);
+        assert!(has_seen(&deleted, 1, "k", None));
+        // A version of another epoch cannot be named by the context.
+        let mut moved = v.clone();
+        moved.epoch = 2;
+        assert!(!has_seen(&ctx(1, 2, 1), 1, "k", Some(&moved)));
     }
 
     #[test]

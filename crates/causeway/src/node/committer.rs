@@ -18,6 +18,7 @@
 //! [`CommitError::Died`], and the server stops the node (see `server::run`).
 
 use super::state::{origin_for, State};
+use super::watches::Watches;
 use crate::causal::{Context, Deps, Dot, VClock, Value, Version, WriteId};
 use crate::placement::View;
 use crate::storage::{Batch, Storage, StorageError};
@@ -123,9 +124,11 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread. `commits` is bumped after every applied batch.
+    /// Waiters in `watches` are woken for every key a batch installs.
     pub fn start(
         state: Arc<RwLock<State>>,
         storage: Arc<Storage>,
+        watches: Arc<Watches>,
     ) -> (Committer, watch::Receiver<u64>) {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let (seq_tx, seq_rx) = watch::channel(0u64);
@@ -134,7 +137,7 @@ impl Committer {
             .name("causeway-committer".into())
             .spawn(move || {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(rx, state, storage, seq_tx)
+                    run(rx, state, storage, seq_tx, &watches)
                 }));
                 if let Err(panic) = ran {
                     let why = panic_message(panic.as_ref());
@@ -290,6 +293,7 @@ fn run(
     state: Arc<RwLock<State>>,
     storage: Arc<Storage>,
     seq: watch::Sender<u64>,
+    watches: &Watches,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
@@ -304,15 +308,21 @@ fn run(
         for job in jobs {
             if matches!(job, Job::SetView { .. }) {
                 if !segment.is_empty() {
-                    commit_batch(std::mem::take(&mut segment), &state, &storage, &seq);
+                    commit_batch(
+                        std::mem::take(&mut segment),
+                        &state,
+                        &storage,
+                        &seq,
+                        watches,
+                    );
                 }
-                commit_batch(vec![job], &state, &storage, &seq);
+                commit_batch(vec![job], &state, &storage, &seq, watches);
             } else {
                 segment.push(job);
             }
         }
         if !segment.is_empty() {
-            commit_batch(segment, &state, &storage, &seq);
+            commit_batch(segment, &state, &storage, &seq, watches);
         }
     }
 }
@@ -322,6 +332,7 @@ fn commit_batch(
     state: &Arc<RwLock<State>>,
     storage: &Storage,
     seq: &watch::Sender<u64>,
+    watches: &Watches,
 ) {
     let mut replies = Vec::with_capacity(jobs.len());
     let pending = {
@@ -365,8 +376,16 @@ fn commit_batch(
     };
     match result {
         Ok(()) => {
-            {
+            let view_changed = pending.view.is_some();
+            let touched: Vec<String> = {
                 let mut st = state.write();
+                // Under the write lock: a waiter that read the old state registered
+                // before that read, so it is counted here (see `watches`).
+                let touched = if watches.any() {
+                    pending.versions.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                };
                 for (k, v) in pending.versions {
                     st.set(&k, v);
                 }
@@ -380,8 +399,15 @@ fn commit_batch(
                 if let Some(h) = pending.handover {
                     st.pending = h;
                 }
-            }
+                touched
+            };
             seq.send_modify(|s| *s += 1);
+            if view_changed {
+                // Keys may have moved: every waiter checks where its key lives now.
+                watches.wake_all();
+            } else {
+                watches.touched(touched.iter().map(String::as_str));
+            }
             let clock = state.read().clock.clone();
             for r in replies {
                 match r {

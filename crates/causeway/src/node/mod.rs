@@ -13,7 +13,9 @@
 
 pub mod committer;
 pub mod state;
+pub mod watches;
 
+use crate::causal::context::has_seen;
 use crate::causal::{read_is_safe, Context, ShardNo, VClock, Version, WriteId};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::placement::View;
@@ -110,6 +112,9 @@ pub(crate) struct Forwarded {
     write_id: Option<WriteId>,
 }
 
+/// How long before its request's deadline a watch stops waiting and answers.
+pub const WATCH_MARGIN: Duration = Duration::from_millis(500);
+
 /// How long the cluster status waits for each node.
 pub const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -159,6 +164,8 @@ pub struct Node {
     transit: Mutex<crate::transit::Transit>,
     /// When this node started.
     started: std::time::Instant,
+    /// Watches (long-polls) waiting for keys of this replica.
+    watches: Arc<watches::Watches>,
 }
 
 impl Node {
@@ -192,7 +199,9 @@ impl Node {
         st.pending = loaded.meta.pending;
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
-        let (committer, commits) = Committer::start(state.clone(), storage.clone());
+        let watches = Arc::new(watches::Watches::default());
+        let (committer, commits) =
+            Committer::start(state.clone(), storage.clone(), watches.clone());
         let (view_tx, _) = watch::channel(Arc::new(view));
         let node = Arc::new(Node {
             cfg,
@@ -212,6 +221,7 @@ impl Node {
             fwd_last_ts: Mutex::new(0),
             transit: Mutex::new(Default::default()),
             started: std::time::Instant::now(),
+            watches,
         });
         crate::replication::spawn(node.clone());
         // A node restarted mid-change still holds keys it must hand over.
@@ -301,9 +311,11 @@ impl Node {
     ///
     /// The request has until [`client_deadline`]: a local write not committed by then
     /// answers 503, and a forwarded one shares the same budget.
+    /// A watch has its wait on top.
     pub async fn handle_key(&self, req: KeyRequest) -> KeyResponse {
         let arrived = Forwarded {
-            deadline: client_deadline(&self.cfg.timeouts, std::time::Instant::now()),
+            deadline: client_deadline(&self.cfg.timeouts, std::time::Instant::now())
+                + req.op.wait(),
             write_id: None,
         };
         self.route_key(req, 0, Some(arrived)).await
@@ -344,7 +356,9 @@ impl Node {
     /// over within the time budget. 503 (`Unavailable`) only if none answers in time.
     async fn proxy(&self, req: KeyRequest, hops: u8, outer: Option<Forwarded>) -> KeyResponse {
         let t = &self.cfg.timeouts;
-        let mut total = t.proxy_total;
+        // A watch is held by the replica: every attempt also has the wait.
+        let wait = req.op.wait();
+        let mut total = t.proxy_total + wait;
         if let Some(outer) = outer {
             total = total.min(
                 outer
@@ -354,7 +368,7 @@ impl Node {
         }
         // Every attempt (on any replica) carries the same identity: at most one write.
         let write_id = match req.op {
-            KeyOp::Get => None,
+            KeyOp::Get | KeyOp::Watch { .. } => None,
             KeyOp::Put(_) | KeyOp::Delete => Some(
                 outer
                     .and_then(|f| f.write_id)
@@ -377,7 +391,7 @@ impl Node {
                 if left.is_zero() {
                     break;
                 }
-                let attempt = left.min(t.proxy_attempt);
+                let attempt = left.min(t.proxy_attempt + wait);
                 let msg = self.envelope(Rpc::Key {
                     epoch: view.epoch,
                     hops: hops + 1,
@@ -442,6 +456,7 @@ impl Node {
                     served_by: None,
                 })
             }
+            KeyOp::Watch { wait_ms } => self.watch(key, wait_ms, ctx, fwd).await,
             KeyOp::Put(value) => {
                 if key.chars().count() > self.cfg.max_key_chars {
                     return Some(KeyResponse {
@@ -475,6 +490,60 @@ impl Node {
                     Err(_) => ctx,
                 };
                 self.write(key, None, ctx, fwd).await
+            }
+        }
+    }
+
+    /// Serves a watch on this replica: reads `key` as a GET would, and answers once it
+    /// holds a write or delete `ctx` has not seen ([`has_seen`]), or when `wait_ms` has
+    /// passed (stopping [`WATCH_MARGIN`] before the request's deadline, so the answer
+    /// still reaches whoever forwarded it). `None` if the key is not ours (any more).
+    async fn watch(
+        &self,
+        key: String,
+        wait_ms: u64,
+        ctx: Context,
+        fwd: Option<Forwarded>,
+    ) -> Option<KeyResponse> {
+        let now = std::time::Instant::now();
+        let mut until = now + Duration::from_millis(wait_ms);
+        if let Some(f) = fwd {
+            until = until.min(f.deadline.checked_sub(WATCH_MARGIN).unwrap_or(now));
+        }
+        let watch = self.watches.watch(&key);
+        loop {
+            // Enabled before the read: a commit after the read wakes it (see `watches`).
+            let notified = watch.notify().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (v, out) = match self.safe_read(&key, &ctx).await? {
+                Ok(found) => found,
+                Err(e) => {
+                    return Some(KeyResponse {
+                        result: Err(e),
+                        ctx,
+                        served_by: None,
+                    })
+                }
+            };
+            let changed = {
+                let st = self.state.read();
+                let shard = st.my_shard()?;
+                !has_seen(&ctx.in_epoch(st.view.epoch), shard, &key, v.as_ref())
+            };
+            if changed || std::time::Instant::now() >= until {
+                return Some(KeyResponse {
+                    result: Ok(KeyOutcome::Watched {
+                        value: v.and_then(|v| v.value),
+                        changed,
+                    }),
+                    ctx: out,
+                    served_by: None,
+                });
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(until.into()) => {}
             }
         }
     }

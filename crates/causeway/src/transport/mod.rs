@@ -27,6 +27,21 @@ pub enum KeyOp {
     Get,
     Put(crate::causal::Value),
     Delete,
+    /// A GET that waits up to `wait_ms` for a write or delete the context has not seen
+    /// (`?wait=`); answered with [`KeyOutcome::Watched`].
+    Watch {
+        wait_ms: u64,
+    },
+}
+
+impl KeyOp {
+    /// How long the operation may wait on purpose (a watch's wait; zero otherwise).
+    pub fn wait(&self) -> Duration {
+        match self {
+            KeyOp::Watch { wait_ms } => Duration::from_millis(*wait_ms),
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,9 +56,17 @@ pub struct KeyRequest {
 pub enum KeyOutcome {
     Found(crate::causal::Value),
     NotFound,
-    Put { replaced: bool },
+    Put {
+        replaced: bool,
+    },
     Deleted,
     DeleteNotFound,
+    /// A watch's answer: the key's value (`None`: it does not exist) and whether it
+    /// holds a write the request's context had not seen.
+    Watched {
+        value: Option<crate::causal::Value>,
+        changed: bool,
+    },
 }
 
 /// Why a key operation was not served.

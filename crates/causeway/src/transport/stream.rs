@@ -47,12 +47,15 @@ const QUEUE: usize = 8192;
 /// must not let a peer pile up tasks without end).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// Requests that take the stream: small, latency-bound, on a client's path.
+/// Requests that take the stream: small, latency-bound, on a client's path. A watch
+/// does not: it may be held for a minute, and must not fill the stream's
+/// [`MAX_IN_FLIGHT`] slots.
 fn uses_stream(rpc: &Rpc) -> bool {
-    matches!(
-        rpc,
-        Rpc::Key { .. } | Rpc::Fetch { .. } | Rpc::GetView | Rpc::KeyCount
-    )
+    match rpc {
+        Rpc::Key { req, .. } => !matches!(req.op, crate::transport::KeyOp::Watch { .. }),
+        Rpc::Fetch { .. } | Rpc::GetView | Rpc::KeyCount => true,
+        _ => false,
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;

@@ -1,0 +1,167 @@
+//! Watching a key (`GET /kv-store/keys/<key>?wait=S`) against real node processes: a
+//! long-poll held by a replica of the key's shard, woken by a write or delete made
+//! through another node, answering `"changed": false` when `S` runs out, and never
+//! later than asked.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value as Json};
+use std::time::{Duration, Instant};
+
+/// One GET with a wait, through a client whose own timeout is well past any wait.
+fn watch(addr: &str, key: &str, wait: &str, ctx: &Json) -> (u16, Json, Duration) {
+    let url = format!("http://{addr}/kv-store/keys/{key}?wait={wait}");
+    let body = json!({"causal-context": ctx}).to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(70))
+            .no_proxy()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let resp = client
+            .get(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("watch {url}: {e}"));
+        let status = resp.status().as_u16();
+        let body: Json = resp.json().await.expect("a JSON body");
+        (status, body, started.elapsed())
+    })
+}
+
+/// A 4-node cluster (2 shards of 2) and, for `key`, a node that replicates it and one
+/// that must forward to its shard.
+fn cluster(block: u8, dir: &std::path::Path) -> (Vec<String>, Vec<NodeProc>) {
+    let a = addrs(block, 4);
+    let nodes = a.iter().map(|x| NodeProc::start(x, &a, 2, dir)).collect();
+    (a, nodes)
+}
+
+/// The nodes that serve `key` themselves (their answers carry no `address`).
+fn replicas_of(a: &[String], key: &str) -> Vec<String> {
+    a.iter()
+        .filter(|x| {
+            let (_, j) = call("GET", x, &format!("/kv-store/keys/{key}"), None).unwrap();
+            j.get("address").is_none()
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_watch_is_woken_by_a_write_through_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _nodes) = cluster(90, dir.path());
+    let mut s = Session::new();
+    assert_eq!(s.put(&a[0], "w", "v1").0, 201);
+    let reps = replicas_of(&a, "w");
+    assert_eq!(reps.len(), 2, "two replicas of w: {reps:?}");
+    let other: Vec<String> = a.iter().filter(|x| !reps.contains(x)).cloned().collect();
+
+    // Nothing new for this session: the watch waits, on a node that forwards it.
+    let ctx = s.ctx.clone();
+    let at = other[0].clone();
+    let waiter = std::thread::spawn(move || watch(&at, "w", "20", &ctx));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut writer = Session::new();
+    assert_eq!(writer.put(&other[1], "w", "v2").0, 200);
+    let written = Instant::now();
+    let (status, body, took) = waiter.join().unwrap();
+    let woke_after = written.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], json!(true), "{body}");
+    assert_eq!(body["value"], json!("v2"), "{body}");
+    assert_eq!(body["doesExist"], json!(true), "{body}");
+    assert!(
+        took >= Duration::from_millis(1400),
+        "answered before the write: {took:?}"
+    );
+    assert!(
+        woke_after < Duration::from_secs(3),
+        "the watch answered {woke_after:?} after the write"
+    );
+
+    // With the answer's context, a delete through the other replica wakes it again.
+    let ctx = body["causal-context"].clone();
+    let at = reps[0].clone();
+    let waiter = std::thread::spawn(move || watch(&at, "w", "20", &ctx));
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut deleter = Session::new();
+    deleter.get(&reps[1], "w");
+    assert_eq!(deleter.delete(&reps[1], "w").0, 200);
+    let (status, body, took) = waiter.join().unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["changed"], json!(true), "{body}");
+    assert_eq!(body["doesExist"], json!(false), "{body}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_watch_with_nothing_new_answers_unchanged_when_the_wait_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _nodes) = cluster(91, dir.path());
+    let mut s = Session::new();
+    assert_eq!(s.put(&a[1], "quiet", "v1").0, 201);
+
+    // Without a context the write is news: the answer is immediate.
+    let (status, body, took) = watch(&a[2], "quiet", "10", &json!({}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], json!(true), "{body}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // With it, every node waits out the full wait, then answers with the value.
+    for at in &a {
+        let (status, body, took) = watch(at, "quiet", "1.5", &s.ctx);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["changed"], json!(false), "{body}");
+        assert_eq!(body["value"], json!("v1"), "{body}");
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
+            "{at}: {took:?}"
+        );
+        assert!(body.get("causal-context").is_some_and(|c| c.is_object()));
+    }
+
+    // A key nobody wrote: nothing to report until the wait ends, then 404.
+    let (status, body, took) = watch(&a[0], "never", "1", &s.ctx);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["changed"], json!(false), "{body}");
+    assert!(took >= Duration::from_millis(1000), "{took:?}");
+
+    // `wait=0` is a plain read with the flag.
+    let (status, body, took) = watch(&a[3], "quiet", "0", &s.ctx);
+    assert_eq!((status, body["changed"].clone()), (200, json!(false)));
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_bad_wait_is_refused_with_the_session_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _nodes) = cluster(92, dir.path());
+    let mut s = Session::new();
+    assert_eq!(s.put(&a[0], "k", "v").0, 201);
+    for bad in ["61", "-1", "soon", "", "NaN", "inf"] {
+        let (status, body, _) = watch(&a[1], "k", bad, &s.ctx);
+        assert_eq!(status, 400, "wait={bad}: {body}");
+        assert_eq!(body["message"], json!("Error in GET"), "{body}");
+        assert_eq!(body["error"], json!("Invalid wait"), "{body}");
+        assert_eq!(body["causal-context"], s.ctx, "the context is kept");
+    }
+    let (status, body) = call(
+        "PUT",
+        &a[1],
+        "/kv-store/keys/k?wait=5",
+        Some(&json!({"value": "x", "causal-context": s.ctx})),
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], json!("Invalid wait"), "{body}");
+}
