@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 use crate::response::{
-    GetBody, KeyCount, PutBody, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody,
+    GetBody, KeyCount, PutBody, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody, Watched,
 };
 
 /// Per-request timeout unless [`ClientBuilder::timeout`] says otherwise: the API's
@@ -47,6 +47,14 @@ pub enum Operation {
         key: String,
         /// The value, a JSON string or number.
         value: Value,
+    },
+    /// `GET /kv-store/keys/<key>?wait=<seconds>`: waits up to `wait` (at most 60 s)
+    /// for a write or delete of the key that the session has not seen.
+    Watch {
+        /// The key.
+        key: String,
+        /// How long the node may hold the request.
+        wait: Duration,
     },
     /// `DELETE /kv-store/keys/<key>`
     Delete {
@@ -77,6 +85,7 @@ impl Operation {
     fn method(&self) -> Method {
         match self {
             Operation::Get { .. }
+            | Operation::Watch { .. }
             | Operation::KeyCount
             | Operation::Shards
             | Operation::ClusterStatus
@@ -90,9 +99,10 @@ impl Operation {
     /// so a key may hold `/`, `?`, spaces, ...
     fn segments(&self) -> Vec<&str> {
         match self {
-            Operation::Get { key } | Operation::Put { key, .. } | Operation::Delete { key } => {
-                vec!["kv-store", "keys", key]
-            }
+            Operation::Get { key }
+            | Operation::Watch { key, .. }
+            | Operation::Put { key, .. }
+            | Operation::Delete { key } => vec!["kv-store", "keys", key],
             Operation::KeyCount => vec!["kv-store", "key-count"],
             Operation::Shards => vec!["kv-store", "shards"],
             Operation::Shard { id } => vec!["kv-store", "shards", id],
@@ -286,6 +296,23 @@ impl Client {
         Ok(response.decode::<GetBody>()?.value)
     }
 
+    /// Waits up to `wait` (at most 60 s) for the key to change beyond what this
+    /// session has seen: a write or delete made through any node. Answers at once when
+    /// the node already holds one. Loop on it (the session's context advances with
+    /// each answer) to see every change, or a later one that supersedes it.
+    pub async fn watch(&self, key: &str, wait: Duration) -> Result<Watched> {
+        let op = Operation::Watch {
+            key: key.into(),
+            wait,
+        };
+        let response = match self.execute(&op).await {
+            Ok(response) => response,
+            Err(Error::KeyNotFound { response }) => *response,
+            Err(e) => return Err(e),
+        };
+        Watched::try_from(&response)
+    }
+
     /// Writes a key. `value` should be a string or a number (`"v".into()`, `10.into()`).
     pub async fn put(&self, key: &str, value: impl Into<Value>) -> Result<PutOutcome> {
         let op = Operation::Put {
@@ -371,6 +398,7 @@ impl Client {
     async fn attempt(&self, node: &str, op: &Operation) -> Result<Response> {
         let timeout = match op {
             Operation::ViewChange { .. } => self.view_change_timeout,
+            Operation::Watch { wait, .. } => self.timeout + *wait,
             _ => self.timeout,
         };
         let url = url_for(node, op)?;
@@ -491,6 +519,10 @@ fn url_for(node: &str, op: &Operation) -> Result<Url> {
         .expect("an http URL has a path")
         .clear()
         .extend(op.segments());
+    if let Operation::Watch { wait, .. } = op {
+        url.query_pairs_mut()
+            .append_pair("wait", &format!("{}", wait.as_secs_f64()));
+    }
     Ok(url)
 }
 

@@ -71,4 +71,4 @@ pub use client::{
     empty_context, Client, ClientBuilder, Operation, DEFAULT_TIMEOUT, DEFAULT_VIEW_CHANGE_TIMEOUT,
 };
 pub use error::{Error, Result};
-pub use response::{KeyCount, PutOutcome, Response, ShardInfo};
+pub use response::{KeyCount, PutOutcome, Response, ShardInfo, Watched};

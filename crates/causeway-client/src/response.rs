@@ -67,6 +67,38 @@ pub struct PutOutcome {
     pub address: Option<String>,
 }
 
+/// Result of a watch (`GET /kv-store/keys/<key>?wait=`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watched {
+    /// The key's value, `None` when it does not exist (never written, or deleted).
+    pub value: Option<Value>,
+    /// `true` when the answer holds a write or delete the session had not seen;
+    /// `false` when the wait ran out first.
+    pub changed: bool,
+    /// The node that served the watch, when the request was proxied.
+    pub address: Option<String>,
+}
+
+impl TryFrom<&Response> for Watched {
+    type Error = Error;
+
+    fn try_from(response: &Response) -> Result<Watched, Error> {
+        let changed = response
+            .body
+            .get("changed")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| Error::Decode {
+                node: response.node.clone(),
+                reason: "a watch answer without \"changed\"".into(),
+            })?;
+        Ok(Watched {
+            value: response.body.get("value").cloned(),
+            changed,
+            address: response.address().map(str::to_owned),
+        })
+    }
+}
+
 /// Result of `GET /kv-store/key-count`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct KeyCount {

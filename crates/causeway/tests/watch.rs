@@ -165,3 +165,44 @@ fn a_bad_wait_is_refused_with_the_session_context() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], json!("Invalid wait"), "{body}");
 }
+
+#[test]
+fn the_cli_prints_each_change_as_it_happens() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(93, 2);
+    let _nodes: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start(x, &a, 2, dir.path()))
+        .collect();
+    let session = dir.path().join("session.json");
+    let mut child = std::process::Command::new(BIN)
+        .args(["watch", "cli-key", "--wait", "10", "--count", "3"])
+        .args(["--node", &a[0], "--session"])
+        .arg(&session)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    std::thread::sleep(Duration::from_millis(500));
+    // Each change is written through the other node once the previous one is printed.
+    let mut writer = Session::new();
+    assert_eq!(writer.put(&a[1], "cli-key", "first").0, 201);
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    assert_eq!(writer.put(&a[1], "cli-key", "second").0, 200);
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert_eq!(writer.delete(&a[1], "cli-key").0, 200);
+    assert_eq!(lines.next().unwrap().unwrap(), "(deleted)");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The session file holds the context of the last answer: the delete is seen.
+    let saved: Json = serde_json::from_str(&std::fs::read_to_string(&session).unwrap()).unwrap();
+    let (code, body, took) = watch(&a[0], "cli-key", "1", &saved["causal-context"]);
+    assert_eq!(
+        (code, body["changed"].clone()),
+        (404, json!(false)),
+        "{body}"
+    );
+    assert!(took >= Duration::from_secs(1));
+}

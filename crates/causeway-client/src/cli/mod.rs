@@ -124,6 +124,19 @@ pub enum ClientCommand {
         /// The key.
         key: String,
     },
+    /// Print each change of a key as it happens (its value, or `(deleted)`), until
+    /// interrupted or --count changes; starts with the key's current value when this
+    /// session has not seen it.
+    Watch {
+        /// The key.
+        key: String,
+        /// Seconds each long-poll may be held (0 to 60).
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+        /// Stop after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Print how many keys the node's shard holds.
     KeyCount,
     /// List the shard ids.
@@ -229,6 +242,23 @@ pub async fn run_with_output(
     if let ClientCommand::Status { watch: true } = cmd {
         return watch_status(&client, &op, opts.json, out, err).await;
     }
+    if let Operation::Watch { key, wait } = &op {
+        let count = match cmd {
+            ClientCommand::Watch { count, .. } => count,
+            _ => None,
+        };
+        return watch_key(
+            &client,
+            &mut session,
+            key,
+            *wait,
+            count,
+            opts.json,
+            out,
+            err,
+        )
+        .await;
+    }
     let result = client.execute(&op).await;
     // The client keeps the context of the last answer that served an operation (an
     // error answer never replaces it); save that whatever happened.
@@ -258,6 +288,57 @@ pub async fn run_with_output(
         Err(e) => fail(err, Exit::Usage, &e),
         Ok(()) => exit,
     }
+}
+
+/// `watch KEY`: long-polls the key again and again, printing each change and saving
+/// the session's context after every answer. A failed round is reported and retried
+/// after a second; a wrong request ends it.
+#[allow(clippy::too_many_arguments)]
+async fn watch_key(
+    client: &Client,
+    session: &mut Session,
+    key: &str,
+    wait: std::time::Duration,
+    count: Option<u64>,
+    json: bool,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Exit {
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let result = client.watch(key, wait).await;
+        if let Err(e) = session.save(&client.context()) {
+            let _ = writeln!(err, "error: {e}");
+            return Exit::Usage;
+        }
+        match result {
+            Ok(w) if w.changed => {
+                seen += 1;
+                let line = if json {
+                    serde_json::json!({"key": key, "value": w.value}).to_string()
+                } else {
+                    match &w.value {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                        None => "(deleted)".to_owned(),
+                    }
+                };
+                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    return Exit::Usage;
+                }
+            }
+            Ok(_) => {}
+            Err(e) if Exit::for_error(&e) == Exit::Usage => {
+                let _ = writeln!(err, "error: {e}");
+                return Exit::Usage;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: {e} (retrying)");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Exit::Success
 }
 
 /// `status --watch`: redraws the status every second, in place, until interrupted;
@@ -307,6 +388,17 @@ fn operation(cmd: &ClientCommand) -> Result<Operation, String> {
             Operation::Put { key, value }
         }
         ClientCommand::Delete { key } => Operation::Delete { key },
+        ClientCommand::Watch { key, wait, .. } => {
+            if !(wait > 0.0 && wait <= 60.0) {
+                return Err(format!(
+                    "--wait {wait}: give more than 0 and at most 60 seconds"
+                ));
+            }
+            Operation::Watch {
+                key,
+                wait: std::time::Duration::from_secs_f64(wait),
+            }
+        }
         ClientCommand::KeyCount => Operation::KeyCount,
         ClientCommand::Shards => Operation::Shards,
         ClientCommand::Shard { id } => Operation::Shard { id },
@@ -337,7 +429,8 @@ fn print_success(
         return Ok(());
     }
     let text = match cmd {
-        ClientCommand::Get { .. } => match response.body.get("value") {
+        ClientCommand::Get { .. } | ClientCommand::Watch { .. } => match response.body.get("value")
+        {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
             None => {
