@@ -74,11 +74,13 @@ pub fn may_list(ctx: &Context, shard: ShardNo, clock: &VClock) -> bool {
 
 /// One shard's page: its first `limit` live keys after the cursor with the prefix, in
 /// byte order, and whether it has more. `owned` says which keys the shard owns (a
-/// replica may still hold keys it is handing over).
+/// replica may still hold keys it is handing over); `now` is the timestamp expiry is
+/// judged at.
 pub fn page<'a>(
     keys: impl Iterator<Item = (&'a str, &'a Version)>,
     q: &Query,
     owned: impl Fn(&str) -> bool,
+    now: u64,
 ) -> (Vec<(String, Version)>, bool) {
     let mut out = Vec::new();
     for (k, v) in keys {
@@ -88,7 +90,7 @@ pub fn page<'a>(
             }
             continue;
         }
-        if v.is_tombstone() || !owned(k) {
+        if !v.is_live(now) || !owned(k) {
             continue;
         }
         if out.len() == q.limit {
@@ -191,15 +193,31 @@ mod tests {
         .map(|(k, l)| (k.to_string(), v(l)))
         .collect();
         let iter = || store.iter().map(|(k, v)| (k.as_str(), v));
-        let (keys, more) = page(iter(), &q("a", None, 2), |k| k != "a4");
+        let (keys, more) = page(iter(), &q("a", None, 2), |k| k != "a4", 0);
         assert_eq!(
             keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             ["a1", "a3"]
         );
         assert!(!more, "a4 is not owned, b1 lacks the prefix");
-        let (keys, more) = page(iter(), &q("", None, 2), |_| true);
+        let (keys, more) = page(iter(), &q("", None, 2), |_| true, 0);
         assert_eq!(keys.len(), 2);
         assert!(more);
+    }
+
+    #[test]
+    fn a_page_leaves_out_expired_keys() {
+        let mut expiring = v(true);
+        expiring.value = Some(Value::expiring(expiring.value.unwrap(), 100));
+        let store = [("a1", v(true)), ("a2", expiring)];
+        let iter = || store.iter().map(|(k, v)| (*k, v));
+        let names = |(keys, _): (Vec<(String, Version)>, bool)| {
+            keys.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(page(iter(), &q("", None, 10), |_| true, 99)),
+            ["a1", "a2"]
+        );
+        assert_eq!(names(page(iter(), &q("", None, 10), |_| true, 100)), ["a1"]);
     }
 
     #[test]

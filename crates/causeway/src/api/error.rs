@@ -44,6 +44,9 @@ struct KeyBody<'a> {
     /// A watch's answer only (`?wait=`).
     #[serde(skip_serializing_if = "Option::is_none")]
     changed: Option<bool>,
+    /// Whole seconds left, for a key written with a `ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<u64>,
     #[serde(rename = "causal-context")]
     ctx: crate::causal::context::WireContext<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ impl serde::Serialize for ValueOut<'_> {
         match self.0 {
             crate::causal::Value::Str(s) => ser.serialize_str(s),
             crate::causal::Value::Num(_) => self.0.to_json().serialize(ser),
+            crate::causal::Value::Expiring(v, _) => ValueOut(v).serialize(ser),
         }
     }
 }
@@ -72,6 +76,10 @@ pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) ->
         }
         _ => (None, None),
     };
+    let ttl = found
+        .as_ref()
+        .and_then(|v| v.0.expires())
+        .map(|at| crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at));
     let body = KeyBody {
         message,
         error,
@@ -79,6 +87,7 @@ pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) ->
         replaced,
         value: found,
         changed,
+        ttl,
         ctx: resp.ctx.wire(signer),
         address: resp.served_by.as_deref(),
     };

@@ -274,12 +274,31 @@ async fn key_op(
                         limit: app.limits.max_value_bytes,
                     })
                 }
-                Some(v) => KeyOp::Put(v),
+                Some(v) => match body.get("ttl").map(parse_ttl) {
+                    None => KeyOp::Put(v),
+                    Some(Some(ttl_ms)) => KeyOp::PutExpiring { value: v, ttl_ms },
+                    Some(None) => {
+                        return refuse(ApiError::BadRequest {
+                            method: name,
+                            error: "Invalid ttl".into(),
+                        })
+                    }
+                },
             },
         },
     };
     let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
     key_response(name, resp, app.signer.as_ref())
+}
+
+/// Longest `ttl`, in seconds: ten years.
+pub const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+
+/// A PUT's `ttl`: a positive JSON number of seconds up to [`MAX_TTL_SECS`], as
+/// milliseconds (at least 1); `None` for anything else.
+pub fn parse_ttl(v: &Json) -> Option<u64> {
+    let secs = v.as_f64()?;
+    (secs > 0.0 && secs <= MAX_TTL_SECS).then(|| ((secs * 1000.0).round() as u64).max(1))
 }
 
 /// Longest watch (`?wait=`), in seconds.
@@ -600,7 +619,27 @@ async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) ->
 
 #[cfg(test)]
 mod tests {
-    use super::parse_wait;
+    use super::{parse_ttl, parse_wait};
+
+    #[test]
+    fn a_ttl_is_a_positive_number_of_seconds_up_to_ten_years() {
+        use serde_json::json;
+        assert_eq!(parse_ttl(&json!(30)), Some(30_000));
+        assert_eq!(parse_ttl(&json!(0.25)), Some(250));
+        assert_eq!(parse_ttl(&json!(0.0001)), Some(1));
+        assert_eq!(parse_ttl(&json!(315_360_000)), Some(315_360_000_000));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(315_360_001),
+            json!("10"),
+            json!(null),
+            json!([1]),
+            json!({}),
+        ] {
+            assert_eq!(parse_ttl(&bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_wait_is_zero_to_sixty_seconds() {

@@ -15,12 +15,33 @@
 use super::clock::{Deps, Dot, ShardNo};
 use serde::{Deserialize, Serialize};
 
-/// A client value: a JSON string or a JSON number, kept as it came.
+/// A client value: a JSON string or a JSON number, kept as it came, or such a value
+/// that expires.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     Str(Box<str>),
     /// The number's JSON text, so it is handed back as it came.
     Num(Box<str>),
+    /// A value written with a `ttl`: the client's value (never itself `Expiring`) and
+    /// the timestamp, in [`WriteId::ts`] units, from which the write is gone. It is the
+    /// write's own timestamp plus the ttl, so every replica decides alike. (Last
+    /// variant: the encodings of the others are unchanged.)
+    Expiring(Box<Value>, u64),
+}
+
+/// Logical bits below the milliseconds in a timestamp (keeps timestamps under 2^53,
+/// exact in every JSON client).
+pub const HLC_SHIFT: u32 = 10;
+
+/// Milliseconds as a difference of [`WriteId::ts`] (hybrid timestamps keep a logical
+/// counter in their low bits).
+pub fn ts_of_ms(ms: u64) -> u64 {
+    ms.saturating_mul(1 << HLC_SHIFT)
+}
+
+/// Whole seconds from timestamp `now` to `until` (0 when past).
+pub fn secs_between(now: u64, until: u64) -> u64 {
+    (until.saturating_sub(now) >> HLC_SHIFT) / 1000
 }
 
 impl Value {
@@ -37,6 +58,28 @@ impl Value {
         match self {
             Value::Str(s) => serde_json::Value::String(s.to_string()),
             Value::Num(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
+            Value::Expiring(v, _) => v.to_json(),
+        }
+    }
+
+    /// `value` expiring at timestamp `at`.
+    pub fn expiring(value: Value, at: u64) -> Value {
+        Value::Expiring(Box::new(value.client().clone()), at)
+    }
+
+    /// The value the client wrote (without its expiry).
+    pub fn client(&self) -> &Value {
+        match self {
+            Value::Expiring(v, _) => v,
+            v => v,
+        }
+    }
+
+    /// When the value expires, if it does.
+    pub fn expires(&self) -> Option<u64> {
+        match self {
+            Value::Expiring(_, at) => Some(*at),
+            _ => None,
         }
     }
 
@@ -44,6 +87,7 @@ impl Value {
     pub fn len(&self) -> usize {
         match self {
             Value::Str(s) | Value::Num(s) => s.len(),
+            Value::Expiring(v, _) => v.len(),
         }
     }
 
@@ -80,8 +124,39 @@ pub struct Version {
 }
 
 impl Version {
+    /// A delete (or a write whose expiry was reclaimed). An expired write that has not
+    /// been reclaimed yet is not a tombstone: see [`Version::live_value`].
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// The client's value at timestamp `now`: `None` for a delete or an expired write.
+    pub fn live_value(&self, now: u64) -> Option<&Value> {
+        let v = self.value.as_ref()?;
+        match v.expires() {
+            Some(at) if now >= at => None,
+            _ => Some(v.client()),
+        }
+    }
+
+    /// True when the key exists at `now` by this version.
+    pub fn is_live(&self, now: u64) -> bool {
+        self.live_value(now).is_some()
+    }
+
+    /// When this version's write expires, if it does.
+    pub fn expires(&self) -> Option<u64> {
+        self.value.as_ref().and_then(Value::expires)
+    }
+
+    /// The same write, its expired value reclaimed: a tombstone with the write's
+    /// identity, dot and past (every replica reaches the same one).
+    pub fn reclaimed(&self) -> Version {
+        Version {
+            value: None,
+            past: self.past.clone(),
+            ..*self
+        }
     }
 
     /// True when this version supersedes write `counter` of `origin`, a write of

@@ -34,10 +34,8 @@ const MAX_BATCH: usize = 4096;
 pub const QUEUE: usize = MAX_BATCH;
 /// Timestamps stay below 2^53 (exact in every JSON client, for some 278 years of wall
 /// clock); a context claiming more than that was not issued by a Causeway node.
-const MAX_TS: u64 = 1 << 53;
-/// Logical bits below the milliseconds in a timestamp (keeps timestamps under 2^53,
-/// exact in every JSON client).
-pub const HLC_SHIFT: u32 = 10;
+pub const MAX_TS: u64 = 1 << 53;
+pub use crate::causal::version::HLC_SHIFT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -76,6 +74,8 @@ pub enum Job {
         deadline: Option<std::time::Instant>,
         /// The identity a forwarding node gave the write (else this replica makes one).
         id: Option<WriteId>,
+        /// A PUT that expires this many milliseconds after its timestamp.
+        ttl_ms: Option<u64>,
         reply: oneshot::Sender<Result<WriteDone, CommitError>>,
     },
     /// Versions from a shard peer, with the peer's clock when the batch was complete
@@ -98,6 +98,14 @@ pub enum Job {
     /// Removes keys whose version is still the given one (moved away, or collected).
     Remove {
         keys: Vec<(String, WriteId)>,
+        reply: oneshot::Sender<Result<usize, CommitError>>,
+    },
+    /// Reclaims expired writes whose version is still the given one: each becomes a
+    /// tombstone of the same write ([`Version::reclaimed`]), later collected like any.
+    Reclaim {
+        keys: Vec<(String, WriteId)>,
+        /// The timestamp they must have expired by.
+        now: u64,
         reply: oneshot::Sender<Result<usize, CommitError>>,
     },
     /// These nodes told us, in view `epoch`, that they hold no more keys to hand over
@@ -450,12 +458,13 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             ctx,
             deadline,
             id,
+            ttl_ms,
             reply,
         } => {
             let res = if deadline.is_some_and(|d| std::time::Instant::now() > d) {
                 Err(CommitError::Expired)
             } else {
-                write(&key, value, ctx, id, st, p)
+                write(&key, value, ttl_ms, ctx, id, st, p)
             };
             Reply::Write(reply, res)
         }
@@ -539,6 +548,18 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             }
             Reply::Migrate(reply, refused)
         }
+        Job::Reclaim { keys, now, reply } => {
+            let mut n = 0;
+            for (key, id) in keys {
+                let Some(cur) = p.get(st, &key) else { continue };
+                if cur.id == id && cur.expires().is_some_and(|at| now >= at) {
+                    let tomb = cur.reclaimed();
+                    p.versions.insert(key, Some(tomb));
+                    n += 1;
+                }
+            }
+            Reply::Remove(reply, n)
+        }
         Job::Remove { keys, reply } => {
             let mut n = 0;
             for (key, id) in keys {
@@ -607,6 +628,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
 fn write(
     key: &str,
     value: Option<Value>,
+    ttl_ms: Option<u64>,
     ctx: Context,
     forwarded: Option<WriteId>,
     st: &State,
@@ -625,6 +647,17 @@ fn write(
         counter: dot.counter,
     });
     p.observe_ts(id.ts);
+    // Expiry is part of the write: its own timestamp plus the ttl, the same on every
+    // replica (and on every attempt of a forwarded write, which keeps its id).
+    let value = match (value, ttl_ms) {
+        (Some(v), Some(ttl)) => Some(Value::expiring(
+            v,
+            id.ts.saturating_add(crate::causal::version::ts_of_ms(ttl)),
+        )),
+        (Some(Value::Expiring(v, _)), None) => Some(*v),
+        (Some(v), None) => Some(v),
+        (None, _) => None,
+    };
     // The write's causal past: what the client depended on, and what the version it
     // replaces already superseded.
     let mut past = ctx.all_deps();
@@ -646,7 +679,8 @@ fn write(
     });
     let existed = match known {
         Some(r) => r.live,
-        None => prev.is_some_and(|v| !v.is_tombstone()),
+        // An expired write left no key behind.
+        None => prev.is_some_and(|v| v.is_live(id.ts)),
     };
     let survivor = match crate::causal::version::merge(prev, &version, shard) {
         Some(v) => v,

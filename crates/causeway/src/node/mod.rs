@@ -112,6 +112,33 @@ pub(crate) struct Forwarded {
     write_id: Option<WriteId>,
 }
 
+/// The timestamp a read judges expiry at: this node's clock, or the request's context
+/// if it has seen a later time (so a session that saw a key expire on a node whose
+/// clock is ahead never sees it alive again on one whose clock is behind).
+pub fn read_now(ctx: &Context) -> u64 {
+    committer::hlc_now().max(ctx.ts.min(committer::MAX_TS))
+}
+
+/// The value a read answers with from version `v` (`None`: no key, deleted or
+/// expired), and the context after it: a read that found the write expired raises the
+/// context's time to the expiry, which every later read of the session then honours.
+fn live_value(v: Option<Version>, mut ctx: Context) -> (Option<crate::causal::Value>, Context) {
+    let Some(v) = v else { return (None, ctx) };
+    let now = read_now(&ctx);
+    match v.value {
+        Some(value) if v.expires().is_none_or(|at| now < at) => (Some(value), ctx),
+        Some(value) => {
+            ctx.ts = ctx.ts.max(value.expires().unwrap_or(0));
+            (None, ctx)
+        }
+        None => (None, ctx),
+    }
+}
+
+/// How often a node reclaims expired writes, and how many per commit.
+pub const RECLAIM_EVERY: Duration = Duration::from_secs(2);
+const RECLAIM_BATCH: usize = 10_000;
+
 /// How long before its request's deadline a watch stops waiting and answers.
 pub const WATCH_MARGIN: Duration = Duration::from_millis(500);
 
@@ -224,11 +251,48 @@ impl Node {
             watches,
         });
         crate::replication::spawn(node.clone());
+        let n = node.clone();
+        let h = tokio::spawn(async move { n.reclaim_expired().await });
+        node.tasks.lock().push(h.abort_handle());
         // A node restarted mid-change still holds keys it must hand over.
         let n = node.clone();
         let h = tokio::spawn(async move { n.migrate_out().await });
         node.tasks.lock().push(h.abort_handle());
         Ok(node)
+    }
+
+    /// Turns expired writes into tombstones of themselves, every [`RECLAIM_EVERY`], so
+    /// their values leave storage and `key-count`; tombstone collection removes them
+    /// later. Judged by this node's clock alone: reads never depend on it (an expired
+    /// value is not answered, reclaimed or not).
+    async fn reclaim_expired(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RECLAIM_EVERY).await;
+            loop {
+                let now = committer::hlc_now();
+                let due = self.state.read().expired(now, RECLAIM_BATCH);
+                if due.is_empty() {
+                    break;
+                }
+                let full = due.len() == RECLAIM_BATCH;
+                let keys = due.into_iter().map(|(k, id)| (k.to_string(), id)).collect();
+                let by = tokio::time::Instant::now() + self.cfg.timeouts.sync;
+                match self
+                    .committer
+                    .submit_by(Some(by), |reply| Job::Reclaim { keys, now, reply })
+                    .await
+                {
+                    Ok(n) => tracing::debug!(reclaimed = n, "expired writes reclaimed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reclaiming expired writes failed");
+                        break;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
     }
 
     /// Stops the node's background work (replication, collection, hand-over).
@@ -369,7 +433,7 @@ impl Node {
         // Every attempt (on any replica) carries the same identity: at most one write.
         let write_id = match req.op {
             KeyOp::Get | KeyOp::Watch { .. } => None,
-            KeyOp::Put(_) | KeyOp::Delete => Some(
+            KeyOp::Put(_) | KeyOp::PutExpiring { .. } | KeyOp::Delete => Some(
                 outer
                     .and_then(|f| f.write_id)
                     .unwrap_or_else(|| self.forwarded_write_id(&req.ctx)),
@@ -446,7 +510,8 @@ impl Node {
                         })
                     }
                 };
-                let result = match v.and_then(|v| v.value) {
+                let (value, ctx) = live_value(v, ctx);
+                let result = match value {
                     Some(value) => KeyOutcome::Found(value),
                     None => KeyOutcome::NotFound,
                 };
@@ -457,19 +522,23 @@ impl Node {
                 })
             }
             KeyOp::Watch { wait_ms } => self.watch(key, wait_ms, ctx, fwd).await,
-            KeyOp::Put(value) => {
-                if key.chars().count() > self.cfg.max_key_chars {
-                    return Some(KeyResponse {
-                        result: Err(KeyError::KeyTooLong),
-                        ctx,
-                        served_by: None,
-                    });
-                }
-                self.write(key, Some(value), ctx, fwd).await
+            KeyOp::Put(_) | KeyOp::PutExpiring { .. }
+                if key.chars().count() > self.cfg.max_key_chars =>
+            {
+                Some(KeyResponse {
+                    result: Err(KeyError::KeyTooLong),
+                    ctx,
+                    served_by: None,
+                })
+            }
+            KeyOp::Put(value) => self.write(key, Some(value), None, ctx, fwd).await,
+            KeyOp::PutExpiring { value, ttl_ms } => {
+                self.write(key, Some(value), Some(ttl_ms), ctx, fwd).await
             }
             KeyOp::Delete => {
                 let ctx = match self.safe_read(&key, &ctx).await? {
-                    Ok((v, after)) if v.as_ref().is_none_or(|v| v.is_tombstone()) => {
+                    Ok((v, after)) if !v.as_ref().is_some_and(|v| v.is_live(read_now(&after))) => {
+                        let (_, after) = live_value(v, after);
                         return Some(KeyResponse {
                             result: Ok(KeyOutcome::DeleteNotFound),
                             ctx: after,
@@ -489,7 +558,7 @@ impl Node {
                     // Not known to be absent: delete anyway (writes are never refused).
                     Err(_) => ctx,
                 };
-                self.write(key, None, ctx, fwd).await
+                self.write(key, None, None, ctx, fwd).await
             }
         }
     }
@@ -532,11 +601,9 @@ impl Node {
                 !has_seen(&ctx.in_epoch(st.view.epoch), shard, &key, v.as_ref())
             };
             if changed || std::time::Instant::now() >= until {
+                let (value, out) = live_value(v, out);
                 return Some(KeyResponse {
-                    result: Ok(KeyOutcome::Watched {
-                        value: v.and_then(|v| v.value),
-                        changed,
-                    }),
+                    result: Ok(KeyOutcome::Watched { value, changed }),
                     ctx: out,
                     served_by: None,
                 });
@@ -552,6 +619,7 @@ impl Node {
         &self,
         key: String,
         value: Option<crate::causal::Value>,
+        ttl_ms: Option<u64>,
         ctx: Context,
         fwd: Option<Forwarded>,
     ) -> Option<KeyResponse> {
@@ -565,6 +633,7 @@ impl Node {
                 ctx: ctx.clone(),
                 deadline: fwd.map(|f| f.deadline),
                 id: fwd.and_then(|f| f.write_id),
+                ttl_ms,
                 reply,
             })
             .await;
@@ -856,9 +925,12 @@ impl Node {
             .keys
             .range::<str, _>((lower, Bound::Unbounded))
             .map(|(k, v)| (&**k, v));
-        Some(crate::listing::page(keys, q, |k| {
-            st.view.shard_of_key(k) == shard
-        }))
+        Some(crate::listing::page(
+            keys,
+            q,
+            |k| st.view.shard_of_key(k) == shard,
+            read_now(&ctx),
+        ))
     }
 
     /// One shard's page: from this node if it is a replica that can honour `ctx`, else

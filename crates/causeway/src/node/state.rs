@@ -6,13 +6,15 @@
 //! - `dots` holds exactly one entry per stored version, under the version's dot;
 //! - `clock` covers every dot in `dots` and only grows, except that a view which may
 //!   give this node keys it did not own starts it anew (see `Job::SetView`);
-//! - `live` counts versions that are not tombstones; `tombstones` lists the others.
+//! - `live` counts versions that are not tombstones; `tombstones` lists the others;
+//! - `expiring` holds exactly one `(expiry, key)` per stored version whose value
+//!   expires (expired ones stay counted as live until the committer reclaims them).
 //!
 //! Readers take the read lock briefly and copy out what they need.
 
 use crate::causal::{Dot, Origin, ShardNo, VClock, Version};
 use crate::placement::View;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 pub type Key = Arc<str>;
@@ -31,6 +33,8 @@ pub struct State {
     /// change). While any remains, no tombstone is collected: a late hand-over of a
     /// deleted key's old copy would otherwise bring it back. Durable with the view.
     pub pending: std::collections::BTreeSet<String>,
+    /// Versions that expire, by expiry timestamp.
+    pub expiring: BTreeSet<(u64, Key)>,
 }
 
 impl State {
@@ -46,6 +50,7 @@ impl State {
             last_ts,
             live: 0,
             pending: Default::default(),
+            expiring: BTreeSet::new(),
         }
     }
 
@@ -71,6 +76,7 @@ impl State {
     /// Installs (or with `None`, removes) the version of `key`, keeping the indexes.
     pub fn set(&mut self, key: &str, version: Option<Version>) {
         let new_dot = version.as_ref().map(|v| v.dot);
+        let new_expiry = version.as_ref().and_then(Version::expires);
         let new_is_tombstone = version.as_ref().map(Version::is_tombstone);
         let old = match version {
             Some(v) => {
@@ -87,6 +93,9 @@ impl State {
                 } else {
                     self.live += 1;
                 }
+                if let Some(at) = new_expiry {
+                    self.expiring.insert((at, k.clone()));
+                }
                 self.keys.insert(k, v)
             }
             None => self.keys.remove(key),
@@ -94,6 +103,9 @@ impl State {
         if let Some(old) = old {
             if new_dot != Some(old.dot) {
                 self.remove_dot(old.dot);
+            }
+            if let Some(at) = old.expires().filter(|at| new_expiry != Some(*at)) {
+                self.expiring.remove(&(at, Arc::from(key)));
             }
             if old.is_tombstone() {
                 if new_is_tombstone != Some(true) {
@@ -123,12 +135,24 @@ impl State {
             } else {
                 self.live += 1;
             }
+            if let Some(at) = v.expires() {
+                self.expiring.insert((at, k.clone()));
+            }
         }
         self.dots = dots
             .into_iter()
             .map(|(origin, by_counter)| (origin, by_counter.into_iter().collect()))
             .collect();
         self.keys = versions.into_iter().collect();
+    }
+
+    /// Up to `limit` versions expired at timestamp `now`: their keys and write ids.
+    pub fn expired(&self, now: u64, limit: usize) -> Vec<(Key, crate::causal::WriteId)> {
+        self.expiring
+            .range(..(now.saturating_add(1), Arc::from("")))
+            .filter_map(|(_, k)| self.keys.get(k).map(|v| (k.clone(), v.id)))
+            .take(limit)
+            .collect()
     }
 
     fn remove_dot(&mut self, dot: Dot) {
@@ -288,6 +312,38 @@ mod tests {
         assert!(!s.dots.contains_key(&1));
         s.set("k", None);
         assert_eq!((s.live, s.keys.len(), s.dots.len()), (0, 0, 0));
+    }
+
+    #[test]
+    fn expiring_versions_are_indexed_until_replaced_or_reclaimed() {
+        use crate::causal::Value;
+        let mut s = state();
+        let expiring = |origin, counter, at| {
+            let mut x = v(origin, counter, Some("x"));
+            x.value = Some(Value::expiring(x.value.unwrap(), at));
+            x
+        };
+        s.set("a", Some(expiring(1, 1, 100)));
+        s.set("b", Some(expiring(1, 2, 200)));
+        assert_eq!(s.expired(99, 10), vec![]);
+        let names = |e: Vec<(Key, crate::causal::WriteId)>| {
+            e.into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(s.expired(100, 10)), ["a"]);
+        assert_eq!(names(s.expired(500, 10)), ["a", "b"]);
+        assert_eq!(names(s.expired(500, 1)), ["a"]);
+        // Reclaimed (a tombstone of the same write), and made permanent by a new write.
+        let reclaimed = s.get("a").unwrap().reclaimed();
+        s.set("a", Some(reclaimed));
+        s.set("b", Some(v(2, 1, Some("y"))));
+        assert_eq!(s.expired(500, 10), vec![]);
+        assert!(s.expiring.is_empty());
+        assert_eq!(s.live, 1);
+        s.set("c", Some(expiring(2, 2, 300)));
+        s.set("c", None);
+        assert!(s.expiring.is_empty());
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub enum KeyOp {
     Watch {
         wait_ms: u64,
     },
+    /// A PUT whose write expires `ttl_ms` after its timestamp (`"ttl"`).
+    PutExpiring {
+        value: crate::causal::Value,
+        ttl_ms: u64,
+    },
 }
 
 impl KeyOp {
