@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::{Method, Url};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
@@ -45,7 +46,9 @@ pub enum Operation {
     Put {
         /// The key.
         key: String,
-        /// The value, a JSON string or number.
+        /// The value, a JSON string or number. A `serde_json` number has already
+        /// lost its text (`1e2` is sent as `100.0`): to store a number exactly as
+        /// written, use [`Operation::PutNumber`].
         value: Value,
     },
     /// `GET /kv-store/keys/<key>?wait=<seconds>`: waits up to `wait` (at most 60 s)
@@ -55,6 +58,23 @@ pub enum Operation {
         key: String,
         /// How long the node may hold the request.
         wait: Duration,
+    },
+    /// `PUT /kv-store/keys/<key>` with a number value sent exactly as written (the
+    /// store hands it back with that text: `1e2` stays `1e2`).
+    PutNumber {
+        /// The key.
+        key: String,
+        /// The number's JSON text, e.g. `1e2`, `10.50`, `-0`; the attempt fails with
+        /// [`Error::InvalidNumber`] if it is not one JSON number.
+        number: String,
+    },
+    /// A [`Operation::Put`] or [`Operation::PutNumber`] whose write expires after
+    /// `ttl` (the body's `"ttl"`, in seconds): then the key reads as deleted.
+    PutWithTtl {
+        /// The put.
+        put: Box<Operation>,
+        /// How long the written value lives.
+        ttl: Duration,
     },
     /// `DELETE /kv-store/keys/<key>`
     Delete {
@@ -90,7 +110,10 @@ impl Operation {
             | Operation::Shards
             | Operation::ClusterStatus
             | Operation::Shard { .. } => Method::GET,
-            Operation::Put { .. } | Operation::ViewChange { .. } => Method::PUT,
+            Operation::Put { .. }
+            | Operation::PutNumber { .. }
+            | Operation::PutWithTtl { .. }
+            | Operation::ViewChange { .. } => Method::PUT,
             Operation::Delete { .. } => Method::DELETE,
         }
     }
@@ -102,16 +125,49 @@ impl Operation {
             Operation::Get { key }
             | Operation::Watch { key, .. }
             | Operation::Put { key, .. }
+            | Operation::PutNumber { key, .. }
             | Operation::Delete { key } => vec!["kv-store", "keys", key],
             Operation::KeyCount => vec!["kv-store", "key-count"],
             Operation::Shards => vec!["kv-store", "shards"],
             Operation::Shard { id } => vec!["kv-store", "shards", id],
             Operation::ClusterStatus => vec!["cluster"],
+            Operation::PutWithTtl { put, .. } => put.segments(),
             Operation::ViewChange { .. } => vec!["kv-store", "view-change"],
         }
     }
 
-    fn body(&self, context: Value) -> Value {
+    /// The request body's JSON text.
+    fn body(&self, context: Value) -> Result<Vec<u8>> {
+        if let Operation::PutWithTtl { put, ttl } = self {
+            // The put's own body (a number keeps its text), with "ttl" added last.
+            let mut body = put.body(context)?;
+            if body.pop() != Some(b'}') {
+                unreachable!("a put's body is a JSON object");
+            }
+            body.extend_from_slice(format!(",\"ttl\":{}}}", ttl.as_secs_f64()).as_bytes());
+            return Ok(body);
+        }
+        if let Operation::PutNumber { number, .. } = self {
+            #[derive(serde::Serialize)]
+            struct NumberBody<'a> {
+                value: &'a RawValue,
+                #[serde(rename = "causal-context")]
+                context: Value,
+            }
+            let invalid = || Error::InvalidNumber {
+                text: number.clone(),
+            };
+            // One JSON number (that `serde_json` reads as one), nothing around it.
+            number
+                .parse::<serde_json::Number>()
+                .map_err(|_| invalid())?;
+            let value = RawValue::from_string(number.clone()).map_err(|_| invalid())?;
+            let body = NumberBody {
+                value: &value,
+                context,
+            };
+            return Ok(serde_json::to_vec(&body).expect("JSON values always serialise"));
+        }
         let mut body = Map::new();
         match self {
             Operation::Put { value, .. } => {
@@ -124,7 +180,7 @@ impl Operation {
             _ => {}
         }
         body.insert("causal-context".into(), context);
-        Value::Object(body)
+        Ok(serde_json::to_vec(&body).expect("JSON values always serialise"))
     }
 
     /// Whether the next node may be asked after this operation failed with `error`.
@@ -139,7 +195,10 @@ impl Operation {
             return false;
         }
         match self {
-            Operation::Put { .. } | Operation::Delete { .. } => {
+            Operation::Put { .. }
+            | Operation::PutNumber { .. }
+            | Operation::PutWithTtl { .. }
+            | Operation::Delete { .. } => {
                 matches!(error, Error::Transport { source, .. } if source.is_connect())
             }
             Operation::ViewChange { .. } => !matches!(error, Error::Timeout { .. }),
@@ -313,6 +372,24 @@ impl Client {
         Watched::try_from(&response)
     }
 
+    /// Writes a key whose value expires after `ttl` (more than 0, at most ten years):
+    /// from then on it reads as deleted, on every node.
+    pub async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: impl Into<Value>,
+        ttl: Duration,
+    ) -> Result<PutOutcome> {
+        let op = Operation::PutWithTtl {
+            put: Box::new(Operation::Put {
+                key: key.into(),
+                value: value.into(),
+            }),
+            ttl,
+        };
+        PutOutcome::try_from(&self.execute(&op).await?)
+    }
+
     /// Writes a key. `value` should be a string or a number (`"v".into()`, `10.into()`).
     pub async fn put(&self, key: &str, value: impl Into<Value>) -> Result<PutOutcome> {
         let op = Operation::Put {
@@ -402,6 +479,7 @@ impl Client {
             _ => self.timeout,
         };
         let url = url_for(node, op)?;
+        let request_body = op.body(self.context())?;
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 Error::Timeout {
@@ -419,7 +497,8 @@ impl Client {
             .http
             .request(op.method(), url)
             .timeout(timeout)
-            .json(&op.body(self.context()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request_body)
             .send()
             .await
             .map_err(transport)?;
@@ -450,10 +529,15 @@ impl Client {
                 })
             }
         };
+        let value_number = match body.get("value") {
+            Some(Value::Number(_)) => number_text(&bytes),
+            _ => None,
+        };
         let response = Response {
             node: node.to_owned(),
             status,
             body,
+            value_number,
         };
         let served = (200..300).contains(&status)
             || (status == 404 && response.body.get("doesExist") == Some(&Value::Bool(false)));
@@ -479,6 +563,17 @@ impl TryFrom<&Response> for PutOutcome {
             address: response.address().map(str::to_owned),
         })
     }
+}
+
+/// The exact text of the number in the `value` field of a response body.
+fn number_text(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ValueText<'a> {
+        #[serde(borrow)]
+        value: Option<&'a RawValue>,
+    }
+    let raw = serde_json::from_slice::<ValueText>(body).ok()?.value?;
+    Some(raw.get().to_owned())
 }
 
 /// The context of a client with no history.
@@ -589,12 +684,15 @@ mod tests {
     #[test]
     fn bodies_follow_the_api() {
         let ctx = json!({"v": [1]});
+        let body = |op: &Operation, ctx: &Value| -> Value {
+            serde_json::from_slice(&op.body(ctx.clone()).unwrap()).unwrap()
+        };
         let put = Operation::Put {
             key: "k".into(),
             value: json!(10),
         };
         assert_eq!(
-            put.body(ctx.clone()),
+            body(&put, &ctx),
             json!({"value": 10, "causal-context": {"v": [1]}})
         );
         let vc = Operation::ViewChange {
@@ -602,12 +700,55 @@ mod tests {
             repl_factor: 2,
         };
         assert_eq!(
-            vc.body(ctx.clone()),
+            body(&vc, &ctx),
             json!({"view": "a:1,b:2", "repl-factor": 2, "causal-context": {"v": [1]}})
         );
         assert_eq!(
-            Operation::KeyCount.body(ctx),
+            body(&Operation::KeyCount, &ctx),
             json!({"causal-context": {"v": [1]}})
         );
+    }
+
+    #[test]
+    fn a_ttl_is_added_to_the_puts_body() {
+        let put = Operation::PutWithTtl {
+            put: Box::new(Operation::PutNumber {
+                key: "k".into(),
+                number: "1e2".into(),
+            }),
+            ttl: Duration::from_millis(1500),
+        };
+        let sent = String::from_utf8(put.body(json!({})).unwrap()).unwrap();
+        assert_eq!(sent, r#"{"value":1e2,"causal-context":{},"ttl":1.5}"#);
+        assert_eq!(put.segments(), ["kv-store", "keys", "k"]);
+        assert_eq!(put.method(), Method::PUT);
+    }
+
+    #[test]
+    fn a_number_is_sent_as_written() {
+        let put = |number: &str| Operation::PutNumber {
+            key: "k".into(),
+            number: number.into(),
+        };
+        let sent = put("1E+2").body(json!({"v": [1]})).unwrap();
+        assert_eq!(
+            String::from_utf8(sent).unwrap(),
+            r#"{"value":1E+2,"causal-context":{"v":[1]}}"#
+        );
+        for bad in ["ten", "01", "1,\"x\":2", "[1]", "\"1\"", " 1", ""] {
+            assert!(
+                matches!(put(bad).body(json!({})), Err(Error::InvalidNumber { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_numbers_text_is_read_from_the_body() {
+        assert_eq!(
+            number_text(br#"{"message":"m","value":1e2,"causal-context":{}}"#).as_deref(),
+            Some("1e2")
+        );
+        assert_eq!(number_text(br#"{"message":"m"}"#), None);
     }
 }

@@ -120,6 +120,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// [`Operation::PutNumber`](crate::Operation::PutNumber) was given text that is
+    /// not one JSON number (nothing was sent).
+    #[error("{text:?} is not a JSON number")]
+    InvalidNumber {
+        /// The text as given.
+        text: String,
+    },
 }
 
 fn describe(response: &Response) -> String {
@@ -168,7 +176,8 @@ impl Error {
             | Error::BadRequest { .. }
             | Error::Decode { .. }
             | Error::AllNodesFailed { .. }
-            | Error::InvalidAddress { .. } => false,
+            | Error::InvalidAddress { .. }
+            | Error::InvalidNumber { .. } => false,
         }
     }
 

@@ -17,6 +17,10 @@ pub struct Response {
     pub status: u16,
     /// The JSON object the node returned, `causal-context` included.
     pub body: Map<String, Value>,
+    /// The exact JSON text of `value` when it is a number, as the node sent it
+    /// (`1e2`, `10.50`, `-0`). `body["value"]` holds the same number parsed by
+    /// `serde_json`, which has lost that text (`1e2` prints as `100.0`).
+    pub value_number: Option<String>,
 }
 
 impl Response {
@@ -40,9 +44,35 @@ impl Response {
         self.body.get("causal-context").filter(|v| v.is_object())
     }
 
-    /// The whole body as a JSON value.
+    /// The whole body as a JSON value (a number `value` as `serde_json` reads it; see
+    /// [`Response::to_json_text`]).
     pub fn to_json(&self) -> Value {
         Value::Object(self.body.clone())
+    }
+
+    /// The whole body as JSON text, a number `value` written exactly as the node
+    /// sent it.
+    pub fn to_json_text(&self) -> String {
+        struct Body<'a>(&'a Response);
+        impl serde::Serialize for Body<'_> {
+            fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let number = self.0.value_number.as_deref().and_then(|text| {
+                    serde_json::value::RawValue::from_string(text.to_owned()).ok()
+                });
+                let mut map = ser.serialize_map(Some(self.0.body.len()))?;
+                for (name, value) in &self.0.body {
+                    match (&number, value) {
+                        (Some(raw), Value::Number(_)) if name == "value" => {
+                            map.serialize_entry(name, raw)?
+                        }
+                        _ => map.serialize_entry(name, value)?,
+                    }
+                }
+                map.end()
+            }
+        }
+        serde_json::to_string(&Body(self)).expect("JSON values always serialise")
     }
 
     fn str_field(&self, name: &str) -> Option<&str> {
@@ -153,6 +183,7 @@ mod tests {
             node: "n:1".into(),
             status: 200,
             body: body.as_object().unwrap().clone(),
+            value_number: None,
         }
     }
 

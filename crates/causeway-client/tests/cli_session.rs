@@ -35,6 +35,7 @@ fn put(key: &str, value: &str) -> ClientCommand {
         key: key.into(),
         value: value.into(),
         number: false,
+        ttl: None,
     }
 }
 
@@ -168,6 +169,7 @@ async fn failures_map_to_the_documented_exit_codes() {
             key: "k".into(),
             value: "ten".into(),
             number: true,
+            ttl: None,
         },
     )
     .await;
@@ -211,4 +213,39 @@ async fn a_corrupt_session_file_is_a_usage_error_and_is_left_alone() {
     assert!(result.err.contains("session"), "{}", result.err);
     assert!(node.requests().is_empty());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage");
+}
+
+#[tokio::test]
+async fn numbers_are_sent_and_printed_with_their_exact_text() {
+    let node = FakeNode::start(|req| match req.method.as_str() {
+        "PUT" => Reply::Json(
+            201,
+            json!({"message": "Added successfully", "replaced": false, "causal-context": {}}),
+        ),
+        _ => Reply::Text(
+            200,
+            r#"{"message":"Retrieved successfully","doesExist":true,"value":1E+2,"causal-context":{}}"#,
+        ),
+    })
+    .await;
+    let session = TempDir::new("cli-numbers");
+    for text in ["1E+2", "10.50", "-0", "123456789012345678901234567890"] {
+        let put = ClientCommand::Put {
+            key: "n".into(),
+            value: text.into(),
+            number: true,
+            ttl: None,
+        };
+        let wrote = run(&node.addr, &session, false, put).await;
+        assert_eq!(wrote.exit, Exit::Success, "{}", wrote.err);
+        let sent = node.requests().last().unwrap().raw.clone();
+        assert!(sent.contains(&format!(r#""value":{text}"#)), "{sent}");
+    }
+
+    let read = run(&node.addr, &session, false, get("n")).await;
+    assert_eq!((read.exit, read.out.as_str()), (Exit::Success, "1E+2\n"));
+    let whole = run(&node.addr, &session, true, get("n")).await;
+    assert!(whole.out.contains(r#""value":1E+2"#), "{}", whole.out);
+    let body: Value = serde_json::from_str(&whole.out).unwrap();
+    assert_eq!(body["doesExist"], json!(true));
 }

@@ -386,3 +386,30 @@ async fn a_success_that_is_not_a_json_object_is_a_decode_error() {
     let err = client.get("k").await.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_numbers_exact_text_is_kept() {
+    let node = FakeNode::start(|req| match req.method.as_str() {
+        "PUT" => Reply::Json(
+            201,
+            json!({"message": "Added successfully", "replaced": false, "causal-context": {}}),
+        ),
+        _ => Reply::Text(
+            200,
+            r#"{"message":"Retrieved successfully","doesExist":true,"value":10.50,"causal-context":{}}"#,
+        ),
+    })
+    .await;
+    let client = Client::new([&node.addr]).unwrap();
+    let op = causeway_client::Operation::PutNumber {
+        key: "n".into(),
+        number: "10.50".into(),
+    };
+    assert_eq!(client.execute(&op).await.unwrap().status, 201);
+    assert!(node.requests()[0].raw.contains(r#""value":10.50"#));
+    let answer = client
+        .execute(&causeway_client::Operation::Get { key: "n".into() })
+        .await
+        .unwrap();
+    assert_eq!(answer.value_number.as_deref(), Some("10.50"));
+}

@@ -160,6 +160,7 @@ async fn cli_put_on_one_node_then_get_on_the_other_reads_the_write() {
         key: "k".into(),
         value: "v".into(),
         number: false,
+        ttl: None,
     };
     let wrote = cli(&view[0], &session, false, put).await;
     assert_eq!(

@@ -84,7 +84,7 @@ fn stored_encodings_are_pinned() {
         GOLDEN_TOMBSTONE
     );
     let num = Version {
-        value: Some(Value::from_json(&serde_json::json!(10)).unwrap()),
+        value: Some(Value::number("10").unwrap()),
         ..v
     };
     assert_eq!(hex(&postcard::to_allocvec(&num).unwrap()), GOLDEN_NUMBER);

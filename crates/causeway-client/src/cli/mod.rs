@@ -118,6 +118,9 @@ pub enum ClientCommand {
         /// Send the value as a JSON number (e.g. `10`, `-2.5`).
         #[arg(long)]
         number: bool,
+        /// Seconds until the value expires (then the key reads as deleted).
+        #[arg(long)]
+        ttl: Option<f64>,
     },
     /// Delete a key.
     Delete {
@@ -183,7 +186,9 @@ impl Exit {
     pub fn for_error(error: &Error) -> Exit {
         match error {
             Error::KeyNotFound { .. } => Exit::KeyNotFound,
-            Error::BadRequest { .. } | Error::InvalidAddress { .. } => Exit::Usage,
+            Error::BadRequest { .. }
+            | Error::InvalidAddress { .. }
+            | Error::InvalidNumber { .. } => Exit::Usage,
             Error::Unexpected { response } if response.status < 500 => Exit::Usage,
             Error::Http { status, .. } if *status < 500 => Exit::Usage,
             Error::Unsatisfiable { .. }
@@ -375,17 +380,36 @@ async fn watch_status(
 fn operation(cmd: &ClientCommand) -> Result<Operation, String> {
     Ok(match cmd.clone() {
         ClientCommand::Get { key } => Operation::Get { key },
-        ClientCommand::Put { key, value, number } => {
-            let value = if number {
-                Value::Number(
-                    value
-                        .parse()
-                        .map_err(|_| format!("{value:?} is not a JSON number"))?,
-                )
+        ClientCommand::Put {
+            key,
+            value,
+            number,
+            ttl,
+        } => {
+            let put = if number {
+                // Checked here for a usage error; sent as written (`1e2` stays `1e2`).
+                value
+                    .parse::<serde_json::Number>()
+                    .map_err(|_| format!("{value:?} is not a JSON number"))?;
+                Operation::PutNumber { key, number: value }
             } else {
-                Value::String(value)
+                Operation::Put {
+                    key,
+                    value: Value::String(value),
+                }
             };
-            Operation::Put { key, value }
+            match ttl {
+                None => put,
+                Some(t) if t > 0.0 && t <= 10.0 * 365.0 * 86_400.0 => Operation::PutWithTtl {
+                    put: Box::new(put),
+                    ttl: std::time::Duration::from_secs_f64(t),
+                },
+                Some(t) => {
+                    return Err(format!(
+                        "--ttl {t}: give more than 0 seconds, at most ten years"
+                    ))
+                }
+            }
         }
         ClientCommand::Delete { key } => Operation::Delete { key },
         ClientCommand::Watch { key, wait, .. } => {
@@ -425,13 +449,16 @@ fn print_success(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     if json {
-        let _ = writeln!(out, "{}", response.to_json());
+        let _ = writeln!(out, "{}", response.to_json_text());
         return Ok(());
     }
     let text = match cmd {
         ClientCommand::Get { .. } | ClientCommand::Watch { .. } => match response.body.get("value")
         {
             Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(_)) if response.value_number.is_some() => {
+                response.value_number.clone().unwrap_or_default()
+            }
             Some(other) => other.to_string(),
             None => {
                 return Err(Error::Decode {
@@ -504,6 +531,7 @@ mod tests {
             node: "n:1".into(),
             status,
             body: body.as_object().cloned().unwrap_or_else(Map::new),
+            value_number: None,
         })
     }
 
@@ -601,9 +629,25 @@ mod tests {
             ClientCommand::Put {
                 key: "k".into(),
                 value: "v".into(),
-                number: false
+                number: false,
+                ttl: None,
             }
         );
+        let cli = parse(&["put", "k", "v", "--ttl", "2.5"]);
+        assert_eq!(
+            operation(&cli.cmd).unwrap(),
+            Operation::PutWithTtl {
+                put: Box::new(Operation::Put {
+                    key: "k".into(),
+                    value: json!("v"),
+                }),
+                ttl: std::time::Duration::from_millis(2500),
+            }
+        );
+        for bad in ["0", "-1", "1e12"] {
+            let cli = parse(&["put", "k", "v", "--ttl", bad]);
+            assert!(operation(&cli.cmd).is_err(), "--ttl {bad}");
+        }
     }
 
     #[test]
@@ -612,17 +656,39 @@ mod tests {
         let op = operation(&cli.cmd).unwrap();
         assert_eq!(
             op,
-            Operation::Put {
+            Operation::PutNumber {
                 key: "k".into(),
-                value: json!(-5)
+                number: "-5".into()
             }
         );
     }
 
     #[test]
     fn number_flag_rejects_non_numbers() {
-        let cli = parse(&["put", "k", "ten", "--number"]);
-        assert!(operation(&cli.cmd).is_err());
+        for text in ["ten", "01", "1.", " 1", "1 ", "[1]", "\"1\"", "NaN"] {
+            let cli = parse(&["put", "k", text, "--number"]);
+            assert!(operation(&cli.cmd).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn number_flag_keeps_the_numbers_text() {
+        for text in [
+            "1e2",
+            "1E+2",
+            "10.50",
+            "-0",
+            "123456789012345678901234567890",
+        ] {
+            let cli = parse(&["put", "k", text, "--number"]);
+            assert_eq!(
+                operation(&cli.cmd).unwrap(),
+                Operation::PutNumber {
+                    key: "k".into(),
+                    number: text.into()
+                }
+            );
+        }
     }
 
     #[test]

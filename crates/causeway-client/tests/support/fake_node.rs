@@ -16,6 +16,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub body: Value,
+    /// The body exactly as sent.
+    pub raw: String,
 }
 
 /// What the fake node does with a request.
@@ -101,9 +103,15 @@ async fn serve(mut stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Re
             Ok(n) => data.extend_from_slice(&buf[..n]),
         }
     }
-    let body =
-        serde_json::from_slice(&data[header_end..header_end + length]).unwrap_or(Value::Null);
-    let request = Request { method, path, body };
+    let raw = &data[header_end..header_end + length];
+    let body = serde_json::from_slice(raw).unwrap_or(Value::Null);
+    let raw = String::from_utf8_lossy(raw).into_owned();
+    let request = Request {
+        method,
+        path,
+        body,
+        raw,
+    };
     recorded.lock().unwrap().push(request.clone());
     let (status, text) = match handler(&request) {
         Reply::Json(status, body) => (status, body.to_string()),

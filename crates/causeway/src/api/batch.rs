@@ -7,17 +7,17 @@
 //!   left; ops on different keys run in parallel (across shards);
 //! - the answer's context joins every op's context: it covers the request's and
 //!   everything any op wrote or read;
-//! - the whole batch answers within [`BATCH_BUDGET`]: an op not done by then gets 503.
+//! - the whole batch answers within [`BATCH_BUDGET`]: an op not done by then gets 503;
+//! - a number value is stored, and handed back, with exactly the text it came with.
 
-use super::error::{batch_result, json_response, ApiError};
-use super::{read_json, App};
+use super::error::{batch_response, batch_result, ApiError, BatchResult};
+use super::{raw, read_json_bytes, App};
 use crate::causal::{Context, Value};
 use crate::transport::{KeyOp, KeyRequest};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -36,8 +36,10 @@ pub struct Op {
     pub op: KeyOp,
 }
 
-/// Validates a batch body (pure: see the module invariants).
+/// Validates a batch body (pure: see the module invariants): `body` parsed, and its
+/// `bytes`, where a number value's exact text is read.
 pub fn parse(
+    bytes: &[u8],
     body: &Map<String, Json>,
     max_ops: usize,
     max_key_chars: usize,
@@ -61,6 +63,8 @@ pub fn parse(
         });
     }
     let mut out = Vec::with_capacity(ops.len());
+    // Each op's raw text, read the first time an op's value is a number.
+    let mut raw_ops = None;
     for (i, op) in ops.iter().enumerate() {
         let Some(op) = op.as_object() else {
             return Err(bad(format!("op {i} is not an object")));
@@ -71,9 +75,6 @@ pub fn parse(
         if key.chars().count() > max_key_chars {
             return Err(bad(format!("op {i}: Key is too long")));
         }
-        if op.contains_key("ttl") {
-            return Err(bad(format!("op {i}: ttl is not supported yet")));
-        }
         let (method, kind) = match op.get("op").and_then(Json::as_str) {
             Some("get") => ("GET", KeyOp::Get),
             Some("delete") => ("DELETE", KeyOp::Delete),
@@ -82,16 +83,25 @@ pub fn parse(
                     None | Some(Json::Null) => {
                         return Err(bad(format!("op {i}: Value is missing")))
                     }
-                    Some(v) => Value::from_json(v).ok_or_else(|| {
-                        bad(format!("op {i}: Value must be a string or a number"))
-                    })?,
-                };
+                    Some(Json::String(s)) => Some(Value::Str(s.as_str().into())),
+                    // The parsed number has lost its text: read that from the bytes.
+                    Some(Json::Number(_)) => raw_ops
+                        .get_or_insert_with(|| raw::batch_ops(bytes).unwrap_or_default())
+                        .get(i)
+                        .and_then(|op| raw::op_number(op)),
+                    Some(_) => None,
+                }
+                .ok_or_else(|| bad(format!("op {i}: Value must be a string or a number")))?;
                 if value.len() > max_value_bytes {
                     return Err(bad(format!(
                         "op {i}: Value is too large (limit {max_value_bytes} bytes)"
                     )));
                 }
-                ("PUT", KeyOp::Put(value))
+                match op.get("ttl").map(super::parse_ttl) {
+                    None => ("PUT", KeyOp::Put(value)),
+                    Some(Some(ttl_ms)) => ("PUT", KeyOp::PutExpiring { value, ttl_ms }),
+                    Some(None) => return Err(bad(format!("op {i}: Invalid ttl"))),
+                }
             }
             Some(other) => return Err(bad(format!("op {i}: unknown op {other:?}"))),
             None => return Err(bad(format!("op {i}: op is missing"))),
@@ -115,12 +125,13 @@ pub fn by_key(ops: Vec<Op>) -> BTreeMap<String, Vec<(usize, Op)>> {
 }
 
 pub async fn batch(State(app): State<App>, body: Body) -> Response {
-    let body = match read_json(body, "BATCH", app.limits.max_body_bytes).await {
+    let (bytes, body) = match read_json_bytes(body, "BATCH", app.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
     let ops = match parse(
+        &bytes,
         &body,
         MAX_BATCH_OPS,
         app.node.cfg.max_key_chars,
@@ -141,10 +152,11 @@ pub async fn batch(State(app): State<App>, body: Body) -> Response {
             let mut results = Vec::with_capacity(group.len());
             for (i, op) in group {
                 let req = KeyRequest {
-                    key: op.key.clone(),
+                    key: op.key,
                     op: op.op,
                     ctx: ctx.clone(),
                 };
+                let key = req.key.clone();
                 let resp = match tokio::time::timeout_at(deadline, node.handle_key(req)).await {
                     Ok(resp) => resp,
                     Err(_) => crate::transport::KeyResponse {
@@ -153,49 +165,50 @@ pub async fn batch(State(app): State<App>, body: Body) -> Response {
                         served_by: None,
                     },
                 };
-                results.push((i, batch_result(op.method, &op.key, &resp)));
-                ctx = resp.ctx;
+                let (result, next) = batch_result(op.method, key, resp);
+                results.push((i, result));
+                ctx = next;
             }
             (results, ctx)
         });
     }
-    let mut results: Vec<Json> = vec![Json::Null; n];
+    let mut results: Vec<Option<BatchResult>> = (0..n).map(|_| None).collect();
     let mut out = ctx;
     while let Some(done) = groups.join_next().await {
         let Ok((rs, group_ctx)) = done else { continue };
         for (i, r) in rs {
-            results[i] = r;
+            results[i] = Some(r);
         }
         out.join(&group_ctx);
     }
-    json_response(
-        StatusCode::OK,
-        json!({"message": "Batch completed", "results": results}),
-        out.to_signed_json(app.signer.as_ref()),
-        None,
-    )
+    batch_response(results, out.to_signed_json(app.signer.as_ref()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn body(ops: Json) -> Map<String, Json> {
-        json!({ "ops": ops }).as_object().unwrap().clone()
+    /// Parses the body `{"ops": ops}` as the handler does.
+    fn parse_ops(ops: Json, max_ops: usize) -> Result<Vec<Op>, ApiError> {
+        parse_text(&json!({ "ops": ops }).to_string(), max_ops)
+    }
+
+    fn parse_text(text: &str, max_ops: usize) -> Result<Vec<Op>, ApiError> {
+        let body: Map<String, Json> = serde_json::from_str(text).unwrap();
+        parse(text.as_bytes(), &body, max_ops, 50, 100)
     }
 
     #[test]
     fn valid_ops_parse_in_order() {
-        let ops = parse(
-            &body(json!([
+        let ops = parse_ops(
+            json!([
                 {"op": "put", "key": "a", "value": "1"},
                 {"op": "get", "key": "b"},
                 {"op": "delete", "key": "a"},
                 {"op": "put", "key": "n", "value": 10}
-            ])),
+            ]),
             10,
-            50,
-            100,
         )
         .unwrap();
         let kinds: Vec<_> = ops.iter().map(|o| (o.method, o.key.as_str())).collect();
@@ -218,6 +231,10 @@ mod tests {
             ),
             (json!([{"op": "put", "key": "a"}]), "op 0: Value is missing"),
             (
+                json!([{"op": "put", "key": "a", "value": "v", "ttl": 0}]),
+                "op 0: Invalid ttl",
+            ),
+            (
                 json!([{"op": "put", "key": "a", "value": [1]}]),
                 "op 0: Value must be",
             ),
@@ -232,7 +249,7 @@ mod tests {
             (json!([]), "ops is empty"),
             (json!("x"), "ops is missing"),
         ] {
-            let err = parse(&body(ops), 10, 50, 100).unwrap_err();
+            let err = parse_ops(ops, 10).unwrap_err();
             assert!(err.to_string().starts_with(expected), "{err} / {expected}");
         }
     }
@@ -242,7 +259,49 @@ mod tests {
         let ops: Vec<Json> = (0..11)
             .map(|i| json!({"op": "get", "key": format!("k{i}")}))
             .collect();
-        let err = parse(&body(Json::Array(ops)), 10, 50, 100).unwrap_err();
+        let err = parse_ops(Json::Array(ops), 10).unwrap_err();
         assert!(matches!(err, ApiError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn number_values_keep_their_exact_text() {
+        let text = r#"{"ops": [
+            {"op": "put", "key": "s", "value": "1e2"},
+            {"op": "get", "key": "g"},
+            {"op": "put", "key": "a", "value": 1e2},
+            {"op": "put", "key": "b", "value" : 10.50 },
+            {"op": "put", "key": "c", "value": -0},
+            {"op": "put", "key": "d", "value": 123456789012345678901234567890}
+        ], "causal-context": {}}"#;
+        let values: Vec<Option<Value>> = parse_text(text, 10)
+            .unwrap()
+            .into_iter()
+            .map(|o| match o.op {
+                KeyOp::Put(v) => Some(v),
+                _ => None,
+            })
+            .collect();
+        let num = |t: &str| Some(Value::Num(t.into()));
+        assert_eq!(
+            values,
+            [
+                Some(Value::Str("1e2".into())),
+                None,
+                num("1e2"),
+                num("10.50"),
+                num("-0"),
+                num("123456789012345678901234567890"),
+            ]
+        );
+        // A number's size is its text's.
+        let long = format!(
+            r#"{{"ops": [{{"op": "put", "key": "a", "value": 1{}}}]}}"#,
+            "0".repeat(100)
+        );
+        let err = parse_text(&long, 10).unwrap_err();
+        assert!(
+            err.to_string().starts_with("op 0: Value is too large"),
+            "{err}"
+        );
     }
 }

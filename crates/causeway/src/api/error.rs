@@ -53,14 +53,23 @@ struct KeyBody<'a> {
     address: Option<&'a str>,
 }
 
-/// A stored value as the client sent it: a JSON string, or the number's own text.
-struct ValueOut<'a>(&'a crate::causal::Value);
+/// A stored value as the client sent it: a JSON string, or the number's own text
+/// written verbatim (`1e2` stays `1e2`, never `100.0`).
+pub struct ValueOut<'a>(pub &'a crate::causal::Value);
 
 impl serde::Serialize for ValueOut<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             crate::causal::Value::Str(s) => ser.serialize_str(s),
-            crate::causal::Value::Num(_) => self.0.to_json().serialize(ser),
+            // serde_json's serializer writes a `RawValue` as its text, unchanged. A
+            // stored number is always valid number text (`Value::number` checked it);
+            // were it not, `null` is still valid JSON.
+            crate::causal::Value::Num(text) => {
+                match serde_json::value::RawValue::from_string(text.to_string()) {
+                    Ok(raw) => raw.serialize(ser),
+                    Err(_) => ser.serialize_unit(),
+                }
+            }
             crate::causal::Value::Expiring(v, _) => ValueOut(v).serialize(ser),
         }
     }
@@ -168,26 +177,102 @@ fn outcome_fields(
 }
 
 /// One result of a batch: `key`, `status`, and exactly the fields of the single-key
-/// answer, without `causal-context` and `address`.
-pub fn batch_result(method: &str, key: &str, resp: &KeyResponse) -> Json {
-    let (status, message, error, does_exist, replaced) = outcome_fields(method, resp);
-    let mut m = Map::new();
-    m.insert("key".into(), Json::String(key.to_string()));
-    m.insert("status".into(), Json::from(status.as_u16()));
-    m.insert("message".into(), Json::String(message.into_owned()));
-    if let Some(e) = error {
-        m.insert("error".into(), Json::String(e));
+/// answer, without `causal-context` and `address`. Fields are in name order, as
+/// batch answers have always been written.
+#[derive(serde::Serialize)]
+pub struct BatchResult {
+    #[serde(rename = "doesExist", skip_serializing_if = "Option::is_none")]
+    does_exist: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    key: String,
+    message: std::borrow::Cow<'static, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced: Option<bool>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "value_out")]
+    value: Option<crate::causal::Value>,
+}
+
+fn value_out<S: serde::Serializer>(
+    v: &Option<crate::causal::Value>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&v.as_ref().map(ValueOut), ser)
+}
+
+/// The result of one op of a batch (see [`BatchResult`]); the response's context is
+/// handed back for the next op on the same key.
+pub fn batch_result(method: &str, key: String, resp: KeyResponse) -> (BatchResult, Context) {
+    let (status, message, error, does_exist, replaced) = outcome_fields(method, &resp);
+    let value = match resp.result {
+        Ok(KeyOutcome::Found(v)) => Some(v),
+        _ => None,
+    };
+    let result = BatchResult {
+        does_exist,
+        error,
+        key,
+        message,
+        replaced,
+        status: status.as_u16(),
+        value,
+    };
+    (result, resp.ctx)
+}
+
+/// The answer to a batch: every op's result in the order given (`null` for an op
+/// whose task failed). Fields in name order, as [`json_response`] writes them.
+pub fn batch_response(results: Vec<Option<BatchResult>>, ctx: Json) -> Response {
+    #[derive(serde::Serialize)]
+    struct BatchBody {
+        #[serde(rename = "causal-context")]
+        ctx: Json,
+        message: &'static str,
+        results: Vec<Option<BatchResult>>,
     }
-    if let Some(d) = does_exist {
-        m.insert("doesExist".into(), Json::Bool(d));
+    let body = BatchBody {
+        ctx,
+        message: "Batch completed",
+        results,
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// A page of a listing with values (`values=true`): each key with its value (`null`
+/// for a key a listing found deleted). Fields in name order, as [`json_response`]
+/// writes them.
+pub fn list_items_response(
+    items: &[(String, crate::causal::Version)],
+    next: Option<String>,
+    ctx: Json,
+) -> Response {
+    #[derive(serde::Serialize)]
+    struct Item<'a> {
+        key: &'a str,
+        value: Option<ValueOut<'a>>,
     }
-    if let Some(r) = replaced {
-        m.insert("replaced".into(), Json::Bool(r));
+    #[derive(serde::Serialize)]
+    struct ListBody<'a> {
+        #[serde(rename = "causal-context")]
+        ctx: Json,
+        items: Vec<Item<'a>>,
+        message: &'static str,
+        next: Option<String>,
     }
-    if let Ok(KeyOutcome::Found(v)) = &resp.result {
-        m.insert("value".into(), v.to_json());
-    }
-    Json::Object(m)
+    let body = ListBody {
+        ctx,
+        items: items
+            .iter()
+            .map(|(key, v)| Item {
+                key,
+                value: v.value.as_ref().map(ValueOut),
+            })
+            .collect(),
+        message: "Keys listed successfully",
+        next,
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// A listing that a shard could not serve: 503 when a shard was unreachable, 400 when
@@ -300,5 +385,110 @@ pub fn method_name(m: &axum::http::Method) -> &'static str {
         axum::http::Method::HEAD => "HEAD",
         axum::http::Method::OPTIONS => "OPTIONS",
         _ => "request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::Value;
+
+    fn found(v: Value) -> KeyResponse {
+        KeyResponse {
+            result: Ok(KeyOutcome::Found(v)),
+            ctx: Context::default(),
+            served_by: None,
+        }
+    }
+
+    async fn body_text(resp: Response) -> String {
+        use http_body_util::BodyExt;
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn values_are_written_as_they_came() {
+        for (v, text) in [
+            (Value::Num("1e2".into()), "1e2"),
+            (Value::Num("1E+2".into()), "1E+2"),
+            (Value::Num("10.50".into()), "10.50"),
+            (Value::Num("-0".into()), "-0"),
+            (
+                Value::Num("123456789012345678901234567890".into()),
+                "123456789012345678901234567890",
+            ),
+            (Value::Num("0.1e-7".into()), "0.1e-7"),
+            (Value::Str("1e2".into()), r#""1e2""#),
+            (Value::Str("a\"b".into()), r#""a\"b""#),
+            // Not number text (never stored): still valid JSON.
+            (Value::Num("1e2}".into()), "null"),
+        ] {
+            assert_eq!(serde_json::to_string(&ValueOut(&v)).unwrap(), text);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_answer_carries_the_number_text() {
+        let resp = key_response("GET", found(Value::Num("1E+2".into())), None);
+        let text = body_text(resp).await;
+        assert!(
+            text.starts_with(r#"{"message":"Retrieved successfully","doesExist":true,"value":1E+2,"causal-context":"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn batch_results_keep_their_fields_in_name_order() {
+        let (r, _) = batch_result("GET", "k".into(), found(Value::Num("10.50".into())));
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"doesExist":true,"key":"k","message":"Retrieved successfully","status":200,"value":10.50}"#
+        );
+        let missing = KeyResponse {
+            result: Ok(KeyOutcome::NotFound),
+            ctx: Context::default(),
+            served_by: None,
+        };
+        let (r, _) = batch_result("GET", "k".into(), missing);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"doesExist":false,"error":"Key does not exist","key":"k","message":"Error in GET","status":404}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn batch_and_listing_answers_carry_the_number_text() {
+        let (r, _) = batch_result("GET", "k".into(), found(Value::Num("-0".into())));
+        let text = body_text(batch_response(vec![Some(r), None], json!({}))).await;
+        assert_eq!(
+            text,
+            r#"{"causal-context":{},"message":"Batch completed","results":[{"doesExist":true,"key":"k","message":"Retrieved successfully","status":200,"value":-0},null]}"#
+        );
+
+        let version = |value| crate::causal::Version {
+            id: crate::causal::WriteId {
+                ts: 1,
+                origin: 1,
+                counter: 1,
+            },
+            dot: crate::causal::Dot {
+                origin: 1,
+                counter: 1,
+            },
+            epoch: 0,
+            past: Default::default(),
+            value,
+        };
+        let items = vec![
+            ("a".to_string(), version(Some(Value::Num("0.1e-7".into())))),
+            ("b".to_string(), version(Some(Value::Str("s".into())))),
+            ("c".to_string(), version(None)),
+        ];
+        let text = body_text(list_items_response(&items, Some("c".into()), json!({}))).await;
+        assert_eq!(
+            text,
+            r#"{"causal-context":{},"items":[{"key":"a","value":0.1e-7},{"key":"b","value":"s"},{"key":"c","value":null}],"message":"Keys listed successfully","next":"c"}"#
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod console;
 pub mod error;
+pub mod raw;
 
 use crate::causal::{Context, Signer, Value};
 use crate::node::Node;
@@ -164,12 +165,22 @@ async fn read_json(
     method: &'static str,
     limit: usize,
 ) -> Result<serde_json::Map<String, Json>, ApiError> {
+    read_json_bytes(body, method, limit).await.map(|(_, m)| m)
+}
+
+/// [`read_json`], also handing back the body's bytes (where [`raw`] finds the exact
+/// text of a number value).
+async fn read_json_bytes(
+    body: Body,
+    method: &'static str,
+    limit: usize,
+) -> Result<(Bytes, serde_json::Map<String, Json>), ApiError> {
     let bytes = read_bytes(body, method, "Request body", limit).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
+        return Ok((bytes, serde_json::Map::new()));
     }
     match serde_json::from_slice::<Json>(&bytes) {
-        Ok(Json::Object(m)) => Ok(m),
+        Ok(Json::Object(m)) => Ok((bytes, m)),
         _ => Err(ApiError::BadBody { method }),
     }
 }
@@ -222,7 +233,7 @@ async fn key_op(
     body: Body,
 ) -> Response {
     let name = method_name(&method);
-    let body = match read_json(body, name, app.limits.max_body_bytes).await {
+    let (bytes, mut body) = match read_json_bytes(body, name, app.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -263,29 +274,35 @@ async fn key_op(
             None => KeyOp::Get,
         },
         Method::DELETE => KeyOp::Delete,
-        _ => match body.get("value") {
-            None | Some(Json::Null) => return refuse(ApiError::ValueMissing),
-            Some(v) => match Value::from_json(v) {
-                None => return refuse(ApiError::ValueType),
-                Some(v) if v.len() > app.limits.max_value_bytes => {
-                    return refuse(ApiError::TooLarge {
+        _ => {
+            let value = match body.remove("value") {
+                None | Some(Json::Null) => return refuse(ApiError::ValueMissing),
+                Some(Json::String(s)) => Value::Str(s.into_boxed_str()),
+                // The parsed number has lost its text: read that from the bytes.
+                Some(Json::Number(_)) => match raw::value_number(&bytes) {
+                    Some(v) => v,
+                    None => return refuse(ApiError::ValueType),
+                },
+                Some(_) => return refuse(ApiError::ValueType),
+            };
+            if value.len() > app.limits.max_value_bytes {
+                return refuse(ApiError::TooLarge {
+                    method: name,
+                    what: "Value",
+                    limit: app.limits.max_value_bytes,
+                });
+            }
+            match body.get("ttl").map(parse_ttl) {
+                None => KeyOp::Put(value),
+                Some(Some(ttl_ms)) => KeyOp::PutExpiring { value, ttl_ms },
+                Some(None) => {
+                    return refuse(ApiError::BadRequest {
                         method: name,
-                        what: "Value",
-                        limit: app.limits.max_value_bytes,
+                        error: "Invalid ttl".into(),
                     })
                 }
-                Some(v) => match body.get("ttl").map(parse_ttl) {
-                    None => KeyOp::Put(v),
-                    Some(Some(ttl_ms)) => KeyOp::PutExpiring { value: v, ttl_ms },
-                    Some(None) => {
-                        return refuse(ApiError::BadRequest {
-                            method: name,
-                            error: "Invalid ttl".into(),
-                        })
-                    }
-                },
-            },
-        },
+            }
+        }
     };
     let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
     key_response(name, resp, app.signer.as_ref())
@@ -343,21 +360,14 @@ async fn list_keys(
     };
     let values = q.values;
     match app.node.list(q, ctx.clone()).await {
+        Ok((items, next, out)) if values => {
+            error::list_items_response(&items, next, out.to_signed_json(app.signer.as_ref()))
+        }
         Ok((items, next, out)) => {
-            let listed: Json = if values {
-                Json::Array(
-                    items
-                        .iter()
-                        .map(|(k, v)| json!({"key": k, "value": v.value.as_ref().map(|x| x.to_json())}))
-                        .collect(),
-                )
-            } else {
-                Json::Array(items.iter().map(|(k, _)| Json::String(k.clone())).collect())
-            };
-            let field = if values { "items" } else { "keys" };
+            let listed: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
             json_response(
                 StatusCode::OK,
-                json!({"message": "Keys listed successfully", field: listed, "next": next}),
+                json!({"message": "Keys listed successfully", "keys": listed, "next": next}),
                 out.to_signed_json(app.signer.as_ref()),
                 None,
             )

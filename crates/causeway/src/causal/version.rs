@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 
 /// A client value: a JSON string or a JSON number, kept as it came, or such a value
 /// that expires.
+///
+/// A number is kept as its JSON text, exactly as the client sent it (`1e2`, `10.50`,
+/// `-0`, 30 digits...), never as an `f64`: build one with [`Value::number`], which
+/// checks the JSON number grammar, from the request's own text (see
+/// `api::raw`). There is deliberately no conversion from a parsed
+/// `serde_json::Value`, whose numbers have already lost their text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     Str(Box<str>),
@@ -45,21 +51,10 @@ pub fn secs_between(now: u64, until: u64) -> u64 {
 }
 
 impl Value {
-    /// Builds a value from JSON; `None` for types the store does not hold.
-    pub fn from_json(v: &serde_json::Value) -> Option<Value> {
-        match v {
-            serde_json::Value::String(s) => Some(Value::Str(s.as_str().into())),
-            serde_json::Value::Number(n) => Some(Value::Num(n.to_string().into())),
-            _ => None,
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Value::Str(s) => serde_json::Value::String(s.to_string()),
-            Value::Num(n) => serde_json::from_str(n).unwrap_or(serde_json::Value::Null),
-            Value::Expiring(v, _) => v.to_json(),
-        }
+    /// A number value from its exact JSON text; `None` unless `text` is a JSON number
+    /// (RFC 8259: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, nothing around it).
+    pub fn number(text: &str) -> Option<Value> {
+        is_json_number(text).then(|| Value::Num(text.into()))
     }
 
     /// `value` expiring at timestamp `at`.
@@ -94,6 +89,39 @@ impl Value {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether `text` is exactly one JSON number (RFC 8259, section 6).
+pub fn is_json_number(text: &str) -> bool {
+    fn digits(b: &[u8]) -> usize {
+        b.iter().take_while(|c| c.is_ascii_digit()).count()
+    }
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i += digits(&b[i..]),
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        let n = digits(&b[i + 1..]);
+        if n == 0 {
+            return false;
+        }
+        i += 1 + n;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(&b[i..]);
+        if n == 0 {
+            return false;
+        }
+        i += n;
+    }
+    i == b.len()
 }
 
 /// The identity of one client write; its order is the merge order.
@@ -278,10 +306,72 @@ mod tests {
     }
 
     #[test]
-    fn numbers_round_trip_as_numbers() {
-        let v = Value::from_json(&serde_json::json!(10)).unwrap();
-        assert_eq!(v.to_json(), serde_json::json!(10));
-        assert!(Value::from_json(&serde_json::json!(true)).is_none());
-        assert!(Value::from_json(&serde_json::json!({"a": 1})).is_none());
+    fn numbers_keep_their_exact_text() {
+        for text in [
+            "0",
+            "-0",
+            "10",
+            "1e2",
+            "1E+2",
+            "1e-2",
+            "10.50",
+            "0.1e-7",
+            "-12.5E07",
+            "123456789012345678901234567890",
+            "1e400",
+        ] {
+            assert_eq!(Value::number(text), Some(Value::Num(text.into())), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_json_numbers_are_numbers() {
+        for text in [
+            "",
+            "-",
+            "01",
+            "-01",
+            "00",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "1E-",
+            "e2",
+            "1.e2",
+            "0x10",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            " 1",
+            "1 ",
+            "1,",
+            "1e2.5",
+            "1..2",
+            "--1",
+            "\"1\"",
+            "true",
+            "null",
+            "1_000",
+            "١",
+        ] {
+            assert_eq!(Value::number(text), None, "{text:?}");
+        }
+    }
+
+    proptest! {
+        /// The grammar check agrees with serde_json on what is one JSON number.
+        #[test]
+        fn number_grammar_agrees_with_serde_json(text in "[-+0-9.eE]{1,12}") {
+            let json = serde_json::from_str::<serde_json::Value>(&text);
+            // serde_json stops at a number too large for an f64, before it sees what
+            // follows (`1E400+`): it cannot judge those.
+            prop_assume!(!json
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("out of range")));
+            let is_number = matches!(json, Ok(serde_json::Value::Number(_)));
+            prop_assert_eq!(is_json_number(&text), is_number, "{}", text);
+        }
     }
 }

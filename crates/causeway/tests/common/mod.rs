@@ -140,6 +140,14 @@ pub fn call(method: &str, addr: &str, path: &str, body: Option<&Json>) -> Option
 }
 
 pub fn call_raw(method: &str, addr: &str, path: &str, body: Vec<u8>) -> Option<(u16, Json)> {
+    let (status, text) = call_text(method, addr, path, body)?;
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| json!({"__raw": text}));
+    Some((status, json))
+}
+
+/// One HTTP call answered with the body's exact text (for checks that parsing into a
+/// `serde_json::Value` would hide, such as a number's text).
+pub fn call_text(method: &str, addr: &str, path: &str, body: Vec<u8>) -> Option<(u16, String)> {
     use std::sync::OnceLock;
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -167,8 +175,7 @@ pub fn call_raw(method: &str, addr: &str, path: &str, body: Vec<u8>) -> Option<(
         let resp = req.send().await.ok()?;
         let status = resp.status().as_u16();
         let text = resp.text().await.ok()?;
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| json!({"__raw": text}));
-        Some((status, json))
+        Some((status, text))
     })
 }
 
