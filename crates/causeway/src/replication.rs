@@ -497,7 +497,7 @@ async fn collect_tombstones(node: Arc<Node>) {
             give_up_on_hand_overs(&node).await;
         }
         waiting_since = None;
-        let doomed: Vec<(String, crate::causal::WriteId)> = {
+        let (epoch, doomed): (u64, Vec<(String, crate::causal::WriteId)>) = {
             let st = node.state.read();
             if st.tombstones.is_empty() {
                 continue;
@@ -522,7 +522,8 @@ async fn collect_tombstones(node: Arc<Node>) {
             let Some(peer_clocks) = peer_clocks else {
                 continue;
             };
-            st.tombstones
+            let doomed = st
+                .tombstones
                 .iter()
                 .filter_map(|k| {
                     let v = st.keys.get(k)?;
@@ -532,7 +533,8 @@ async fn collect_tombstones(node: Arc<Node>) {
                         .then(|| (k.to_string(), v.id))
                 })
                 .take(10_000)
-                .collect()
+                .collect();
+            (st.view.epoch, doomed)
         };
         if doomed.is_empty() {
             continue;
@@ -541,6 +543,7 @@ async fn collect_tombstones(node: Arc<Node>) {
             .committer
             .submit(|reply| Job::Remove {
                 keys: doomed,
+                epoch,
                 reply,
             })
             .await

@@ -2,14 +2,20 @@
 //! coordinating a change requested by an operator.
 //!
 //! Protocol (the receiving node coordinates):
-//! 1. It builds the new view with the next epoch and sends `ApplyView` to every node
-//!    of the old and the new view (itself included).
+//! 1. It first learns the newest view any member has (so a change is built on the
+//!    newest one, never raced from behind), then builds the new view with the next
+//!    epoch and sends `ApplyView` to every node of the old and the new view (itself
+//!    included).
 //! 2. Each node installs the view if it ranks higher than its own (epoch, then a
 //!    fingerprint: racing changes resolve to the same winner everywhere), then hands
 //!    every key it holds but no longer owns to all replicas of the key's new shard
 //!    (`Migrate`, in messages bounded by bytes as well as by count, each with a timeout
-//!    that grows with its size), and drops a key only once a new owner has it. The new owner re-dots
-//!    what it receives as its own write, so normal replication spreads it to its peers.
+//!    that grows with its size), and drops a key only once a new owner has it, and
+//!    only while the view it handed the key over for is still in force (a newer view
+//!    that overtakes the hand-over may make it an owner again; see
+//!    `committer::removal_holds`). The new owner re-dots what it receives as its own
+//!    write, so normal replication spreads it to its peers. A node that first hears of
+//!    a view in a hand-over adopts it (and hands over) as if told by its coordinator.
 //! 3. The coordinator answers with each shard's key count once all reachable nodes
 //!    have finished.
 //!
@@ -159,10 +165,13 @@ impl Node {
                         continue;
                     }
                     let n = accepted.len();
+                    // Skipped if a newer view came meanwhile: the next pass looks at
+                    // these keys again in that view.
                     let removed = self
                         .committer
                         .submit(|reply| Job::Remove {
                             keys: accepted,
+                            epoch: view.epoch,
                             reply,
                         })
                         .await;
@@ -176,6 +185,29 @@ impl Node {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
+        }
+    }
+
+    /// Asks every member of the current view for its view (in parallel, bounded) and
+    /// adopts the newest if it ranks above ours.
+    async fn learn_newest_view(self: &Arc<Self>) {
+        let mine = self.view();
+        let mut asks = tokio::task::JoinSet::new();
+        for n in mine.nodes.iter().filter(|n| **n != self.cfg.address) {
+            let msg = self.envelope(Rpc::GetView);
+            asks.spawn(self.transport.call(n, msg, self.cfg.timeouts.proxy_attempt));
+        }
+        let mut newest: Option<View> = None;
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Ok(RpcReply::View { view })) = r {
+                if view.rank() > newest.as_ref().map_or(mine.rank(), View::rank) {
+                    newest = Some(view);
+                }
+            }
+        }
+        if let Some(v) = newest {
+            tracing::info!(epoch = v.epoch, "learned a newer view before coordinating");
+            self.adopt_view(v).await;
         }
     }
 
@@ -256,6 +288,10 @@ impl Node {
         repl_factor: usize,
     ) -> Result<Vec<ShardSummary>, ViewChangeError> {
         validate_view(&nodes, repl_factor)?;
+        // A coordinator that missed a change would propose a successor of a stale view;
+        // learn the newest view any member has first, so a completed change is built on,
+        // never raced from behind.
+        self.learn_newest_view().await;
         let current = self.view();
         let view = current.successor(nodes, repl_factor);
         let mut targets: Vec<String> = Vec::new();

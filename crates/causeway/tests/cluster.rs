@@ -901,3 +901,103 @@ async fn racing_view_changes_end_in_one_view() {
         assert_eq!(value(&r), Some(format!("v{k}")));
     }
 }
+
+/// A hand-over that a newer view overtakes keeps the keys that view gives back. Node 1
+/// hands its shard's keys to nodes 3 and 4 for view X (which swaps the two shards); one
+/// replica accepts at once, the other's reply is lost, so the hand-over waits out its
+/// timeout before it drops the keys. Meanwhile view Y (the successor of X, with the
+/// first membership again) makes node 1 an owner of those keys once more: nodes 3 and 4
+/// hand them back, node 2 replicates them, and node 1's clock covers them all. Dropping
+/// them when the old hand-over ends would leave node 1 short of them for good (no peer
+/// sends what its clock covers), so the drop must not outlive the view it was meant for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_overtaken_by_a_view_that_gives_the_keys_back_keeps_them() {
+    let c = Cluster::start_with(
+        4,
+        2,
+        Timeouts {
+            migrate: Duration::from_secs(3),
+            ..timeouts()
+        },
+    );
+    let mut ctx = Context::default();
+    for i in 0..40 {
+        ctx = c
+            .put(1 + i % 4, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    let v0 = (*c.node(1).view()).clone();
+    let in_first = (0..40)
+        .filter(|i| v0.shard_of_key(&format!("key{i}")) == 1)
+        .count() as u64;
+    let counts = || -> Vec<u64> { (1..=4).map(|i| c.node(i).key_count().1).collect() };
+    let expected = vec![in_first, in_first, 40 - in_first, 40 - in_first];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while counts() != expected {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", counts());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let x = v0.successor(vec![addr(3), addr(4), addr(1), addr(2)], 2);
+    let y = x.successor(v0.nodes.clone(), 2);
+    // Node 4 takes node 1's hand-over, but node 1 never hears that it did.
+    c.net.lose_replies(&addr(1), &[&addr(4)]);
+    let n1 = c.node(1).clone();
+    let xv = x.clone();
+    let started = tokio::time::Instant::now();
+    tokio::spawn(async move { n1.apply_view(xv).await });
+    // Node 3 has accepted the hand-over; node 1 still holds the keys (it waits for 4).
+    let moved: Vec<usize> = (0..40)
+        .filter(|i| v0.shard_of_key(&format!("key{i}")) == 1)
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut all = *c.node(3).view() == x;
+        for &k in &moved {
+            let r = c.get(3, &format!("key{k}"), &Context::default()).await;
+            all &= r.served_by.is_none() && value(&r) == Some(format!("v{k}"));
+        }
+        if all {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", counts());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        c.node(1).self_status().handing_over > 0,
+        "the hand-over still waits for node 4"
+    );
+    // (The hand-over's call to node 4 has started: it stays unanswered.)
+    c.net.heal();
+    for i in 1..=4 {
+        let (n, y) = (c.node(i).clone(), y.clone());
+        tokio::spawn(async move { n.apply_view(y).await });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !(1..=4).all(|i| *c.node(i).view() == y) {
+        assert!(tokio::time::Instant::now() < deadline, "Y not installed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Nodes 3 and 4 hand the keys back and node 2 replicates them, all well before the
+    // hand-over for X ends (node 4's reply times out after 3 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the hand-over for X still waits for node 4"
+    );
+    tokio::time::sleep_until(started + Duration::from_secs(4)).await;
+    // Every replica ends with exactly its shard's keys: nothing repairs a gap later.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while counts() != expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas short of keys: {:?}, expected {expected:?}",
+            counts()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in 0..40 {
+        let r = c.get(1, &format!("key{k}"), &Context::default()).await;
+        assert_eq!(value(&r), Some(format!("v{k}")), "key{k} from node 1");
+    }
+}

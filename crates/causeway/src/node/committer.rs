@@ -8,7 +8,9 @@
 //! - a write is acknowledged only after it is durable, and many writes share a sync;
 //! - nothing that is not durable is ever visible to readers or to replication, so a
 //!   crash can only lose writes nobody saw (and their counters may be reused safely);
-//! - counters are assigned in one place, in order.
+//! - counters are assigned in one place, in order;
+//! - a removal (a handed-over key, a collected tombstone) applies only in the view it
+//!   was decided in ([`removal_holds`]): one that meets a newer view is skipped.
 //!
 //! The queue is bounded ([`QUEUE`] jobs): a submitter waits for room, and a write
 //! waits (for room and for its commit) only until its deadline, then gives up with
@@ -95,9 +97,12 @@ pub enum Job {
         deadline: Option<std::time::Instant>,
         reply: oneshot::Sender<Result<Vec<String>, CommitError>>,
     },
-    /// Removes keys whose version is still the given one (moved away, or collected).
+    /// Removes keys whose version is still the given one (moved away, or collected),
+    /// if the view is still the one the removal was decided in (see [`removal_holds`]).
     Remove {
         keys: Vec<(String, WriteId)>,
+        /// The epoch of the view the removal was decided in.
+        epoch: u64,
         reply: oneshot::Sender<Result<usize, CommitError>>,
     },
     /// Reclaims expired writes whose version is still the given one: each becomes a
@@ -560,10 +565,10 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             }
             Reply::Remove(reply, n)
         }
-        Job::Remove { keys, reply } => {
+        Job::Remove { keys, epoch, reply } => {
             let mut n = 0;
             for (key, id) in keys {
-                if p.get(st, &key).is_some_and(|v| v.id == id) {
+                if removal_holds(epoch, st.view.epoch, p.get(st, &key), id) {
                     p.versions.insert(key, None);
                     n += 1;
                 }
@@ -619,6 +624,24 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             Reply::SetView(reply, newer)
         }
     }
+}
+
+/// Whether a removal of a key's version `id`, decided in the view with epoch
+/// `decided_in`, still holds when the view in force has epoch `now_in` and the key's
+/// version is `current`: only in the view it was decided in, and only while the version
+/// is still that one.
+///
+/// A hand-over drops a key once a new owner has it; but a newer view that overtakes the
+/// hand-over may make this node an owner of the key again. It then holds the key
+/// (re-dotted for the new view, or merged with the copies its new peers and the key's
+/// other old owners send it), its clock covers every copy, and no peer would ever send
+/// the key back: dropping it then would leave this replica short of the key for good
+/// (or, when the other side handed the key back here and dropped it, lose it). Likewise
+/// a tombstone is collected because the shard peers of one view hold it. So a removal
+/// that meets a newer view is skipped; the hand-over looks at its keys again in the
+/// view now in force (and the collector at its tombstones).
+pub fn removal_holds(decided_in: u64, now_in: u64, current: Option<&Version>, id: WriteId) -> bool {
+    decided_in == now_in && current.is_some_and(|v| v.id == id)
 }
 
 /// Applies a client write. `forwarded` is the identity a forwarding node gave it; such
@@ -746,6 +769,31 @@ mod tests {
             assert!(ts > last && ts > ctx);
             last = ts;
         }
+    }
+
+    #[test]
+    fn a_removal_holds_only_in_its_view_and_for_its_version() {
+        let id = |counter| WriteId {
+            ts: 10,
+            origin: 1,
+            counter,
+        };
+        let v = Version {
+            id: id(1),
+            dot: Dot {
+                origin: 2,
+                counter: 7,
+            },
+            epoch: 5,
+            past: Deps::new(),
+            value: Some(Value::Str("x".into())),
+        };
+        assert!(removal_holds(5, 5, Some(&v), id(1)));
+        // A newer view overtook the hand-over (it may give the key back to this node).
+        assert!(!removal_holds(4, 5, Some(&v), id(1)));
+        // The key changed since, or is gone already.
+        assert!(!removal_holds(5, 5, Some(&v), id(2)));
+        assert!(!removal_holds(5, 5, None, id(1)));
     }
 
     #[test]

@@ -831,8 +831,10 @@ impl Node {
                 sender,
             } => {
                 let deadline = self.arrival_deadline(sender, sent_ms, budget_ms);
+                // A view first heard of in a hand-over (its coordinator's word may never
+                // come) is adopted like any other: with a hand-over of its own.
                 if view.rank() > self.view().rank() {
-                    self.install_view(view).await;
+                    self.adopt_view(view).await;
                 }
                 let by = tokio::time::Instant::from_std(deadline);
                 match self
