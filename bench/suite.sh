@@ -5,13 +5,23 @@
 # to the mean of the two reference runs, with its target and PASS/MISS. See BENCHMARKS.md.
 #
 # Usage: bench/suite.sh [quick] [section ...]
-#   sections: single replicas cluster latency memory viewchange (default: all)
+#   sections: single replicas cluster latency memory viewchange anchors (default: all)
 #   quick:    3 s per figure, 100,000 keys for memory/restart, 20,000 for the view change
 # Environment: DURATION (s per figure), MEM_KEYS, VC_KEYS, NET (loopback prefix, default
-#   127.0.10), NO_BUILD=1 (use the binaries as built), CAUSEWAY_BIN, KEEP=1 (keep data and
+#   127.0.10), NO_BUILD=1 (use the binaries as built), CAUSEWAY_BIN, REF_BIN (binaries to use;
+#   by default under $CARGO_TARGET_DIR, else each project's target/), KEEP=1 (keep data and
 #   logs), OUT=<file> (copy the figures, JSON lines), PROFILE=1 (perf record each Causeway
-#   load phase into the work directory), WAIT_QUIET=<load> (before each section, wait up to
-#   10 minutes for the 1-minute load average to fall below <load>; for shared machines).
+#   load phase, then a flame graph per phase with bench/flame.sh into FLAME_DIR, default
+#   <work>/flame; PERF_CALLGRAPH=dwarf (default) or fp), WAIT_QUIET=<load> (before each
+#   section, wait up to 10 minutes for the 1-minute load average to fall below <load>; for
+#   shared machines).
+# Anchors (section anchors; ANCHORS=0 leaves it out of the default set): Redis (redis-server,
+#   redis-benchmark) without persistence, appendfsync everysec and appendfsync always, and one
+#   durable etcd node through its JSON gateway with wrk (bench/etcd-put.lua, etcd-get.lua), on
+#   127.0.0.1:REDIS_PORT (16379) and ETCD_PORT (12379, peer port +1); REDIS_N requests per
+#   redis-benchmark test (default 50,000 per second of DURATION). An anchor whose binary is
+#   missing is skipped with a message; nothing is installed for them (BENCHMARKS.md lists the
+#   Debian packages).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,13 +36,16 @@ SECTIONS=()
 for arg in "$@"; do
   case $arg in
     quick) QUICK=1 ;;
-    single | replicas | cluster | latency | memory | viewchange) SECTIONS+=("$arg") ;;
+    single | replicas | cluster | latency | memory | viewchange | anchors) SECTIONS+=("$arg") ;;
     all) ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
   esac
 done
-[[ ${#SECTIONS[@]} -gt 0 ]] || SECTIONS=(single replicas cluster latency memory viewchange)
+if [[ ${#SECTIONS[@]} -eq 0 ]]; then
+  SECTIONS=(single replicas cluster latency memory viewchange)
+  [[ ${ANCHORS:-1} == 0 ]] || SECTIONS+=(anchors)
+fi
 
 if [[ $QUICK == 1 ]]; then
   DURATION=${DURATION:-3}; MEM_KEYS=${MEM_KEYS:-100000}; VC_KEYS=${VC_KEYS:-20000}
@@ -41,10 +54,14 @@ else
 fi
 NET=${NET:-127.0.10}
 CONC=32
+CONC_HIGH=128
 KEYS=10000
 REF_ADDR="$NET.100:18000"
-CAUSEWAY=${CAUSEWAY_BIN:-$ROOT/target/release/causeway}
-REF_BIN=$SHARED_BENCH/reference/target/release/reference-kv
+CAUSEWAY=${CAUSEWAY_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/causeway}
+REF_BIN=${REF_BIN:-${CARGO_TARGET_DIR:-$SHARED_BENCH/reference/target}/release/reference-kv}
+REDIS_PORT=${REDIS_PORT:-16379}
+ETCD_PORT=${ETCD_PORT:-12379}
+REDIS_N=${REDIS_N:-$((DURATION * 50000))}
 node_addr() { echo "$NET.$1:13800"; }
 # Comma-separated addresses of nodes $1..$2.
 view_of() { local i out=(); for ((i = $1; i <= $2; i++)); do out+=("$(node_addr "$i")"); done; (IFS=,; echo "${out[*]}"); }
@@ -100,13 +117,16 @@ start_ref() {
 }
 
 # start_node <i> <view> <repl>: node i on $NET.i:13800 with a fresh data directory unless
-# KEEP_DATA=1 is set for the call.
+# KEEP_DATA=1 is set for the call; NODE_DURABILITY=os (default sync) or NODE_IN_MEMORY=1 for
+# the call change how it stores writes.
 start_node() {
-  local i=$1 view=$2 repl=$3 addr
+  local i=$1 view=$2 repl=$3 addr mode=()
   addr=$(node_addr "$i")
   port_free "$addr" || die "something already listens on $addr"
   [[ ${KEEP_DATA:-0} == 1 ]] || rm -rf "$WORK/data-$i"
-  ADDRESS=$addr VIEW=$view REPL_FACTOR=$repl DATA_DIR=$WORK/data-$i RUST_LOG=${RUST_LOG:-warn} \
+  [[ ${NODE_IN_MEMORY:-0} == 1 ]] && mode=(IN_MEMORY=true)
+  env ADDRESS="$addr" VIEW="$view" REPL_FACTOR="$repl" DATA_DIR="$WORK/data-$i" RUST_LOG="${RUST_LOG:-warn}" \
+    DURABILITY="${NODE_DURABILITY:-sync}" "${mode[@]}" \
     "$CAUSEWAY" serve >>"$WORK/node-$i.log" 2>&1 &
   PID_OF[n$i]=$!
 }
@@ -132,7 +152,9 @@ rss_mb() { awk '/^VmRSS/ {printf "%.1f\n", $2 / 1024}' "/proc/$1/status"; }
 # Profile the named Causeway phase with perf while it runs (PROFILE=1).
 profile_start() { # <name> <comma-separated pids>
   [[ ${PROFILE:-0} == 1 ]] || return 0
-  perf record -F 499 -g -o "$WORK/perf-$1.data" -p "$2" >"$WORK/perf-$1.log" 2>&1 &
+  local cg=(--call-graph dwarf,16384)
+  [[ ${PERF_CALLGRAPH:-dwarf} == fp ]] && cg=(-g)
+  perf record -F "${PERF_FREQ:-499}" "${cg[@]}" -o "$WORK/perf-$1.data" -p "$2" >"$WORK/perf-$1.log" 2>&1 &
   PERF_PID=$!
   sleep 0.3
 }
@@ -144,10 +166,11 @@ profile_stop() {
 }
 node_pids() { local i out=(); for i in "$@"; do out+=("${PID_OF[n$i]}"); done; (IFS=,; echo "${out[*]}"); }
 
-# wrk_run <script> <addr> -> "req/s errors"; scripts are run from ../shared/bench as given.
+# wrk_run <script> <addr> [connections] -> "req/s errors"; scripts are run from
+# ../shared/bench as given.
 wrk_run() {
   local out
-  out=$(cd "$SHARED_BENCH" && wrk -t1 -c"$CONC" -d"${DURATION}s" -s "$1" "http://$2") || die "wrk failed: $out"
+  out=$(cd "$SHARED_BENCH" && wrk -t1 -c"${3:-$CONC}" -d"${DURATION}s" -s "$1" "http://$2") || die "wrk failed: $out"
   "${PROBE[@]}" wrk <<<"$out"
 }
 
@@ -173,29 +196,40 @@ hdr() { printf '\n== %s\n   (load average %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/l
 
 # ---------------------------------------------------------------- sections
 section_single() {
-  hdr "single: one durable node; wrk -t1 -c$CONC -d${DURATION}s put.lua then get.lua (all keys preloaded)"
-  local rp1 rg1 cp cg rp2 rg2 e
+  hdr "single: one node; wrk -t1 -d${DURATION}s put.lua at -c$CONC and -c$CONC_HIGH (durable, sync), put.lua -c$CONC with --durability os, get.lua -c$CONC (all keys preloaded)"
+  local rp1 rq1 rg1 cp cq co cg rp2 rq2 rg2 e
   start_ref
-  rp1=$(wrk_run put.lua "$REF_ADDR"); preload "$REF_ADDR" $KEYS; rg1=$(wrk_run get.lua "$REF_ADDR")
+  rp1=$(wrk_run put.lua "$REF_ADDR"); rq1=$(wrk_run put.lua "$REF_ADDR" $CONC_HIGH)
+  preload "$REF_ADDR" $KEYS; rg1=$(wrk_run get.lua "$REF_ADDR")
   start_cluster 1 1
   profile_start single-put "$(node_pids 1)"
   cp=$(wrk_run put.lua "$(node_addr 1)")
+  profile_stop
+  profile_start single-put-c$CONC_HIGH "$(node_pids 1)"
+  cq=$(wrk_run put.lua "$(node_addr 1)" $CONC_HIGH)
   profile_stop
   preload "$(node_addr 1)" $KEYS
   profile_start single-get "$(node_pids 1)"
   cg=$(wrk_run get.lua "$(node_addr 1)")
   profile_stop
   stop n1
-  rp2=$(wrk_run put.lua "$REF_ADDR"); rg2=$(wrk_run get.lua "$REF_ADDR")
+  NODE_DURABILITY=os start_cluster 1 1
+  profile_start single-put-os "$(node_pids 1)"
+  co=$(wrk_run put.lua "$(node_addr 1)")
+  profile_stop
+  stop n1
+  rp2=$(wrk_run put.lua "$REF_ADDR"); rq2=$(wrk_run put.lua "$REF_ADDR" $CONC_HIGH); rg2=$(wrk_run get.lua "$REF_ADDR")
   stop ref
-  e=${cp#* }; rec single "PUT throughput, 1 node" req/s "${cp% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.8" --note "$(errnote "$e")"
-  e=${cg#* }; rec single "GET throughput, 1 node" req/s "${cg% *}" --ref "${rg1% *}" --ref "${rg2% *}" --target ">=0.9" --note "$(errnote "$e")"
+  e=${cp#* }; rec single "PUT throughput, 1 node" req/s "${cp% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.6" --note "durable (sync), -c$CONC; $(errnote "$e")"
+  e=${cq#* }; rec single "PUT throughput, 1 node, $CONC_HIGH conns" req/s "${cq% *}" --ref "${rq1% *}" --ref "${rq2% *}" --target ">=0.8" --note "durable (sync), -c$CONC_HIGH; $(errnote "$e")"
+  e=${co#* }; rec single "PUT throughput, 1 node, os" req/s "${co% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.9" --note "--durability os, -c$CONC; $(errnote "$e")"
+  e=${cg#* }; rec single "GET throughput, 1 node" req/s "${cg% *}" --ref "${rg1% *}" --ref "${rg2% *}" --target ">=0.95" --note "$(errnote "$e")"
 }
 
 section_replicas() {
   local r target
   for r in 2 3; do
-    [[ $r == 2 ]] && target=0.6 || target=0.5
+    [[ $r == 2 ]] && target=0.55 || target=0.45
     hdr "replicas: one shard of $r replicas, wrk put-seq.lua (fresh keys s1, s2, ...) on replica 1; then time until every replica has every write"
     local ref1 ref2 cw t_stop conv others secs count conv_note
     start_ref
@@ -253,10 +287,10 @@ section_cluster() {
   done
 }
 
-# latency_at_half <label> <n nodes> <repl>: closed-loop max of Causeway (read ratio 0.5), then
+# latency_at_half <label> <n nodes> <repl> <p99 target>: closed-loop max of Causeway (read ratio 0.5), then
 # reference, Causeway, reference at half that rate.
 latency_at_half() {
-  local label=$1 n=$2 repl=$3 nodes max rate
+  local label=$1 n=$2 repl=$3 p99_target=$4 nodes max rate
   nodes=$(view_of 1 "$n")
   start_cluster "$n" "$repl"
   preload "$nodes" $KEYS
@@ -281,7 +315,7 @@ latency_at_half() {
   local q
   for q in p50 p99; do
     local target=()
-    [[ $q == p99 ]] && target=(--target "<=3")
+    [[ $q == p99 ]] && target=(--target "<=$p99_target")
     rec latency "$q at half load ($rate req/s), $label" ms "$(jget "$WORK/lc-$label.json" "latency.${q}_ms")" \
       --ref "$(jget "$WORK/lr1-$label.json" "latency.${q}_ms")" --ref "$(jget "$WORK/lr2-$label.json" "latency.${q}_ms")" \
       "${target[@]}" --note "achieved $(calc "round($(jget "$WORK/lc-$label.json" throughput))") req/s, $(errnote "$(jget "$WORK/lc-$label.json" error_total)")"
@@ -290,8 +324,8 @@ latency_at_half() {
 
 section_latency() {
   hdr "latency: p50/p99 at half of Causeway's max throughput (read ratio 0.5, paced causeway bench --rate, latency from scheduled send time)"
-  latency_at_half "1 node" 1 1
-  latency_at_half "6 nodes" 6 2
+  latency_at_half "1 node" 1 1 2
+  latency_at_half "6 nodes" 6 2 3
 }
 
 # RSS at a million keys: measured directly with MEM_KEYS=1000000, else the idle node's RSS plus
@@ -369,6 +403,108 @@ PY
   rec viewchange "keys after the change" keys "$total" --target ">=$VC_KEYS" --note "no key lost"
 }
 
+# ---------------------------------------------------------------- anchors: Redis and etcd
+# Stores users compare with, measured in the same run as a reference and Causeway pass, with the
+# same 100-byte values and $CONC connections. Both listen on 127.0.0.1 (their own ports); data
+# directories are in the work directory, on the same disk as Causeway's.
+
+# redis_run <label> <redis-server options>...: sets REDIS_RESULT to "set_rps get_rps" (runs in
+# this shell, not in $(...), so the clean-up on exit knows the server's pid).
+REDIS_RESULT=""
+redis_run() {
+  local label=$1 dir=$WORK/redis-$1 out i; shift
+  mkdir -p "$dir"
+  port_free "127.0.0.1:$REDIS_PORT" || die "something already listens on 127.0.0.1:$REDIS_PORT (REDIS_PORT=)"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" --daemonize no --logfile "$dir/redis.log" "$@" >/dev/null 2>&1 &
+  PID_OF[redis]=$!
+  for ((i = 0; i < 100; i++)); do
+    [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+  done
+  out=$(redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -t set,get -d 100 -c "$CONC" -P 1 -r "$KEYS" -n "$REDIS_N" --csv 2>&1) \
+    || die "redis-benchmark ($label) failed: $out"
+  echo "$out" >"$dir/benchmark.csv"
+  stop redis
+  REDIS_RESULT=$(awk -F'"' '$2 == "SET" { s = $4 } $2 == "GET" { g = $4 } END { if (s == "" || g == "") exit 1; print s, g }' <<<"$out") \
+    || die "cannot read redis-benchmark output ($label): $out"
+}
+
+# etcd_start: one durable etcd member (fresh data directory) on 127.0.0.1:$ETCD_PORT.
+etcd_start() {
+  local addr=127.0.0.1:$ETCD_PORT peer=127.0.0.1:$((ETCD_PORT + 1))
+  port_free "$addr" || die "something already listens on $addr (ETCD_PORT=)"
+  port_free "$peer" || die "something already listens on $peer (ETCD_PORT=)"
+  rm -rf "$WORK/etcd"
+  etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls "http://$addr" --advertise-client-urls "http://$addr" \
+    --listen-peer-urls "http://$peer" --initial-advertise-peer-urls "http://$peer" --initial-cluster "bench=http://$peer" \
+    --log-level warn >"$WORK/etcd.log" 2>&1 &
+  PID_OF[etcd]=$!
+  "${PROBE[@]}" wait "$addr" --deadline 30 >/dev/null || die "etcd did not start (see $WORK/etcd.log)"
+}
+
+section_anchors() {
+  hdr "anchors: Redis (no persistence, appendfsync everysec, appendfsync always; redis-benchmark -c$CONC -P1 -d100 -r$KEYS -n$REDIS_N) and one durable etcd node (wrk -t1 -c$CONC through its JSON gateway), beside Causeway (sync, os, in memory) and the reference"
+  local rp1 rg1 rp2 rg2 cs co cm cg e have_redis=1 have_etcd=1
+  local rn rs ra ep eg
+  command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null && command -v redis-cli >/dev/null \
+    || { have_redis=0; echo "  Redis skipped: redis-server / redis-benchmark / redis-cli not found (Debian: apt-get install redis-server redis-tools)"; }
+  command -v etcd >/dev/null || { have_etcd=0; echo "  etcd skipped: etcd not found (Debian: apt-get install etcd-server)"; }
+  start_ref
+  rp1=$(wrk_run put.lua "$REF_ADDR"); preload "$REF_ADDR" $KEYS; rg1=$(wrk_run get.lua "$REF_ADDR")
+  start_cluster 1 1
+  cs=$(wrk_run put.lua "$(node_addr 1)")
+  preload "$(node_addr 1)" $KEYS
+  cg=$(wrk_run get.lua "$(node_addr 1)")
+  stop n1
+  NODE_DURABILITY=os start_cluster 1 1
+  co=$(wrk_run put.lua "$(node_addr 1)")
+  stop n1
+  NODE_IN_MEMORY=1 start_cluster 1 1
+  cm=$(wrk_run put.lua "$(node_addr 1)")
+  stop n1
+  if [[ $have_redis == 1 ]]; then
+    redis_run none --save '' --appendonly no; rn=$REDIS_RESULT
+    redis_run everysec --save '' --appendonly yes --appendfsync everysec; rs=$REDIS_RESULT
+    redis_run always --save '' --appendonly yes --appendfsync always; ra=$REDIS_RESULT
+  fi
+  if [[ $have_etcd == 1 ]]; then
+    etcd_start
+    ep=$(wrk_run "$HERE/etcd-put.lua" "127.0.0.1:$ETCD_PORT")
+    eg=$(wrk_run "$HERE/etcd-get.lua" "127.0.0.1:$ETCD_PORT")
+    stop etcd
+  fi
+  rp2=$(wrk_run put.lua "$REF_ADDR"); rg2=$(wrk_run get.lua "$REF_ADDR")
+  stop ref
+
+  local refp=(--ref "${rp1% *}" --ref "${rp2% *}") refg=(--ref "${rg1% *}" --ref "${rg2% *}")
+  local p_s=${cs% *} p_o=${co% *} p_m=${cm% *} g=${cg% *}
+  e=${cs#* }; rec anchors "Causeway PUT, durable (sync)" req/s "$p_s" "${refp[@]}" --note "wrk put.lua; $(errnote "$e")"
+  e=${co#* }; rec anchors "Causeway PUT, os" req/s "$p_o" "${refp[@]}" --note "wrk put.lua; $(errnote "$e")"
+  e=${cm#* }; rec anchors "Causeway PUT, in memory" req/s "$p_m" "${refp[@]}" --note "IN_MEMORY; wrk put.lua; $(errnote "$e")"
+  e=${cg#* }; rec anchors "Causeway GET" req/s "$g" "${refg[@]}" --note "durable node; wrk get.lua; $(errnote "$e")"
+  vs() { echo "Causeway $2 $(calc "round($3)") req/s: Causeway / $1 = $(calc "round($3 / $4, 2)")"; }
+  if [[ $have_redis == 1 ]]; then
+    rec anchors "Redis SET, no persistence" req/s "${rn% *}" "${refp[@]}" --note "RESP, not HTTP; $(vs Redis "in memory" "$p_m" "${rn% *}")"
+    rec anchors "Redis SET, appendfsync everysec" req/s "${rs% *}" "${refp[@]}" --note "RESP; $(vs Redis os "$p_o" "${rs% *}")"
+    rec anchors "Redis SET, appendfsync always" req/s "${ra% *}" "${refp[@]}" --note "RESP; $(vs Redis sync "$p_s" "${ra% *}")"
+    rec anchors "Redis GET, no persistence" req/s "${rn#* }" "${refg[@]}" --note "RESP; $(vs Redis GET "$g" "${rn#* }")"
+  fi
+  if [[ $have_etcd == 1 ]]; then
+    rec anchors "etcd PUT, 1 durable node" req/s "${ep% *}" "${refp[@]}" --note "JSON gateway POST /v3/kv/put; $(vs etcd sync "$p_s" "${ep% *}"); $(errnote "${ep#* }")"
+    rec anchors "etcd range GET, 1 node" req/s "${eg% *}" "${refg[@]}" --note "POST /v3/kv/range, linearizable; $(vs etcd GET "$g" "${eg% *}"); $(errnote "${eg#* }")"
+  fi
+  # Durability's cost as a share of the store's own unpersisted rate: Causeway sync / in memory
+  # against Redis appendfsync always / no persistence (the aim: Causeway keeps at least as much).
+  local keep_m keep_o redis_keep target=()
+  keep_m=$(calc "round($p_s / $p_m, 3)"); keep_o=$(calc "round($p_s / $p_o, 3)")
+  if [[ $have_redis == 1 ]]; then
+    redis_keep=$(calc "round(${ra% *} / ${rn% *}, 3)")
+    target=(--target ">=$redis_keep")
+    rec anchors "Redis: durability keeps" fraction "$redis_keep" --note "SET appendfsync always / SET no persistence; everysec keeps $(calc "round(${rs% *} / ${rn% *}, 3)")"
+  fi
+  rec anchors "Causeway: durability keeps" fraction "$keep_m" "${target[@]}" --note "PUT sync / PUT in memory (target: Redis's share); sync / os = $keep_o"
+}
+
 # ---------------------------------------------------------------- main
 if [[ ${NO_BUILD:-0} != 1 ]]; then
   echo "building release binaries ..."
@@ -389,7 +525,9 @@ fi
 BENCH=("$CAUSEWAY" bench)
 
 echo "Causeway performance suite: ${SECTIONS[*]}; ${DURATION} s per figure; $(nproc) cores; $(date -u +%FT%TZ)"
-echo "causeway at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') ($CAUSEWAY_SRC, built $(date -u -r "$CAUSEWAY_SRC" +%FT%TZ)); work: $WORK"
+dirty=""
+[[ -z $(git -C "$ROOT" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null) ]] || dirty=" + uncommitted changes"
+echo "causeway at commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty ($CAUSEWAY_SRC, built $(date -u -r "$CAUSEWAY_SRC" +%FT%TZ)); work: $WORK"
 wait_quiet() {
   [[ -n ${WAIT_QUIET:-} ]] || return 0
   local i
@@ -404,4 +542,14 @@ for s in "${SECTIONS[@]}"; do wait_quiet; "section_$s"; done
 printf '\n== summary (ratios to the mean of the two reference runs of the same run; load average now %s)\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 "${PROBE[@]}" report "$RESULTS"
 [[ -z ${OUT:-} ]] || cp "$RESULTS" "$OUT"
-if [[ ${PROFILE:-0} == 1 ]]; then KEEP=1; echo "perf data: $WORK/perf-*.data (perf report -i ...)"; fi
+if [[ ${PROFILE:-0} == 1 ]]; then
+  KEEP=1
+  echo "perf data: $WORK/perf-*.data (perf report -i ...)"
+  FLAME_DIR=${FLAME_DIR:-$WORK/flame}
+  mkdir -p "$FLAME_DIR"
+  for f in "$WORK"/perf-*.data; do
+    [[ -e $f ]] || continue
+    name=$(basename "$f" .data); name=${name#perf-}
+    "$HERE/flame.sh" "$f" "$FLAME_DIR/$name.svg" "causeway: $name" || echo "  no flame graph for $name"
+  done
+fi

@@ -183,6 +183,17 @@ impl Operation {
         Ok(serde_json::to_vec(&body).expect("JSON values always serialise"))
     }
 
+    /// A put or delete (what an `Idempotency-Key` applies to).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Operation::Put { .. }
+                | Operation::PutNumber { .. }
+                | Operation::PutWithTtl { .. }
+                | Operation::Delete { .. }
+        )
+    }
+
     /// Whether the next node may be asked after this operation failed with `error`.
     ///
     /// A write (put, delete) is retried only when the failed attempt certainly did
@@ -190,11 +201,16 @@ impl Operation {
     /// still be applied; sent again it would be a second write, which the store orders
     /// after whatever other clients wrote in between, so the caller decides. A view
     /// change that timed out may still be running; starting a second one would race it.
-    fn may_retry_after(&self, error: &Error) -> bool {
+    ///
+    /// A write sent with an `Idempotency-Key` (as [`Client::execute`] sends every
+    /// write) is retried after any such failure: the store applies all its attempts as
+    /// one write.
+    fn may_retry_after(&self, error: &Error, keyed: bool) -> bool {
         if !error.is_retryable() {
             return false;
         }
         match self {
+            _ if self.is_write() && keyed => true,
             Operation::Put { .. }
             | Operation::PutNumber { .. }
             | Operation::PutWithTtl { .. }
@@ -442,21 +458,33 @@ impl Client {
     /// to see every field of a response.
     ///
     /// A node that is unreachable, times out, answers 5xx or cannot satisfy the
-    /// request's causal dependencies yet is skipped for the next one; a write only
-    /// when the node could not be reached at all (see the crate docs). If they all
-    /// fail: that error when there is one node, [`Error::AllNodesFailed`] otherwise.
+    /// request's causal dependencies yet is skipped for the next one, a write too: it
+    /// carries an `Idempotency-Key` (see the crate docs). If they all fail: that error
+    /// when there is one node, [`Error::AllNodesFailed`] otherwise.
     pub async fn execute(&self, op: &Operation) -> Result<Response> {
+        let key = op.is_write().then(fresh_idempotency_key);
+        self.execute_keyed(op, key.as_deref()).await
+    }
+
+    /// [`Client::execute`] with the `Idempotency-Key` given (for a write): to retry a
+    /// write whose outcome is unknown after [`Client::execute`] failed, even from
+    /// another process, within the store's window (10 minutes by default), send it
+    /// again with the same key and the same context. `None` sends none.
+    pub async fn execute_keyed(&self, op: &Operation, key: Option<&str>) -> Result<Response> {
         let count = self.nodes.len();
         let start = self.preferred.load(Ordering::Relaxed) % count;
         let mut failures = Vec::new();
+        // Every attempt carries the same context: with the key, that makes them one
+        // write on whichever replica they land.
+        let context = self.context();
         for i in (start..count).chain(0..start) {
-            match self.attempt(&self.nodes[i], op).await {
+            match self.attempt(&self.nodes[i], op, key, &context).await {
                 Ok(response) => {
                     self.preferred.store(i, Ordering::Relaxed);
                     return Ok(response);
                 }
                 Err(error) => {
-                    if !op.may_retry_after(&error) {
+                    if !op.may_retry_after(&error, key.is_some()) {
                         return Err(error);
                     }
                     failures.push(error);
@@ -472,14 +500,20 @@ impl Client {
 
     /// One attempt on one node. Keeps the context of an answer that served the
     /// operation (see the module docs).
-    async fn attempt(&self, node: &str, op: &Operation) -> Result<Response> {
+    async fn attempt(
+        &self,
+        node: &str,
+        op: &Operation,
+        key: Option<&str>,
+        context: &Value,
+    ) -> Result<Response> {
         let timeout = match op {
             Operation::ViewChange { .. } => self.view_change_timeout,
             Operation::Watch { wait, .. } => self.timeout + *wait,
             _ => self.timeout,
         };
         let url = url_for(node, op)?;
-        let request_body = op.body(self.context())?;
+        let request_body = op.body(context.clone())?;
         let transport = |source: reqwest::Error| {
             if source.is_timeout() {
                 Error::Timeout {
@@ -493,15 +527,15 @@ impl Client {
                 }
             }
         };
-        let reply = self
+        let mut request = self
             .http
             .request(op.method(), url)
             .timeout(timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(request_body)
-            .send()
-            .await
-            .map_err(transport)?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(k) = key {
+            request = request.header("idempotency-key", k);
+        }
+        let reply = request.body(request_body).send().await.map_err(transport)?;
         let status = reply.status().as_u16();
         let bytes = reply.bytes().await.map_err(transport)?;
 
@@ -574,6 +608,25 @@ fn number_text(body: &[u8]) -> Option<String> {
     }
     let raw = serde_json::from_slice::<ValueText>(body).ok()?.value?;
     Some(raw.get().to_owned())
+}
+
+/// A new `Idempotency-Key`: 128 random bits, in hex.
+pub fn fresh_idempotency_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let part = || {
+        // `RandomState` is seeded from the OS's randomness.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(SEQ.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    };
+    format!("cw-{:016x}{:016x}", part(), part())
 }
 
 /// The context of a client with no history.

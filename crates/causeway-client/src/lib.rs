@@ -14,11 +14,12 @@
 //! - failures are typed ([`Error`]): [`Error::KeyNotFound`], [`Error::BadRequest`],
 //!   [`Error::Unsatisfiable`], [`Error::Unavailable`], [`Error::AllNodesFailed`], ...
 //!
-//! Reads go to the next node after any of those failures. A write goes to the next
-//! node only when the connection to the first could not be made: after a timeout or
-//! a 503 it may still be applied, and sending it again would make a second write that
-//! the store orders after anything other clients wrote meanwhile. Such a write fails
-//! with its error, and the caller decides whether to repeat it.
+//! Reads go to the next node after any of those failures, and so do writes: every
+//! write carries an `Idempotency-Key` (a new one per write) and the same context on
+//! each attempt, so the store applies all its attempts as one write, even when a
+//! timed-out attempt was applied after all. [`Client::execute_keyed`] sends a key of
+//! the caller's choosing (to repeat a write later, within the store's window), or
+//! none (then a write goes to the next node only when the first could not be reached).
 //!
 //! The [`cli`] module holds the `causeway get|put|...` subcommands, which keep
 //! the context in a session file between invocations.

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use causeway_client::{Client, Error};
-use serde_json::json;
+use causeway_client::{Client, Error, Operation};
+use serde_json::{json, Value};
 use support::fake_node::{FakeNode, Reply};
 
 fn ok_get(context: serde_json::Value) -> Reply {
@@ -271,7 +271,7 @@ async fn a_rejected_request_is_not_retried_elsewhere() {
 }
 
 #[tokio::test]
-async fn a_write_is_sent_elsewhere_only_when_it_cannot_have_been_applied() {
+async fn a_write_is_retried_elsewhere_as_the_same_request() {
     let ok_put = || {
         Reply::Json(
             201,
@@ -279,24 +279,17 @@ async fn a_write_is_sent_elsewhere_only_when_it_cannot_have_been_applied() {
                    "causal-context": {}}),
         )
     };
-    let other = FakeNode::start(move |_| ok_put()).await;
-    // Refused connection: nothing was sent, the next node gets the write.
-    let dead = "127.0.0.1:0".to_owned();
-    let client = Client::new([&dead, &other.addr]).unwrap();
-    assert!(!client.put("k", "v").await.unwrap().replaced);
-    assert_eq!(other.requests().len(), 1);
-
-    // A timeout or a 503 may hide an applied write: not repeated elsewhere.
+    // A timeout or a 503 may hide an applied write: the next node gets the same
+    // request, with the same Idempotency-Key and context, so the store applies it once.
     let silent = FakeNode::start(|_| Reply::Hang).await;
+    let other = FakeNode::start(move |_| ok_put()).await;
     let client = Client::builder()
         .nodes([&silent.addr, &other.addr])
         .timeout(Duration::from_millis(300))
+        .context(json!({"epoch": 1}))
         .build()
         .unwrap();
-    let err = client.put("k", "v").await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-    let err = client.delete("k").await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(!client.put("k", "v").await.unwrap().replaced);
     let unavailable = FakeNode::start(|_| {
         Reply::Json(
             503,
@@ -305,10 +298,49 @@ async fn a_write_is_sent_elsewhere_only_when_it_cannot_have_been_applied() {
         )
     })
     .await;
-    let client = Client::new([&unavailable.addr, &other.addr]).unwrap();
-    let err = client.put("k", "v").await.unwrap_err();
-    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert_eq!(other.requests().len(), 1, "only the first write reached it");
+    let client2 = Client::new([&unavailable.addr, &other.addr]).unwrap();
+    client2
+        .delete("k")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let first = [silent.requests(), unavailable.requests()];
+    let second = other.requests();
+    assert_eq!(second.len(), 2);
+    for (tried, retried) in first.iter().zip(&second) {
+        assert_eq!(tried.len(), 1);
+        let key = tried[0]
+            .idempotency_key
+            .clone()
+            .expect("a key on every write");
+        assert_eq!(retried.idempotency_key.as_ref(), Some(&key));
+        assert_eq!(retried.raw, tried[0].raw, "the same body, context included");
+    }
+    assert_ne!(
+        second[0].idempotency_key, second[1].idempotency_key,
+        "one key per write"
+    );
+
+    // Without a key, a write goes elsewhere only when nothing was sent.
+    let op = Operation::Put {
+        key: "k".into(),
+        value: json!("v"),
+    };
+    let client = Client::builder()
+        .nodes([&silent.addr, &other.addr])
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let err = client.execute_keyed(&op, None).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert_eq!(other.requests().len(), 2, "not repeated elsewhere");
+    assert_eq!(silent.requests().last().unwrap().idempotency_key, None);
+    // Reads carry no key.
+    let _ = other_get(&other.addr).await;
+    assert_eq!(other.requests().last().unwrap().idempotency_key, None);
+}
+
+async fn other_get(addr: &str) -> Result<Value, Error> {
+    Client::new([addr]).unwrap().get("k").await
 }
 
 #[tokio::test]

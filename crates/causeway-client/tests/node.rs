@@ -255,3 +255,53 @@ async fn the_causeway_binary_reads_its_writes_across_nodes() {
     let (code, _, _) = causeway(&dir, &["get", "--node", &view[0], "missing"]);
     assert_eq!(code, 1);
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to a node process.
+fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_never_came_is_retried_elsewhere_as_the_same_write() {
+    let view = addresses(21160, 2);
+    let nodes = cluster(&view, 2).await;
+    let client = Client::builder()
+        .nodes(&view)
+        .timeout(Duration::from_millis(800))
+        .build()
+        .unwrap();
+    client.put("warm", "up").await.unwrap();
+    // Node 1 stops answering: the put times out there and is sent to node 2, with the
+    // same Idempotency-Key and context.
+    signal(nodes[0].pid(), "STOP");
+    let put = client.put("k", "v1").await;
+    let other = Client::new([&view[1]]).unwrap();
+    let read = other.get("k").await;
+    let overwrite = other.put("k", "v2").await;
+    // Node 1 resumes; whatever became of the attempt it was sent (the same write, which
+    // v2 supersedes), the store ends with v2.
+    signal(nodes[0].pid(), "CONT");
+    assert!(put.is_ok(), "the write was retried on node 2: {put:?}");
+    assert_eq!(read.unwrap(), json!("v1"));
+    assert!(overwrite.unwrap().replaced);
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let mut values = Vec::new();
+        for n in &view {
+            values.push(Client::new([n]).unwrap().get("k").await.ok());
+        }
+        if values.iter().all(|v| v.as_ref() == Some(&json!("v2"))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas hold {values:?}, not v2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// carry up to 32 MiB, plus one value).
     #[arg(long, env = "MAX_INTERNAL_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_internal_bytes: usize,
+    /// How long a write's `Idempotency-Key` is remembered: `90s`, `10m`, `1h` (plain
+    /// numbers are seconds). Tombstones are kept at least twice as long.
+    #[arg(long, env = "IDEMPOTENCY_WINDOW", default_value = "10m")]
+    pub idempotency_window: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -70,6 +74,27 @@ pub enum ConfigError {
     Listen(String),
     #[error("MAX_INTERNAL_BYTES {0} is below the 64 MiB that replication messages need")]
     InternalLimit(usize),
+    #[error("IDEMPOTENCY_WINDOW '{0}' is not a duration from 1s to 7d (90s, 10m, 1h)")]
+    IdempotencyWindow(String),
+}
+
+/// Parses a duration such as `90s`, `10m`, `1h`, `2d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = num.parse().ok()?;
+    let secs = n * match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
 }
 
 /// The smallest node-to-node message limit a node accepts.
@@ -146,8 +171,16 @@ impl ServeArgs {
                 PathBuf::from(format!("causeway-data-{}-{}", address.ip(), address.port()))
             }))
         };
+        let window = match self.idempotency_window.trim() {
+            "" => crate::idempotency::DEFAULT_WINDOW,
+            w => parse_duration(w)
+                .filter(|d| (1..=7 * 86_400).contains(&d.as_secs()))
+                .ok_or_else(|| ConfigError::IdempotencyWindow(w.to_string()))?,
+        };
+        let mut node = NodeConfig::new(address.to_string());
+        node.idempotency_window = window;
         Ok(ServeConfig {
-            node: NodeConfig::new(address.to_string()),
+            node,
             view: View::new(0, nodes, repl),
             listen,
             data_dir,
@@ -181,6 +214,20 @@ impl ServeConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_take_a_unit_or_are_seconds() {
+        use super::parse_duration;
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        for bad in ["", "m", "10 years", "-1s", "x"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn args(address: &str, view: Option<&str>, repl: &str) -> ServeArgs {

@@ -9,6 +9,8 @@
 //! The crate reads bottom-up as the architecture:
 //! - [`causal`]: clocks, versions, merge, client contexts and the read rule (pure);
 //! - [`placement`]: views, shards and the key-to-shard hash (pure);
+//! - [`idempotency`]: the identity of a write with an `Idempotency-Key`, and the
+//!   answers remembered for repeats;
 //! - [`storage`]: the durable engine (fjall) behind one small interface;
 //! - [`node`]: a replica's state, its single-writer committer (group commit), and how
 //!   a node serves or forwards key operations;
@@ -22,6 +24,7 @@ pub mod api;
 pub mod causal;
 pub mod config;
 pub mod demo;
+pub mod idempotency;
 pub mod listing;
 pub mod metrics;
 pub mod node;

@@ -522,14 +522,19 @@ async fn collect_tombstones(node: Arc<Node>) {
             let Some(peer_clocks) = peer_clocks else {
                 continue;
             };
+            // A tombstone outlives every idempotent retry of what it deleted (twice the
+            // window, for clock skew): such a retry is that write again, which the
+            // tombstone supersedes, and would bring the key back without it.
+            let old_enough =
+                crate::node::committer::hlc_now().saturating_sub(crate::causal::version::ts_of_ms(
+                    2 * node.cfg.idempotency_window.as_millis() as u64,
+                ));
             let doomed = st
                 .tombstones
                 .iter()
                 .filter_map(|k| {
                     let v = st.keys.get(k)?;
-                    peer_clocks
-                        .iter()
-                        .all(|c| c.contains(v.dot))
+                    (v.id.ts <= old_enough && peer_clocks.iter().all(|c| c.contains(v.dot)))
                         .then(|| (k.to_string(), v.id))
                 })
                 .take(10_000)

@@ -43,12 +43,11 @@ pub async fn run(
     cfg: &ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = std::sync::Arc::new(AppState {
-        node: node.clone(),
-        limits: cfg.limits.clone(),
-        secret: cfg.secret.clone(),
-        signer: cfg.secret.as_deref().map(crate::causal::Signer::new),
-    });
+    let app = std::sync::Arc::new(AppState::new(
+        node.clone(),
+        cfg.limits.clone(),
+        cfg.secret.clone(),
+    ));
     use axum::serve::ListenerExt;
     // No Nagle delay: internal streams write many small reply frames in turn.
     let listener = listener.tap_io(|tcp| {

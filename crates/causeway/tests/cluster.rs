@@ -66,6 +66,8 @@ impl Cluster {
         }
         let mut cfg = NodeConfig::new(a);
         cfg.timeouts = self.timeouts.clone();
+        // Tombstones wait twice the idempotency window; these tests collect at once.
+        cfg.idempotency_window = Duration::ZERO;
         let (storage, loaded) = Storage::in_memory();
         let node = Node::start(cfg, storage, loaded, view, self.net.transport(a))
             .expect("in-memory start");

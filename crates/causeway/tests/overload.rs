@@ -60,12 +60,7 @@ fn put(key: &str, v: &str, ctx: &Context) -> KeyRequest {
 async fn serve_http(node: Arc<Node>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = Arc::new(AppState {
-        node,
-        limits: Limits::default(),
-        secret: None,
-        signer: None,
-    });
+    let app = Arc::new(AppState::new(node, Limits::default(), None));
     tokio::spawn(async move { axum::serve(listener, router(app)).await });
     url
 }

@@ -18,6 +18,8 @@ pub struct Request {
     pub body: Value,
     /// The body exactly as sent.
     pub raw: String,
+    /// The `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
 }
 
 /// What the fake node does with a request.
@@ -92,6 +94,11 @@ async fn serve(mut stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Re
     let mut first = lines.next().unwrap_or_default().split(' ');
     let method = first.next().unwrap_or_default().to_owned();
     let path = first.next().unwrap_or_default().to_owned();
+    let idempotency_key = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"))
+        .map(|(_, v)| v.trim().to_owned());
     let length: usize = lines
         .filter_map(|l| l.split_once(':'))
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
@@ -111,6 +118,7 @@ async fn serve(mut stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Re
         path,
         body,
         raw,
+        idempotency_key,
     };
     recorded.lock().unwrap().push(request.clone());
     let (status, text) = match handler(&request) {

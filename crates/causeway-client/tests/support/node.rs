@@ -35,6 +35,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node's process id (to stop and resume it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `causeway serve` for `addr` in a cluster of `view`, keys in memory.
     /// Does not wait for it: see [`Node::wait_ready`].
     pub fn spawn(addr: &str, view: &[String], repl_factor: u32) -> Node {

@@ -11,11 +11,13 @@
 //! - a number value is stored, and handed back, with exactly the text it came with.
 
 use super::error::{batch_response, batch_result, ApiError, BatchResult};
-use super::{raw, read_json_bytes, App};
+use super::{raw, read_json_bytes, App, Remembered};
 use crate::causal::{Context, Value};
+use crate::idempotency::Seen;
 use crate::transport::{KeyOp, KeyRequest};
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -124,12 +126,31 @@ pub fn by_key(ops: Vec<Op>) -> BTreeMap<String, Vec<(usize, Op)>> {
     groups
 }
 
-pub async fn batch(State(app): State<App>, body: Body) -> Response {
+pub async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
     let (bytes, body) = match read_json_bytes(body, "BATCH", app.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
     let ctx = Context::from_signed_json(body.get("causal-context"), app.signer.as_ref());
+    let idem = match super::idempotency_key(&headers, "BATCH") {
+        Ok(k) => k,
+        Err(e) => return e.with_context(&ctx, app.signer.as_ref()),
+    };
+    let now = std::time::Instant::now();
+    if let Some(k) = &idem {
+        match app.answers.seen(k, BATCH_REQUEST, now) {
+            Seen::Repeat(Remembered::Batch(results, first)) => {
+                let mut out = first;
+                out.join(&ctx);
+                return batch_response((*results).clone(), out.to_signed_json(app.signer.as_ref()));
+            }
+            Seen::Repeat(Remembered::Key(_)) | Seen::Reused => {
+                return ApiError::KeyReused { method: "BATCH" }
+                    .with_context(&ctx, app.signer.as_ref())
+            }
+            Seen::New => {}
+        }
+    }
     let ops = match parse(
         &bytes,
         &body,
@@ -144,27 +165,40 @@ pub async fn batch(State(app): State<App>, body: Body) -> Response {
     let deadline = tokio::time::Instant::now() + BATCH_BUDGET;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_KEYS));
     let mut groups = tokio::task::JoinSet::new();
+    // With a key, every op's identity is fixed by the key, the op and the request's
+    // context (see `crate::idempotency`): a repeat is the same writes.
+    let hlc = crate::node::committer::hlc_now();
+    let window = app.answers.window();
     for (_, group) in by_key(ops) {
         let (node, slots, start) = (app.node.clone(), slots.clone(), ctx.clone());
+        let ids: Vec<Option<crate::causal::WriteId>> = group
+            .iter()
+            .map(|(i, op)| {
+                let k = idem.as_deref()?;
+                let what = format!("BATCH {i} {} {}", op.method, op.key);
+                crate::idempotency::write_id(k, &what, *i as u64, start.ts, hlc, window)
+            })
+            .collect();
         groups.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let mut ctx = start;
             let mut results = Vec::with_capacity(group.len());
-            for (i, op) in group {
+            for ((i, op), id) in group.into_iter().zip(ids) {
                 let req = KeyRequest {
                     key: op.key,
                     op: op.op,
                     ctx: ctx.clone(),
                 };
                 let key = req.key.clone();
-                let resp = match tokio::time::timeout_at(deadline, node.handle_key(req)).await {
-                    Ok(resp) => resp,
-                    Err(_) => crate::transport::KeyResponse {
-                        result: Err(crate::transport::KeyError::Unavailable),
-                        ctx: ctx.clone(),
-                        served_by: None,
-                    },
-                };
+                let resp =
+                    match tokio::time::timeout_at(deadline, node.handle_key_as(req, id)).await {
+                        Ok(resp) => resp,
+                        Err(_) => crate::transport::KeyResponse {
+                            result: Err(crate::transport::KeyError::Unavailable),
+                            ctx: ctx.clone(),
+                            served_by: None,
+                        },
+                    };
                 let (result, next) = batch_result(op.method, key, resp);
                 results.push((i, result));
                 ctx = next;
@@ -181,8 +215,21 @@ pub async fn batch(State(app): State<App>, body: Body) -> Response {
         }
         out.join(&group_ctx);
     }
+    if let Some(k) = &idem {
+        // Remembered once every op was served (a failed op may be retried).
+        if results
+            .iter()
+            .all(|r| r.as_ref().is_some_and(|r| r.status() < 500))
+        {
+            let first = Remembered::Batch(std::sync::Arc::new(results.clone()), out.clone());
+            app.answers.remember(k, BATCH_REQUEST, first, now);
+        }
+    }
     batch_response(results, out.to_signed_json(app.signer.as_ref()))
 }
+
+/// What a batch's `Idempotency-Key` names (one path, one method).
+const BATCH_REQUEST: &str = "POST /kv-store/batch";
 
 #[cfg(test)]
 mod tests {

@@ -179,7 +179,7 @@ fn outcome_fields(
 /// One result of a batch: `key`, `status`, and exactly the fields of the single-key
 /// answer, without `causal-context` and `address`. Fields are in name order, as
 /// batch answers have always been written.
-#[derive(serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct BatchResult {
     #[serde(rename = "doesExist", skip_serializing_if = "Option::is_none")]
     does_exist: Option<bool>,
@@ -199,6 +199,13 @@ fn value_out<S: serde::Serializer>(
     ser: S,
 ) -> Result<S::Ok, S::Error> {
     serde::Serialize::serialize(&v.as_ref().map(ValueOut), ser)
+}
+
+impl BatchResult {
+    /// The op's HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
 }
 
 /// The result of one op of a batch (see [`BatchResult`]); the response's context is
@@ -320,6 +327,9 @@ pub enum ApiError {
     Unavailable { method: &'static str },
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already named another request (422).
+    #[error("Idempotency-Key reused for another request")]
+    KeyReused { method: &'static str },
     /// The node cannot serve (`/ready`); why.
     #[error("{0}")]
     NotReady(String),
@@ -338,6 +348,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -346,6 +357,7 @@ impl ApiError {
             ApiError::BadBody { method }
             | ApiError::TooLarge { method, .. }
             | ApiError::BadRequest { method, .. }
+            | ApiError::KeyReused { method }
             | ApiError::Unavailable { method } => format!("Error in {method}"),
             ApiError::ValueMissing | ApiError::ValueType => "Error in PUT".into(),
             ApiError::ShardNotFound => "Error in GET".into(),

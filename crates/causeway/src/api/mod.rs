@@ -58,6 +58,45 @@ pub struct AppState {
     pub secret: Option<String>,
     /// Signs client contexts when the cluster has a secret.
     pub signer: Option<Signer>,
+    /// Answers to writes with an `Idempotency-Key`, for repeats.
+    pub answers: crate::idempotency::Answers<Remembered>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>, limits: Limits, secret: Option<String>) -> AppState {
+        let window = node.cfg.idempotency_window;
+        AppState {
+            node,
+            limits,
+            signer: secret.as_deref().map(Signer::new),
+            secret,
+            answers: crate::idempotency::Answers::new(window),
+        }
+    }
+}
+
+/// What a node remembers of a request with an `Idempotency-Key`: its answer.
+#[derive(Clone)]
+pub enum Remembered {
+    Key(crate::transport::KeyResponse),
+    Batch(Arc<Vec<Option<error::BatchResult>>>, Context),
+}
+
+/// The request's `Idempotency-Key`: `Ok(None)` without one, `Err` when malformed.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    method: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(k) if crate::idempotency::valid_key(k) => Ok(Some(k.to_string())),
+            _ => Err(ApiError::BadRequest {
+                method,
+                error: "Invalid Idempotency-Key".into(),
+            }),
+        },
+    }
 }
 
 /// Builds the router for one node.
@@ -225,6 +264,7 @@ async fn read_bytes(
 async fn key_op(
     State(app): State<App>,
     method: Method,
+    headers: HeaderMap,
     key: Result<Path<String>, axum::extract::rejection::PathRejection>,
     query: Result<
         axum::extract::Query<Vec<(String, String)>>,
@@ -304,7 +344,49 @@ async fn key_op(
             }
         }
     };
-    let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
+    let idem = match &op {
+        KeyOp::Put(_) | KeyOp::PutExpiring { .. } | KeyOp::Delete => {
+            match idempotency_key(&headers, name) {
+                Ok(k) => k,
+                Err(e) => return refuse(e),
+            }
+        }
+        _ => None,
+    };
+    let Some(idem) = idem else {
+        let resp = app.node.handle_key(KeyRequest { key, op, ctx }).await;
+        return key_response(name, resp, app.signer.as_ref());
+    };
+    // The same request whatever the prefix (`/kvs` is an alias).
+    let what = format!("{name} {key}");
+    let now = Instant::now();
+    match app.answers.seen(&idem, &what, now) {
+        crate::idempotency::Seen::Repeat(Remembered::Key(mut first)) => {
+            // The first answer; its context also covers what the request brought.
+            first.ctx.join(&ctx);
+            first.served_by = None;
+            return key_response(name, first, app.signer.as_ref());
+        }
+        crate::idempotency::Seen::Repeat(Remembered::Batch(..))
+        | crate::idempotency::Seen::Reused => return refuse(ApiError::KeyReused { method: name }),
+        crate::idempotency::Seen::New => {}
+    }
+    let id = crate::idempotency::write_id(
+        &idem,
+        &what,
+        0,
+        ctx.ts,
+        crate::node::committer::hlc_now(),
+        app.answers.window(),
+    );
+    let resp = app
+        .node
+        .handle_key_as(KeyRequest { key, op, ctx }, id)
+        .await;
+    if resp.result.is_ok() {
+        app.answers
+            .remember(&idem, &what, Remembered::Key(resp.clone()), now);
+    }
     key_response(name, resp, app.signer.as_ref())
 }
 

@@ -39,6 +39,10 @@ pub enum Value {
 /// exact in every JSON client).
 pub const HLC_SHIFT: u32 = 10;
 
+/// Timestamps stay below 2^53 (exact in every JSON client, for some 278 years of wall
+/// clock); a context claiming more than that was not issued by a Causeway node.
+pub const MAX_TS: u64 = 1 << 53;
+
 /// Milliseconds as a difference of [`WriteId::ts`] (hybrid timestamps keep a logical
 /// counter in their low bits).
 pub fn ts_of_ms(ms: u64) -> u64 {

@@ -34,10 +34,7 @@ const MAX_BATCH: usize = 4096;
 /// Most jobs waiting for the committer (besides the batch it is committing): enough to
 /// fill the next batch, so a busy committer never waits for submitters.
 pub const QUEUE: usize = MAX_BATCH;
-/// Timestamps stay below 2^53 (exact in every JSON client, for some 278 years of wall
-/// clock); a context claiming more than that was not issued by a Causeway node.
-pub const MAX_TS: u64 = 1 << 53;
-pub use crate::causal::version::HLC_SHIFT;
+pub use crate::causal::version::{HLC_SHIFT, MAX_TS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {

@@ -154,6 +154,8 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     /// Test hook: answer reads without the read rule (fault-campaign self-check).
     pub broken_read_rule: bool,
+    /// How long an `Idempotency-Key` is honoured (see [`crate::idempotency`]).
+    pub idempotency_window: Duration,
 }
 
 impl NodeConfig {
@@ -163,6 +165,7 @@ impl NodeConfig {
             max_key_chars: 50,
             timeouts: Timeouts::default(),
             broken_read_rule: false,
+            idempotency_window: crate::idempotency::DEFAULT_WINDOW,
         }
     }
 }
@@ -193,6 +196,21 @@ pub struct Node {
     started: std::time::Instant,
     /// Watches (long-polls) waiting for keys of this replica.
     watches: Arc<watches::Watches>,
+    /// Idempotent writes this replica applied, by identity, for the window.
+    applied: crate::idempotency::Answers<AppliedWrite>,
+}
+
+/// What a replica remembers of an idempotent write it applied: enough to answer a
+/// repeat as the first attempt was answered.
+#[derive(Clone, Debug)]
+struct AppliedWrite {
+    epoch: u64,
+    shard: ShardNo,
+    dot: crate::causal::Dot,
+    tag: u32,
+    live: bool,
+    ts: u64,
+    result: KeyOutcome,
 }
 
 impl Node {
@@ -227,6 +245,7 @@ impl Node {
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
+        let cfg_window = cfg.idempotency_window;
         let (committer, commits) =
             Committer::start(state.clone(), storage.clone(), watches.clone());
         let (view_tx, _) = watch::channel(Arc::new(view));
@@ -243,12 +262,14 @@ impl Node {
             migrate_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),
-            fwd_origin: rand::random(),
+            // Top bit clear: that bit marks idempotent writes (`crate::idempotency`).
+            fwd_origin: rand::random::<u64>() >> 1,
             fwd_counter: AtomicU64::new(0),
             fwd_last_ts: Mutex::new(0),
             transit: Mutex::new(Default::default()),
             started: std::time::Instant::now(),
             watches,
+            applied: crate::idempotency::Answers::new(cfg_window),
         });
         crate::replication::spawn(node.clone());
         let n = node.clone();
@@ -377,10 +398,17 @@ impl Node {
     /// answers 503, and a forwarded one shares the same budget.
     /// A watch has its wait on top.
     pub async fn handle_key(&self, req: KeyRequest) -> KeyResponse {
+        self.handle_key_as(req, None).await
+    }
+
+    /// [`Node::handle_key`] for a write whose identity the caller fixed (an idempotent
+    /// write's, see [`crate::idempotency`]): every replica that applies it applies that
+    /// one write.
+    pub async fn handle_key_as(&self, req: KeyRequest, write_id: Option<WriteId>) -> KeyResponse {
         let arrived = Forwarded {
             deadline: client_deadline(&self.cfg.timeouts, std::time::Instant::now())
                 + req.op.wait(),
-            write_id: None,
+            write_id,
         };
         self.route_key(req, 0, Some(arrived)).await
     }
@@ -498,6 +526,9 @@ impl Node {
     /// (any more).
     async fn serve_local(&self, req: KeyRequest, fwd: Option<Forwarded>) -> Option<KeyResponse> {
         let KeyRequest { key, op, ctx } = req;
+        if let Some(first) = self.applied_before(&op, fwd, &ctx) {
+            return Some(first);
+        }
         match op {
             KeyOp::Get => {
                 let (v, ctx) = match self.safe_read(&key, &ctx).await? {
@@ -625,6 +656,10 @@ impl Node {
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
         let tag = crate::causal::context::key_tag(&key);
+        let idem = fwd
+            .and_then(|f| f.write_id)
+            .filter(crate::idempotency::is_idempotent)
+            .map(|id| format!("{:x}.{:x}", id.ts, id.origin));
         let res = self
             .committer
             .submit_by(fwd.map(|f| f.deadline.into()), |reply| Job::Write {
@@ -655,6 +690,19 @@ impl Node {
                 } else {
                     KeyOutcome::Deleted
                 };
+                if let Some(k) = idem {
+                    let first = AppliedWrite {
+                        epoch: done.epoch,
+                        shard,
+                        dot: done.dot,
+                        tag,
+                        live: is_put,
+                        ts: done.ts,
+                        result: result.clone(),
+                    };
+                    self.applied
+                        .remember(&k, "", first, std::time::Instant::now());
+                }
                 Some(KeyResponse {
                     result: Ok(result),
                     ctx: out,
@@ -667,6 +715,40 @@ impl Node {
                 served_by: None,
             }),
         }
+    }
+
+    /// The answer a replica gave an idempotent write it already applied (in this view):
+    /// a repeat of it is answered alike, not applied again (see [`crate::idempotency`]).
+    fn applied_before(
+        &self,
+        op: &KeyOp,
+        fwd: Option<Forwarded>,
+        ctx: &Context,
+    ) -> Option<KeyResponse> {
+        if !matches!(
+            op,
+            KeyOp::Put(_) | KeyOp::PutExpiring { .. } | KeyOp::Delete
+        ) {
+            return None;
+        }
+        let id = fwd?.write_id.filter(crate::idempotency::is_idempotent)?;
+        let k = format!("{:x}.{:x}", id.ts, id.origin);
+        let crate::idempotency::Seen::Repeat(first) =
+            self.applied.seen(&k, "", std::time::Instant::now())
+        else {
+            return None;
+        };
+        if first.epoch != self.view().epoch {
+            return None;
+        }
+        let mut out = ctx.in_epoch(first.epoch);
+        out.ts = out.ts.max(first.ts);
+        out.add_recent_tagged(first.shard, first.dot, first.tag, first.live);
+        Some(KeyResponse {
+            result: Ok(first.result),
+            ctx: out,
+            served_by: None,
+        })
     }
 
     /// The version to answer a read with, and the client's context after it; `Err` when
