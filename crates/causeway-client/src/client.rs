@@ -19,7 +19,8 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 use crate::response::{
-    GetBody, KeyCount, PutBody, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody, Watched,
+    BatchBody, BatchResult, GetBody, KeyCount, Page, PutBody, PutOutcome, Response, ShardInfo,
+    ShardList, ViewChangeBody, Watched,
 };
 
 /// Per-request timeout unless [`ClientBuilder::timeout`] says otherwise: the API's
@@ -81,6 +82,24 @@ pub enum Operation {
         /// The key.
         key: String,
     },
+    /// `POST /kv-store/batch`: ops on one key run in order, other keys in parallel;
+    /// one answer (and context) for all.
+    Batch {
+        /// The ops, in order (at most 1,000).
+        ops: Vec<BatchOp>,
+    },
+    /// `GET /kv-store/keys?prefix=..&limit=..&start-after=..&values=..`: one page of
+    /// keys in byte order across every shard.
+    List {
+        /// Only keys that start with this.
+        prefix: String,
+        /// Most keys in the page (1 to 1,000).
+        limit: u32,
+        /// Only keys after this one (the previous page's `next`).
+        start_after: Option<String>,
+        /// Also return each key's value.
+        values: bool,
+    },
     /// `GET /kv-store/key-count`
     KeyCount,
     /// `GET /kv-store/shards`
@@ -106,6 +125,7 @@ impl Operation {
         match self {
             Operation::Get { .. }
             | Operation::Watch { .. }
+            | Operation::List { .. }
             | Operation::KeyCount
             | Operation::Shards
             | Operation::ClusterStatus
@@ -115,6 +135,7 @@ impl Operation {
             | Operation::PutWithTtl { .. }
             | Operation::ViewChange { .. } => Method::PUT,
             Operation::Delete { .. } => Method::DELETE,
+            Operation::Batch { .. } => Method::POST,
         }
     }
 
@@ -131,6 +152,8 @@ impl Operation {
             Operation::Shards => vec!["kv-store", "shards"],
             Operation::Shard { id } => vec!["kv-store", "shards", id],
             Operation::ClusterStatus => vec!["cluster"],
+            Operation::Batch { .. } => vec!["kv-store", "batch"],
+            Operation::List { .. } => vec!["kv-store", "keys"],
             Operation::PutWithTtl { put, .. } => put.segments(),
             Operation::ViewChange { .. } => vec!["kv-store", "view-change"],
         }
@@ -173,6 +196,12 @@ impl Operation {
             Operation::Put { value, .. } => {
                 body.insert("value".into(), value.clone());
             }
+            Operation::Batch { ops } => {
+                body.insert(
+                    "ops".into(),
+                    Value::Array(ops.iter().map(BatchOp::to_json).collect()),
+                );
+            }
             Operation::ViewChange { view, repl_factor } => {
                 body.insert("view".into(), Value::String(view.join(",")));
                 body.insert("repl-factor".into(), json!(repl_factor));
@@ -183,15 +212,16 @@ impl Operation {
         Ok(serde_json::to_vec(&body).expect("JSON values always serialise"))
     }
 
-    /// A put or delete (what an `Idempotency-Key` applies to).
+    /// A put, delete, or a batch with either (what an `Idempotency-Key` applies to).
     pub fn is_write(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Operation::Put { .. }
-                | Operation::PutNumber { .. }
-                | Operation::PutWithTtl { .. }
-                | Operation::Delete { .. }
-        )
+            | Operation::PutNumber { .. }
+            | Operation::PutWithTtl { .. }
+            | Operation::Delete { .. } => true,
+            Operation::Batch { ops } => ops.iter().any(|o| !matches!(o, BatchOp::Get { .. })),
+            _ => false,
+        }
     }
 
     /// Whether the next node may be asked after this operation failed with `error`.
@@ -214,11 +244,44 @@ impl Operation {
             Operation::Put { .. }
             | Operation::PutNumber { .. }
             | Operation::PutWithTtl { .. }
+            | Operation::Batch { .. }
             | Operation::Delete { .. } => {
                 matches!(error, Error::Transport { source, .. } if source.is_connect())
             }
             Operation::ViewChange { .. } => !matches!(error, Error::Timeout { .. }),
             _ => true,
+        }
+    }
+}
+
+/// One op of a batch ([`Operation::Batch`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOp {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Write a key (a JSON string or number).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Value,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl BatchOp {
+    fn to_json(&self) -> Value {
+        match self {
+            BatchOp::Get { key } => json!({"op": "get", "key": key}),
+            BatchOp::Put { key, value } => json!({"op": "put", "key": key, "value": value}),
+            BatchOp::Delete { key } => json!({"op": "delete", "key": key}),
         }
     }
 }
@@ -386,6 +449,32 @@ impl Client {
             Err(e) => return Err(e),
         };
         Watched::try_from(&response)
+    }
+
+    /// Runs `ops` as one batch: ops on one key in order, other keys in parallel; one
+    /// result per op, in order. The session's context afterwards covers every op.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+        let response = self.execute(&Operation::Batch { ops }).await?;
+        Ok(response.decode::<BatchBody>()?.results)
+    }
+
+    /// One page of keys (and values, with `values`) in byte order across every shard,
+    /// at most `limit` (1 to 1,000) that start with `prefix` and come after
+    /// `start_after`; [`Page::next`] names where the next page starts.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: u32,
+        start_after: Option<&str>,
+        values: bool,
+    ) -> Result<Page> {
+        let op = Operation::List {
+            prefix: prefix.into(),
+            limit,
+            start_after: start_after.map(str::to_owned),
+            values,
+        };
+        Page::try_from(&self.execute(&op).await?)
     }
 
     /// Writes a key whose value expires after `ttl` (more than 0, at most ten years):
@@ -667,9 +756,30 @@ fn url_for(node: &str, op: &Operation) -> Result<Url> {
         .expect("an http URL has a path")
         .clear()
         .extend(op.segments());
-    if let Operation::Watch { wait, .. } = op {
-        url.query_pairs_mut()
-            .append_pair("wait", &format!("{}", wait.as_secs_f64()));
+    match op {
+        Operation::Watch { wait, .. } => {
+            url.query_pairs_mut()
+                .append_pair("wait", &format!("{}", wait.as_secs_f64()));
+        }
+        Operation::List {
+            prefix,
+            limit,
+            start_after,
+            values,
+        } => {
+            let mut q = url.query_pairs_mut();
+            if !prefix.is_empty() {
+                q.append_pair("prefix", prefix);
+            }
+            q.append_pair("limit", &limit.to_string());
+            if let Some(after) = start_after {
+                q.append_pair("start-after", after);
+            }
+            if *values {
+                q.append_pair("values", "true");
+            }
+        }
+        _ => {}
     }
     Ok(url)
 }

@@ -69,7 +69,8 @@ mod error;
 mod response;
 
 pub use client::{
-    empty_context, Client, ClientBuilder, Operation, DEFAULT_TIMEOUT, DEFAULT_VIEW_CHANGE_TIMEOUT,
+    empty_context, BatchOp, Client, ClientBuilder, Operation, DEFAULT_TIMEOUT,
+    DEFAULT_VIEW_CHANGE_TIMEOUT,
 };
 pub use error::{Error, Result};
-pub use response::{KeyCount, PutOutcome, Response, ShardInfo, Watched};
+pub use response::{BatchResult, KeyCount, Page, PutOutcome, Response, ShardInfo, Watched};

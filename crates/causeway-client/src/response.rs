@@ -129,6 +129,78 @@ impl TryFrom<&Response> for Watched {
     }
 }
 
+/// One op's result in a batch: the single-key answer's fields.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BatchResult {
+    /// The op's key.
+    pub key: String,
+    /// The status the op alone would have had (200, 201, 404, 400, 503).
+    pub status: u16,
+    /// The single-key answer's message.
+    pub message: String,
+    /// The value read (a get that found the key).
+    #[serde(default)]
+    pub value: Option<Value>,
+    /// Why the op failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchBody {
+    pub results: Vec<BatchResult>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The keys, in byte order, each with its value when values were asked for.
+    pub items: Vec<(String, Option<Value>)>,
+    /// Where the next page starts (`start_after`), `None` at the end.
+    pub next: Option<String>,
+}
+
+impl TryFrom<&Response> for Page {
+    type Error = Error;
+
+    fn try_from(response: &Response) -> Result<Page, Error> {
+        let bad = |reason: &str| Error::Decode {
+            node: response.node.clone(),
+            reason: reason.to_owned(),
+        };
+        let items = if let Some(keys) = response.body.get("keys").and_then(Value::as_array) {
+            keys.iter()
+                .map(|k| {
+                    Ok((
+                        k.as_str()
+                            .ok_or_else(|| bad("a key is not a string"))?
+                            .to_owned(),
+                        None,
+                    ))
+                })
+                .collect::<Result<Vec<_>, Error>>()?
+        } else if let Some(items) = response.body.get("items").and_then(Value::as_array) {
+            items
+                .iter()
+                .map(|i| {
+                    let key = i
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| bad("an item has no key"))?;
+                    Ok((key.to_owned(), i.get("value").cloned()))
+                })
+                .collect::<Result<Vec<_>, Error>>()?
+        } else {
+            return Err(bad("a listing without keys or items"));
+        };
+        let next = match response.body.get("next") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(Page { items, next })
+    }
+}
+
 /// Result of `GET /kv-store/key-count`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct KeyCount {

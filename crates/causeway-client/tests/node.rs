@@ -305,3 +305,86 @@ async fn a_write_whose_answer_never_came_is_retried_elsewhere_as_the_same_write(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn batches_and_listings_through_the_library_and_the_cli() {
+    use causeway_client::BatchOp;
+    let view = addresses(21170, 4);
+    let _nodes = cluster(&view, 2).await;
+    let client = Client::new([&view[0]]).unwrap();
+    let ops = (0..30)
+        .map(|i| BatchOp::Put {
+            key: format!("item{i:02}"),
+            value: json!(format!("v{i}")),
+        })
+        .collect();
+    let results = client.batch(ops).await.unwrap();
+    assert_eq!(results.len(), 30);
+    assert!(results.iter().all(|r| r.status == 201), "{results:?}");
+
+    // Pages across both shards, in byte order, read through another node.
+    let reader = Client::new([&view[3]]).unwrap();
+    reader.set_context(client.context());
+    let first = reader.list("item", 20, None, true).await.unwrap();
+    assert_eq!(first.items.len(), 20);
+    assert_eq!(first.items[0], ("item00".into(), Some(json!("v0"))));
+    let rest = reader
+        .list("item", 20, first.next.as_deref(), false)
+        .await
+        .unwrap();
+    let keys: Vec<String> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(keys, (0..30).map(|i| format!("item{i:02}")).collect::<Vec<_>>());
+    assert_eq!(rest.next, None);
+
+    let session = TempDir::new("node-cli-batch");
+    let run = cli(
+        &view[1],
+        &session,
+        false,
+        ClientCommand::Mput {
+            pairs: vec!["a=1".into(), "item00=new".into()],
+        },
+    )
+    .await;
+    assert_eq!(run.exit, Exit::Success, "{}", run.err);
+    assert_eq!(run.out, "a\tcreated\nitem00\tupdated\n");
+    let run = cli(
+        &view[2],
+        &session,
+        false,
+        ClientCommand::Mget {
+            keys: vec!["item00".into(), "nope".into(), "a".into()],
+        },
+    )
+    .await;
+    assert_eq!(run.out, "item00\tnew\nnope\t(missing)\na\t1\n");
+    let run = cli(
+        &view[0],
+        &session,
+        false,
+        ClientCommand::Ls {
+            prefix: "item0".into(),
+            values: true,
+            limit: Some(3),
+        },
+    )
+    .await;
+    assert_eq!(run.out, "item00\tnew\nitem01\tv1\nitem02\tv2\n");
+    let run = cli(
+        &view[0],
+        &session,
+        false,
+        ClientCommand::Ls {
+            prefix: "".into(),
+            values: false,
+            limit: None,
+        },
+    )
+    .await;
+    assert_eq!(run.out.lines().count(), 31, "{}", run.out);
+}

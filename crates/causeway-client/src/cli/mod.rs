@@ -67,9 +67,11 @@ use serde_json::Value;
 pub use self::session::{Session, SessionError};
 
 pub mod status;
-use crate::client::{Client, Operation};
+use crate::client::{BatchOp, Client, Operation};
 use crate::error::Error;
-use crate::response::{KeyCount, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody};
+use crate::response::{
+    BatchBody, KeyCount, Page, PutOutcome, Response, ShardInfo, ShardList, ViewChangeBody,
+};
 
 /// Options shared by the client subcommands.
 #[derive(Debug, Clone, clap::Args)]
@@ -139,6 +141,31 @@ pub enum ClientCommand {
         /// Stop after this many changes.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Read several keys in one batch: prints `key<TAB>value`, or `key<TAB>(missing)`.
+    Mget {
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Write several keys in one batch, given as `key=value` (string values): prints
+    /// `key<TAB>created` or `key<TAB>updated`.
+    Mput {
+        /// `key=value` pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// List keys in byte order across every shard, page after page.
+    Ls {
+        /// Only keys that start with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Also print each key's value (`key<TAB>value`).
+        #[arg(long)]
+        values: bool,
+        /// Stop after this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Print how many keys the node's shard holds.
     KeyCount,
@@ -247,6 +274,13 @@ pub async fn run_with_output(
     if let ClientCommand::Status { watch: true } = cmd {
         return watch_status(&client, &op, opts.json, out, err).await;
     }
+    if let ClientCommand::Ls { limit, .. } = &cmd {
+        let exit = list_all(&client, op, *limit, opts.json, out, err).await;
+        return match session.save(&client.context()) {
+            Err(e) => fail(err, Exit::Usage, &e),
+            Ok(()) => exit,
+        };
+    }
     if let Operation::Watch { key, wait } = &op {
         let count = match cmd {
             ClientCommand::Watch { count, .. } => count,
@@ -292,6 +326,49 @@ pub async fn run_with_output(
     match saved {
         Err(e) => fail(err, Exit::Usage, &e),
         Ok(()) => exit,
+    }
+}
+
+/// Keys a page of `ls` asks for.
+const LS_PAGE: u32 = 1000;
+
+/// `ls`: every page of the listing (up to `limit` keys), printed as it comes.
+async fn list_all(
+    client: &Client,
+    mut op: Operation,
+    limit: Option<u64>,
+    json: bool,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> Exit {
+    let mut printed = 0u64;
+    loop {
+        let page = match client.execute(&op).await.and_then(|r| Page::try_from(&r)) {
+            Ok(page) => page,
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                return Exit::for_error(&e);
+            }
+        };
+        for (key, value) in &page.items {
+            if limit.is_some_and(|l| printed >= l) {
+                return Exit::Success;
+            }
+            let line = match (json, value) {
+                (true, v) => serde_json::json!({"key": key, "value": v}).to_string(),
+                (false, Some(Value::String(s))) => format!("{key}\t{s}"),
+                (false, Some(v)) => format!("{key}\t{v}"),
+                (false, None) => key.clone(),
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Exit::Usage;
+            }
+            printed += 1;
+        }
+        match (page.next, &mut op) {
+            (Some(next), Operation::List { start_after, .. }) => *start_after = Some(next),
+            _ => return Exit::Success,
+        }
     }
 }
 
@@ -423,6 +500,36 @@ fn operation(cmd: &ClientCommand) -> Result<Operation, String> {
                 wait: std::time::Duration::from_secs_f64(wait),
             }
         }
+        ClientCommand::Mget { keys } => Operation::Batch {
+            ops: keys.into_iter().map(|key| BatchOp::Get { key }).collect(),
+        },
+        ClientCommand::Mput { pairs } => Operation::Batch {
+            ops: pairs
+                .into_iter()
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok(BatchOp::Put {
+                        key: k.to_owned(),
+                        value: Value::String(v.to_owned()),
+                    }),
+                    _ => Err(format!("{p:?} is not key=value")),
+                })
+                .collect::<Result<_, _>>()?,
+        },
+        ClientCommand::Ls {
+            prefix,
+            values,
+            limit,
+        } => {
+            if limit == Some(0) {
+                return Err("--limit 0: give at least 1".into());
+            }
+            Operation::List {
+                prefix,
+                limit: limit.map_or(LS_PAGE, |l| l.min(u64::from(LS_PAGE)) as u32),
+                start_after: None,
+                values,
+            }
+        }
         ClientCommand::KeyCount => Operation::KeyCount,
         ClientCommand::Shards => Operation::Shards,
         ClientCommand::Shard { id } => Operation::Shard { id },
@@ -477,6 +584,24 @@ fn print_success(
             .to_owned()
         }
         ClientCommand::Delete { .. } => "deleted".to_owned(),
+        ClientCommand::Mget { .. } | ClientCommand::Mput { .. } => response
+            .decode::<BatchBody>()?
+            .results
+            .iter()
+            .map(|r| {
+                let shown = match (r.status, &r.value) {
+                    (200, Some(Value::String(s))) => s.clone(),
+                    (200, Some(v)) => v.to_string(),
+                    (201, _) => "created".into(),
+                    (200, None) => "updated".into(),
+                    (404, _) => "(missing)".into(),
+                    (_, _) => format!("error: {}", r.error.as_deref().unwrap_or(&r.message)),
+                };
+                format!("{}\t{shown}", r.key)
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ClientCommand::Ls { .. } => unreachable!("ls pages in list_all"),
         ClientCommand::KeyCount => {
             let count: KeyCount = response.decode()?;
             format!("{} keys in shard {}", count.key_count, count.shard_id)
