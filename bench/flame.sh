@@ -17,10 +17,10 @@ PATH=$PATH:${FLAMEGRAPH_DIR:-/nonexistent}:$HOME/.cargo/bin
 
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
   collapse=(inferno-collapse-perf --all) # --all: keep kernel and JIT annotations
-  graph=(inferno-flamegraph --minwidth "${MINWIDTH:-0.3}" --title "$title" --countname samples)
+  graph=(inferno-flamegraph --minwidth "${MINWIDTH:-0.3}" --title "$title" --countname ns)
 elif command -v stackcollapse-perf.pl >/dev/null && command -v flamegraph.pl >/dev/null; then
   collapse=(stackcollapse-perf.pl --all)
-  graph=(flamegraph.pl --minwidth "${MINWIDTH:-0.3}" --title "$title" --countname samples)
+  graph=(flamegraph.pl --minwidth "${MINWIDTH:-0.3}" --title "$title" --countname ns)
 else
   echo "flame.sh: neither inferno (cargo install inferno) nor FlameGraph's perl scripts found" >&2
   exit 1
@@ -33,28 +33,46 @@ perf script -i "$data" 2>/dev/null | "${collapse[@]}" >"$base.folded"
 python3 - "$base.folded" "$title" >"$base.txt" <<'PY'
 import collections, re, sys
 
-# Cost areas: a sample counts for an area when any frame of its stack matches (so areas
-# overlap and do not add up to 100%). Order is the order printed.
+# Exclusive areas: each sample goes to the area of the frame nearest its leaf that matches one
+# (frames matching none, such as memcmp or BTreeMap internals, pass the sample on to their
+# caller). The first pattern that matches a frame wins. The areas add up to 100%.
 AREAS = [
-    ("fsync / fdatasync (disk flush)", r"fdatasync|fsync|jbd2|file_write_and_wait|blkdev_issue_flush"),
-    ("storage engine (fjall / lsm-tree)", r"\bfjall::|lsm_tree::|value_log::"),
-    ("committer (write batching thread)", r"committer"),
-    ("socket reads and writes (kernel)", r"tcp_sendmsg|tcp_recvmsg|sock_sendmsg|sock_recvmsg|__sys_sendto|__sys_recvfrom|sys_writev|sys_readv|ksys_write|ksys_read|tcp_v4_rcv|__tcp_transmit_skb"),
-    ("epoll / scheduler wake-ups (kernel)", r"epoll_wait|ep_poll|do_epoll|futex|try_to_wake_up|schedule\b|__schedule"),
-    ("HTTP (hyper: parse, encode, dispatch)", r"\bhyper::|httparse::|\bh2::"),
-    ("axum / tower routing and extractors", r"\baxum::|\btower::|axum_core::"),
+    ("context switch", r"finish_task_switch|__schedule|^schedule"),
+    ("disk flush and block I/O (kernel)", r"fdatasync|fsync|jbd2|blk_|virtqueue|vp_notify|iowrite16|io_schedule|folio_wait|bit_wait_io|submit_bio|file_write_and_wait"),
+    ("file writes to the page cache (kernel)", r"generic_perform_write|ext4_|filemap_|copy_page_from_iter|vfs_write_\[k\]$"),
+    ("loopback TCP/IP and sockets (kernel)", r"tcp_|sock_|inet_|^ip_|ipt_|nf_|netif|net_rx|skb|loopback|dev_queue_xmit|sys_sendto|sys_recvfrom|softirq|napi|_copy_to_iter|_copy_from_iter|vfs_writev|vfs_readv|do_writev|do_readv|sys_writev|sys_readv|ksys_read"),
+    ("futex (kernel)", r"futex"),
+    ("epoll (kernel)", r"epoll|ep_poll|ep_send|ep_item"),
+    ("syscall entry/exit, timers, other kernel", r"_\[k\]$"),
+    ("allocation (malloc / free)", r"malloc|_int_free|^__GI___libc_free|^cfree|tcache_|unlink_chunk|__rust_alloc|__rust_dealloc|__rust_realloc|realloc|sysmalloc"),
+    ("storage engine (fjall, lsm-tree, its skiplist memtable)", r"fjall::|lsm_tree::|crossbeam_skiplist|crossbeam_epoch|value_log::|byteview::"),
     ("JSON (serde_json)", r"serde_json::"),
-    ("binary encoding (postcard / bincode)", r"postcard::|bincode::"),
-    ("hashing", r"[Hh]ash(er|ing|Map|brown)?::|sip|ahash|xxh|fxhash|crc32"),
-    ("allocation (malloc / free)", r"\bmalloc\b|\bfree\b|_int_malloc|_int_free|cfree|realloc|__rust_alloc|__rust_dealloc|__rust_realloc|\bmi_|je_|alloc::raw_vec|sdallocx"),
-    ("memcpy / memmove", r"memcpy|memmove|__memset"),
-    ("tokio runtime", r"tokio::runtime::"),
-    ("tracing / logging", r"\btracing::|tracing_subscriber::|tracing_core::"),
+    ("hashing / hash maps", r"[Hh]ash|sip|ahash|xxh|crc32"),
+    ("tracing and metrics", r"tracing|causeway::metrics|prometheus|metrics::"),
+    ("Causeway committer (node::committer)", r"causeway::node::committer"),
+    ("Causeway state and index (node::state)", r"causeway::node::state"),
+    ("Causeway causality (causal::)", r"causeway::causal"),
+    ("Causeway API handlers (api::)", r"causeway::api"),
+    ("Causeway, other", r"causeway::"),
+    ("HTTP (hyper, httparse, http)", r"hyper::|httparse|\bhttp::|h2::"),
+    ("axum / tower", r"axum|tower"),
+    ("tokio runtime, channels, futures", r"tokio::|futures_|mio::"),
 ]
+# Context switches by what the thread was waiting for.
+SWITCH = [("futex: thread hand-off / lock", r"futex"), ("epoll: idle, waiting for sockets", r"epoll"),
+          ("waiting for disk I/O", r"io_schedule|folio_wait|bit_wait_io|jbd2|fdatasync|fsync"),
+          ("preempted / returning from a syscall or interrupt", r"")]
+# Inclusive: share of samples with a matching frame anywhere on the stack (these overlap).
+INCLUSIVE = [
+    ("fdatasync / fsync", r"fdatasync|fsync"),
+    ("storage engine (fjall / lsm-tree)", r"fjall::|lsm_tree::"),
+    ("committer (causeway::node::committer)", r"causeway::node::committer"),
+    ("JSON (serde_json)", r"serde_json::"),
+    ("HTTP (hyper)", r"hyper::"),
+]
+compiled = [(n, re.compile(p)) for n, p in AREAS]
 total = 0
-self_time = collections.Counter()
-area = collections.Counter()
-threads = collections.Counter()
+excl, incl, self_time, threads, switch, causeway_fn = (collections.Counter() for _ in range(6))
 kernel = 0
 for line in open(sys.argv[1]):
     stack, _, n = line.rstrip("\n").rpartition(" ")
@@ -62,23 +80,47 @@ for line in open(sys.argv[1]):
     total += n
     frames = stack.split(";")
     threads[re.sub(r"[-_ ]?\d+$", "", frames[0])] += n
-    leaf = frames[-1]
-    self_time[leaf] += n
-    if leaf.endswith("_[k]"):
+    self_time[frames[-1]] += n
+    if frames[-1].endswith("_[k]"):
         kernel += n
-    for name, pat in AREAS:
+    area = "other"
+    for f in reversed(frames[1:]):
+        hit = next((name for name, rx in compiled if rx.search(f)), None)
+        if hit:
+            area = hit
+            break
+    excl[area] += n
+    if area == "context switch":
+        for name, pat in SWITCH:
+            if re.search(pat, stack):
+                switch[name] += n
+                break
+    for name, pat in INCLUSIVE:
         if re.search(pat, stack):
-            area[name] += n
-print(f"{sys.argv[2]}: {total} samples; {kernel / total:.0%} of them in the kernel")
+            incl[name] += n
+    for f in set(frames):
+        if f.startswith("causeway::") and "{{closure}}" not in f:
+            causeway_fn[f] += n
+pct = lambda n: f"{n / total:6.1%}"
+# perf's cpu-clock samples are weighted by their period in ns, so the totals are CPU time.
+print(f"{sys.argv[2]}: {total / 1e9:.2f} s of CPU sampled; {kernel / total:.0%} of it in the kernel")
 print("\nby thread (comm):")
 for t, n in threads.most_common(8):
-    print(f"  {n / total:6.1%}  {t}")
-print("\ncost areas (share of samples with a matching frame on the stack; areas overlap):")
-for name, _ in AREAS:
-    if area[name]:
-        print(f"  {area[name] / total:6.1%}  {name}")
-print("\ntop 25 functions by self time:")
-for f, n in self_time.most_common(25):
-    print(f"  {n / total:6.1%}  {f[:150]}")
+    print(f"  {pct(n)}  {t}")
+print("\nwhere the CPU goes (each sample to the area of the frame nearest the leaf; adds up to 100%):")
+for name, n in excl.most_common():
+    print(f"  {pct(n)}  {name}")
+    if name == "context switch":
+        for s, m in switch.most_common():
+            print(f"          {pct(m)}  {s}")
+print("\ninclusive (a matching frame anywhere on the stack; overlapping):")
+for name, _ in INCLUSIVE:
+    print(f"  {pct(incl[name])}  {name}")
+print("\ntop 15 Causeway functions, inclusive:")
+for f, n in causeway_fn.most_common(15):
+    print(f"  {pct(n)}  {f[:150]}")
+print("\ntop 20 functions by self time:")
+for f, n in self_time.most_common(20):
+    print(f"  {pct(n)}  {f[:150]}")
 PY
 printf '%s: %s (%s KB), %s\n' "$title" "$svg" "$(( $(stat -c %s "$svg") / 1024 ))" "$base.txt"

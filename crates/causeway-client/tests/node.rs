@@ -338,7 +338,10 @@ async fn batches_and_listings_through_the_library_and_the_cli() {
         .chain(&rest.items)
         .map(|(k, _)| k.clone())
         .collect();
-    assert_eq!(keys, (0..30).map(|i| format!("item{i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (0..30).map(|i| format!("item{i:02}")).collect::<Vec<_>>()
+    );
     assert_eq!(rest.next, None);
 
     let session = TempDir::new("node-cli-batch");

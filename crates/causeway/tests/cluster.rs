@@ -1003,3 +1003,79 @@ async fn a_hand_over_overtaken_by_a_view_that_gives_the_keys_back_keeps_them() {
         assert_eq!(value(&r), Some(format!("v{k}")), "key{k} from node 1");
     }
 }
+
+/// A context from before a view change is honoured after it: new replicas cut off
+/// from the old owners of some of their keys never answer as if the session's own
+/// writes were missing (they refuse until they have the keys), and answer them all
+/// once healed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_replicas_cut_off_from_old_owners_never_lose_a_sessions_writes() {
+    let mut c = Cluster::start(4, 2);
+    let before = (*c.node(1).view()).clone();
+    c.boot(&addr(5), before.clone());
+    c.boot(&addr(6), before);
+    let mut ctx = Context::default();
+    for i in 0..60 {
+        ctx = c
+            .put(1, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    c.net
+        .partition(&[&addr(5), &addr(6)], &[&addr(3), &addr(4)]);
+    let n1 = c.node(1).clone();
+    let all: Vec<String> = (1..=6).map(addr).collect();
+    let change = tokio::spawn(async move { n1.view_change(all, 2).await });
+    // Wait until nodes 5 and 6 serve the new view (shard 3 of 3).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(5..=6).all(|i| c.node(i).view().nodes.len() == 6) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the view never reached 5 and 6"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut refused, mut answered) = (0, 0);
+    for i in 0..60 {
+        for n in [5, 6] {
+            let r = c.get(n, &format!("key{i}"), &ctx).await;
+            match r.result {
+                Ok(KeyOutcome::Found(v)) => {
+                    assert_eq!(v, Value::Str(format!("v{i}").into()));
+                    answered += 1;
+                }
+                Ok(other) => {
+                    panic!("node {n} answered {other:?} for key{i}, which the session wrote")
+                }
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "the cut-off replicas cannot have every key yet"
+    );
+    c.net.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for i in 0..60 {
+        for n in [5, 6] {
+            loop {
+                let r = c.get(n, &format!("key{i}"), &ctx).await;
+                match r.result {
+                    Ok(KeyOutcome::Found(v)) => {
+                        assert_eq!(v, Value::Str(format!("v{i}").into()));
+                        break;
+                    }
+                    Ok(other) => panic!("node {n}: {other:?} for key{i} after healing"),
+                    Err(e) => assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "node {n} still refuses key{i}: {e:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), change).await;
+    eprintln!("during the partition: {answered} answered, {refused} refused");
+}

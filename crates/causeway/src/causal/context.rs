@@ -25,12 +25,19 @@
 //! `c.deps[s]` nor named by `c`'s recent write of `k`), or when the replica holds no
 //! version at all of a key `c` last saw live (its delete was collected since).
 //!
+//! Epochs: a context is issued in a view epoch and its dependencies name writes by
+//! the dots of that view. Seen in a later view ([`Context::in_epoch`]) they become one
+//! marker, [`PRIOR`]: "everything before this view". A replica satisfies it once its
+//! shard is complete: every old owner handed its keys over and every shard peer's
+//! state after that is covered ([`epochs_allow`]). Versions that crossed a view
+//! change carry the same marker as their past ([`prior_past`]), so whoever reads them
+//! inherits it. A context from a later view than the replica's is not served there.
+//!
 //! Invariants: a recent write is never covered by `deps` (it would say nothing more),
 //! there is at most one per key (a later write or read of the key supersedes the
 //! earlier one), and there are at most [`MAX_RECENT`]; past the bound the oldest fold
 //! into `deps`, which is conservative. Key hashes are 32 bits: a collision only makes
-//! the rule stricter. Contexts of another epoch are not checked (the API allows
-//! ignoring them after a view change).
+//! the rule stricter.
 
 use super::clock::{Deps, Dot, ShardNo, VClock};
 use super::version::Version;
@@ -81,6 +88,39 @@ pub struct Recent {
     pub dot: Dot,
     pub key: u32,
     pub live: bool,
+}
+
+/// No shard has this number: dependencies filed under it are markers, not writes.
+pub const NO_SHARD: ShardNo = 0;
+
+/// Marker: depends on writes of an earlier view (see [`Context::in_epoch`]).
+pub const PRIOR: Dot = Dot {
+    origin: u64::MAX,
+    counter: 1,
+};
+
+/// Marker: depends on writes of a later view than the replica's.
+pub const LATER: Dot = Dot {
+    origin: u64::MAX - 1,
+    counter: 1,
+};
+
+/// The causal past of a version that crossed a view change (handed over, or kept and
+/// renumbered): whatever it followed happened before this view.
+pub fn prior_past() -> Deps {
+    let mut d = Deps::new();
+    d.add(NO_SHARD, PRIOR);
+    d
+}
+
+/// Cross-epoch rule (see the module docs): may a replica serve `ctx` (already in the
+/// replica's epoch), given whether its shard is `complete` (it has received every key
+/// the old owners of its shard held when they switched to this view)?
+pub fn epochs_allow(ctx: &Context, complete: bool) -> bool {
+    match ctx.deps.shard(NO_SHARD) {
+        None => true,
+        Some(m) => m.get(LATER.origin) == 0 && (m.get(PRIOR.origin) == 0 || complete),
+    }
 }
 
 /// Most recent writes a context names individually.
@@ -193,16 +233,25 @@ impl Context {
         Json::Object(m)
     }
 
-    /// The context as seen in `epoch`: dependencies of another epoch are dropped.
+    /// The context as seen in `epoch` (see the module docs on epochs). Dependencies
+    /// of an earlier view cannot be named in this one: they become the [`PRIOR`]
+    /// marker, "everything from before this view", which only a replica whose shard has
+    /// received all its old owners' keys satisfies. A context of a later view than
+    /// `epoch` gets the [`LATER`] marker, which no replica of `epoch` satisfies.
     pub fn in_epoch(&self, epoch: u64) -> Context {
         if self.epoch == epoch {
-            self.clone()
-        } else {
-            Context {
-                epoch,
-                ts: self.ts,
-                ..Context::default()
-            }
+            return self.clone();
+        }
+        let mut deps = Deps::new();
+        if !self.deps.is_empty() || !self.recent.is_empty() {
+            let marker = if self.epoch < epoch { PRIOR } else { LATER };
+            deps.add(NO_SHARD, marker);
+        }
+        Context {
+            epoch,
+            ts: self.ts,
+            deps,
+            recent: Vec::new(),
         }
     }
 
@@ -212,6 +261,10 @@ impl Context {
         if version.epoch == self.epoch {
             self.deps.join(&version.past);
             self.add_recent(shard, version.dot, key, !version.is_tombstone());
+        } else if version.epoch < self.epoch {
+            // Written before this view (kept as it was by a replica that stayed): its
+            // past cannot be named here, only as the marker.
+            self.deps.add(NO_SHARD, PRIOR);
         }
     }
 
@@ -442,6 +495,49 @@ mod tests {
             past,
             value: Some(Value::Str("v".into())),
         }
+    }
+
+    #[test]
+    fn a_context_from_another_view_becomes_a_marker_only_a_complete_replica_satisfies() {
+        let old = ctx(1, 5, 3); // epoch 1
+        let same = old.in_epoch(1);
+        assert_eq!(same, old);
+        assert!(epochs_allow(&same, false));
+        // Seen in a later view: the marker, and nothing else to check.
+        let later = old.in_epoch(2);
+        assert_eq!((later.epoch, later.ts), (2, old.ts));
+        assert_eq!(later.deps, prior_past());
+        assert!(later.recent.is_empty());
+        assert!(!epochs_allow(&later, false));
+        assert!(epochs_allow(&later, true));
+        // An empty context of another view depends on nothing.
+        let empty = Context {
+            epoch: 1,
+            ..Context::default()
+        };
+        assert!(epochs_allow(&empty.in_epoch(2), false));
+        // A context of a later view than the replica's: never served there.
+        let ahead = ctx(1, 5, 3);
+        let behind = Context { epoch: 3, ..ahead }.in_epoch(2);
+        assert!(!epochs_allow(&behind, true));
+        // Reading a version that crossed the change hands the marker on.
+        let mut reader = Context {
+            epoch: 2,
+            ..Context::default()
+        };
+        let mut crossed = version(prior_past());
+        crossed.epoch = 2;
+        reader.observe(&crossed, 1, "k");
+        assert!(!epochs_allow(&reader, false));
+        // So does a version kept from the earlier view as it was.
+        let mut reader = Context {
+            epoch: 2,
+            ..Context::default()
+        };
+        reader.observe(&version(Deps::new()), 1, "k");
+        assert!(!epochs_allow(&reader, false) && epochs_allow(&reader, true));
+        // The marker survives the JSON round trip a client makes.
+        assert_eq!(Context::from_json(Some(&later.to_json())), later);
     }
 
     #[test]

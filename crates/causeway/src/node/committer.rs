@@ -21,7 +21,8 @@
 
 use super::state::{origin_for, State};
 use super::watches::Watches;
-use crate::causal::{Context, Deps, Dot, VClock, Value, Version, WriteId};
+use crate::causal::context::prior_past;
+use crate::causal::{Context, Dot, VClock, Value, Version, WriteId};
 use crate::placement::View;
 use crate::storage::{Batch, Storage, StorageError};
 use parking_lot::RwLock;
@@ -486,7 +487,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
                 }
                 if incoming.epoch != epoch {
                     incoming.epoch = epoch;
-                    incoming.past = Deps::new();
+                    incoming.past = prior_past();
                 }
                 let current = p.get(st, &key);
                 // Our clock covers this write yet we hold nothing for the key: we held
@@ -543,7 +544,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
                     id: incoming.id,
                     dot,
                     epoch: st.view.epoch,
-                    past: Deps::new(),
+                    past: prior_past(),
                     value: incoming.value,
                 };
                 p.versions.insert(key, Some(v));
@@ -608,7 +609,7 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
                         let v = Version {
                             dot: Dot { origin, counter },
                             epoch: view.epoch,
-                            past: Deps::new(),
+                            past: prior_past(),
                             ..v.clone()
                         };
                         p.versions.insert(key.to_string(), Some(v));
@@ -659,7 +660,16 @@ fn write(
         Some(s) if s == view.shard_of_key(key) => s,
         _ => return Err(CommitError::NotOwner(view.epoch)),
     };
-    let ctx = ctx.in_epoch(view.epoch);
+    // A context of a later view than ours (we lag) names nothing we can record.
+    let ctx = if ctx.epoch > view.epoch {
+        Context {
+            epoch: view.epoch,
+            ts: ctx.ts,
+            ..Context::default()
+        }
+    } else {
+        ctx.in_epoch(view.epoch)
+    };
     let dot = p.next_dot(st);
     let id = forwarded.unwrap_or_else(|| WriteId {
         ts: next_ts(p.last_ts, ctx.ts),
@@ -745,6 +755,7 @@ pub fn hlc_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::causal::Deps;
 
     #[test]
     fn a_successor_follows_a_timestamp_minutes_ahead() {

@@ -15,7 +15,7 @@ pub mod committer;
 pub mod state;
 pub mod watches;
 
-use crate::causal::context::has_seen;
+use crate::causal::context::{epochs_allow, has_seen};
 use crate::causal::{read_is_safe, Context, ShardNo, VClock, Version, WriteId};
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::placement::View;
@@ -135,6 +135,9 @@ fn live_value(v: Option<Version>, mut ctx: Context) -> (Option<crate::causal::Va
     }
 }
 
+/// How often a settled replica tells its shard peers so (see [`Rpc::Settled`]).
+pub const SETTLED_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a node reclaims expired writes, and how many per commit.
 pub const RECLAIM_EVERY: Duration = Duration::from_secs(2);
 const RECLAIM_BATCH: usize = 10_000;
@@ -198,6 +201,37 @@ pub struct Node {
     watches: Arc<watches::Watches>,
     /// Idempotent writes this replica applied, by identity, for the window.
     applied: crate::idempotency::Answers<AppliedWrite>,
+    /// What shard peers said when they settled in the current view (see
+    /// [`Rpc::Settled`] and [`shard_complete`]).
+    settled: Mutex<Settled>,
+}
+
+/// Shard peers' clocks from when they had received all their hand-overs, in `epoch`:
+/// the first one each sent (any after that moment will do, and the first is the one
+/// this replica catches up with soonest).
+#[derive(Default, Debug)]
+pub struct Settled {
+    pub epoch: u64,
+    pub clocks: HashMap<String, VClock>,
+}
+
+/// Whether this replica has its whole shard as of the view change (so it may serve
+/// contexts from before it): nothing more to receive from old owners (`pending`
+/// empty), and its clock covers what every shard peer held once that peer had
+/// received everything too. Whoever accepted an old owner's keys did so before the
+/// owner said it was done, so before any peer settled: covering every peer's settled
+/// clock covers them, and the keys peers kept from before the change.
+pub fn shard_complete(
+    pending_empty: bool,
+    epoch: u64,
+    clock: &VClock,
+    peers: &[&String],
+    settled: &Settled,
+) -> bool {
+    pending_empty
+        && peers.iter().all(|p| {
+            settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
+        })
 }
 
 /// What a replica remembers of an idempotent write it applied: enough to answer a
@@ -270,10 +304,14 @@ impl Node {
             started: std::time::Instant::now(),
             watches,
             applied: crate::idempotency::Answers::new(cfg_window),
+            settled: Mutex::new(Settled::default()),
         });
         crate::replication::spawn(node.clone());
         let n = node.clone();
         let h = tokio::spawn(async move { n.reclaim_expired().await });
+        node.tasks.lock().push(h.abort_handle());
+        let n = node.clone();
+        let h = tokio::spawn(async move { n.announce_settled().await });
         node.tasks.lock().push(h.abort_handle());
         // A node restarted mid-change still holds keys it must hand over.
         let n = node.clone();
@@ -766,7 +804,8 @@ impl Node {
             }
             let ctx = ctx.in_epoch(st.view.epoch);
             let local = st.get(key).cloned();
-            let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref());
+            let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref())
+                && epochs_allow(&ctx, self.complete(&st));
             (shard, ctx, local, safe, st.view.clone())
         };
         let answer = |v: Option<Version>, mut ctx: Context| {
@@ -816,6 +855,57 @@ impl Node {
             return false;
         };
         ctx.epoch == st.view.epoch && ctx.recent_of(shard, key).is_some_and(|r| !r.live)
+    }
+
+    /// [`shard_complete`] for this replica now (`st` is its state, read-locked).
+    fn complete(&self, st: &State) -> bool {
+        let Some(shard) = st.my_shard() else {
+            return false;
+        };
+        let peers: Vec<&String> = st
+            .view
+            .replicas(shard)
+            .iter()
+            .filter(|p| **p != self.cfg.address)
+            .collect();
+        shard_complete(
+            st.pending.is_empty(),
+            st.view.epoch,
+            &st.clock,
+            &peers,
+            &self.settled.lock(),
+        )
+    }
+
+    /// Once this replica has received every hand-over of the current view, tells its
+    /// shard peers its clock (again every [`SETTLED_EVERY`], as messages get lost and
+    /// peers restart; each keeps the first it gets per view).
+    async fn announce_settled(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SETTLED_EVERY).await;
+            let (epoch, clock, peers) = {
+                let st = self.state.read();
+                let Some(shard) = st.my_shard() else { continue };
+                if !st.pending.is_empty() {
+                    continue;
+                }
+                let peers: Vec<String> = st
+                    .view
+                    .replicas(shard)
+                    .iter()
+                    .filter(|p| **p != self.cfg.address)
+                    .cloned()
+                    .collect();
+                (st.view.epoch, st.clock.clone(), peers)
+            };
+            for p in peers {
+                let msg = self.envelope(Rpc::Settled {
+                    epoch,
+                    clock: clock.clone(),
+                });
+                tokio::spawn(self.transport.call(&p, msg, self.cfg.timeouts.sync));
+            }
+        }
     }
 
     fn broken_read_rule(&self) -> bool {
@@ -873,7 +963,9 @@ impl Node {
                 };
                 let ctx = ctx.in_epoch(st.view.epoch);
                 let local = st.get(&key);
-                if read_is_safe(&ctx, shard, &key, &st.clock, local) {
+                if read_is_safe(&ctx, shard, &key, &st.clock, local)
+                    && epochs_allow(&ctx, self.complete(&st))
+                {
                     RpcReply::Fetched(local.cloned())
                 } else {
                     RpcReply::Unsafe
@@ -943,6 +1035,19 @@ impl Node {
                     .await;
                 RpcReply::Ack
             }
+            Rpc::Settled { epoch, clock } => {
+                let mut settled = self.settled.lock();
+                if epoch == self.view().epoch {
+                    if settled.epoch != epoch {
+                        *settled = Settled {
+                            epoch,
+                            clocks: HashMap::new(),
+                        };
+                    }
+                    settled.clocks.entry(from).or_insert(clock);
+                }
+                RpcReply::Ack
+            }
             Rpc::Holds { epoch, shard } => {
                 if epoch > self.view().epoch {
                     self.refresh_view_from(&from).await;
@@ -998,7 +1103,9 @@ impl Node {
             return None;
         }
         let ctx = ctx.in_epoch(st.view.epoch);
-        if !crate::listing::may_list(&ctx, shard, &st.clock) && !self.broken_read_rule() {
+        let allowed = crate::listing::may_list(&ctx, shard, &st.clock)
+            && epochs_allow(&ctx, self.complete(&st));
+        if !allowed && !self.broken_read_rule() {
             return None;
         }
         let lower = match &q.start_after {
@@ -1234,6 +1341,32 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_is_complete_once_handed_over_and_every_peers_settled_state_is_covered() {
+        let (p, q) = ("p".to_string(), "q".to_string());
+        let peers = [&p, &q];
+        let clock = |pairs: &[(u64, u64)]| pairs.iter().copied().collect::<VClock>();
+        let mut settled = Settled {
+            epoch: 7,
+            clocks: HashMap::new(),
+        };
+        let mine = clock(&[(1, 5), (2, 3)]);
+        // Nobody settled yet; then only one peer.
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        settled.clocks.insert(p.clone(), clock(&[(1, 5)]));
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        // q holds a write we lack.
+        settled.clocks.insert(q.clone(), clock(&[(2, 4)]));
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        settled.clocks.insert(q.clone(), clock(&[(2, 3)]));
+        assert!(shard_complete(true, 7, &mine, &peers, &settled));
+        // Old owners still to hand over, or another view's news: not complete.
+        assert!(!shard_complete(false, 7, &mine, &peers, &settled));
+        assert!(!shard_complete(true, 8, &mine, &peers, &settled));
+        // A replica alone in its shard: complete once handed over.
+        assert!(shard_complete(true, 8, &mine, &[], &Settled::default()));
+    }
 
     #[test]
     fn a_write_not_committed_in_time_or_without_a_committer_is_unavailable() {

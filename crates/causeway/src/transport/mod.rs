@@ -182,6 +182,14 @@ pub enum Rpc {
         query: crate::listing::Query,
         ctx: Context,
     },
+    /// The sender, a replica of the receiver's shard in view `epoch`, has received
+    /// every key its old owners had to hand over; `clock` is its clock since then.
+    /// A replica whose own clock covers every peer's such clock has the whole shard
+    /// (see `causal::context::epochs_allow`).
+    Settled {
+        epoch: u64,
+        clock: VClock,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
