@@ -37,6 +37,10 @@ pub struct CampaignConfig {
     /// Chance that a PUT carries a large value, and its largest size (bytes).
     pub large_values: f64,
     pub large_bytes: usize,
+    /// Chances that an operation is a batch, a listing, and that a put has a ttl.
+    pub batches: f64,
+    pub listings: f64,
+    pub ttl_writes: f64,
     pub mean_gap: Duration,
     pub history: PathBuf,
     pub iptables: String,
@@ -207,6 +211,7 @@ pub async fn run(config: CampaignConfig) -> Result<Outcome, CampaignError> {
     let keys: Vec<String> = (0..config.keys).map(|i| format!("k{i}")).collect();
     let addresses = config.cluster.addresses();
     history.record(&Event::Meta(Meta {
+        format: history::HISTORY_FORMAT,
         seed: config.seed,
         nodes: addresses.clone(),
         view: addresses.clone(),
@@ -346,6 +351,9 @@ async fn drive(
             handoff: config.handoff,
             large_values: config.large_values,
             large_bytes: config.large_bytes,
+            batches: config.batches,
+            listings: config.listings,
+            ttl_writes: config.ttl_writes,
         },
         Arc::clone(&cluster.reachable),
         Arc::clone(history),
@@ -366,9 +374,12 @@ async fn drive(
     episodes?;
 
     let converge_deadline = Instant::now() + config.converge_timeout;
+    let ttl = workload.ttl_writes();
     loop {
         let round = final_round(cluster, keys).await;
-        let finals_ok = checker::check_final_state(&round).anomalies.is_empty();
+        let finals_ok = checker::check_final_state_with_ttl(&round, &ttl.keys, &ttl.values)
+            .anomalies
+            .is_empty();
         if finals_ok || Instant::now() > converge_deadline {
             if !finals_ok {
                 eprintln!(

@@ -26,18 +26,48 @@ pub enum OpKind {
     Get,
     Put,
     Delete,
+    /// `POST /kv-store/batch`: the invocation's `ops`, answered by one result each.
+    Batch,
+    /// `GET /kv-store/keys?values=true`: every key with its value.
+    List,
 }
 
 impl OpKind {
-    /// The HTTP method name, as the API's error messages spell it.
+    /// The HTTP method name, as the API's error messages spell it (`BATCH` and
+    /// `LIST` for the two multi-key requests).
     pub fn method(self) -> &'static str {
         match self {
             OpKind::Get => "GET",
             OpKind::Put => "PUT",
             OpKind::Delete => "DELETE",
+            OpKind::Batch => "BATCH",
+            OpKind::List => "LIST",
         }
     }
+
+    /// True for a single-key write.
+    pub fn is_write(self) -> bool {
+        matches!(self, OpKind::Put | OpKind::Delete)
+    }
 }
+
+/// One op of a batch, as sent (values by name, as for single puts).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchOp {
+    /// `get`, `put` or `delete`.
+    pub kind: OpKind,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Seconds the put lives (an expiring write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// The version of the history format this crate writes (in [`Meta`]). Version 1
+/// (no field) has single-key operations only; version 2 adds `ttl` on puts,
+/// batches (`kind: "batch"` with `ops`) and listings (`kind: "list"`).
+pub const HISTORY_FORMAT: u32 = 2;
 
 /// A request about to be sent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -51,6 +81,12 @@ pub struct Invoke {
     /// The value written (puts only); unique across the history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// Seconds an expiring put lives (`"ttl"` in the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// A batch's ops, in the order sent (batches only; `key` is then empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<BatchOp>,
     /// The node (`ip:port`) the request is sent to.
     pub node: String,
     /// The operation whose response carried the context sent (none: `{}`).
@@ -92,6 +128,36 @@ impl Response {
             .as_ref()
             .and_then(|b| b.get("value"))
             .map(value_string)
+    }
+
+    /// A batch answer's `results` (one per op, in order; `null` for an op the
+    /// node gave no result for), if the answer has them.
+    pub fn results(&self) -> Option<&Vec<Value>> {
+        self.body
+            .as_ref()
+            .and_then(|b| b.get("results"))
+            .and_then(Value::as_array)
+    }
+
+    /// A listing's `items` as (key, value) pairs (`None`: a `null` value) and its
+    /// `next` (`Some(None)`: `null`, the listing is complete; `None`: no string or
+    /// `null` there), if the answer has items.
+    #[allow(clippy::type_complexity)]
+    pub fn items(&self) -> Option<(Vec<(String, Option<String>)>, Option<Option<String>>)> {
+        let body = self.body.as_ref()?;
+        let items = body.get("items")?.as_array()?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let key = item.get("key")?.as_str()?.to_string();
+            let value = item.get("value").filter(|v| !v.is_null()).map(value_string);
+            out.push((key, value));
+        }
+        let next = match body.get("next") {
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(Value::Null) => Some(None),
+            _ => None,
+        };
+        Some((out, next))
     }
 }
 
@@ -217,6 +283,9 @@ pub struct KeyCount {
 /// Campaign parameters, written first.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Meta {
+    /// [`HISTORY_FORMAT`] of the writer (absent: 1).
+    #[serde(default = "format_v1")]
+    pub format: u32,
     pub seed: u64,
     pub nodes: Vec<String>,
     pub view: Vec<String>,
@@ -225,6 +294,10 @@ pub struct Meta {
     pub keys: Vec<String>,
     #[serde(default)]
     pub broken_read_rule: bool,
+}
+
+fn format_v1() -> u32 {
+    1
 }
 
 /// One line of the history.
@@ -371,6 +444,20 @@ pub fn excerpt(path: &Path, ops: &[OpId]) -> Result<Vec<String>, HistoryError> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_version_1_history_still_reads() {
+        let meta: super::Event = serde_json::from_str(
+            r#"{"type":"meta","seed":1,"nodes":[],"view":[],"repl_factor":2,"sessions":1,"keys":[]}"#,
+        )
+        .unwrap();
+        assert!(matches!(meta, super::Event::Meta(m) if m.format == 1));
+        let inv: super::Event = serde_json::from_str(
+            r#"{"type":"invoke","op":1,"session":0,"t":1.0,"kind":"put","key":"k","value":"v","node":"n"}"#,
+        )
+        .unwrap();
+        assert!(matches!(inv, super::Event::Invoke(i) if i.ttl.is_none() && i.ops.is_empty()));
+    }
+
+    #[test]
     fn a_large_value_is_known_by_its_name() {
         use serde_json::json;
         assert_eq!(super::value_name(&json!("s1-w2~xxxx")), "s1-w2");
@@ -394,6 +481,8 @@ mod tests {
                 kind: OpKind::Put,
                 key: "k1".into(),
                 value: Some("s0-w1".into()),
+                ttl: None,
+                ops: vec![],
                 node: "127.0.0.2:13800".into(),
                 ctx_from: None,
                 context: json!({}),
@@ -406,6 +495,32 @@ mod tests {
                     json!({"message": "Added successfully", "replaced": false, "causal-context": {}}),
                 ),
                 error: None,
+            }),
+            Event::Invoke(Invoke {
+                op: 2,
+                session: 0,
+                t: 2.5,
+                kind: OpKind::Batch,
+                key: String::new(),
+                value: None,
+                ttl: None,
+                ops: vec![
+                    BatchOp {
+                        kind: OpKind::Put,
+                        key: "k1".into(),
+                        value: Some("s0-w2".into()),
+                        ttl: Some(3),
+                    },
+                    BatchOp {
+                        kind: OpKind::Get,
+                        key: "k2".into(),
+                        value: None,
+                        ttl: None,
+                    },
+                ],
+                node: "127.0.0.2:13800".into(),
+                ctx_from: Some(1),
+                context: json!({}),
             }),
             Event::Fault(FaultRecord {
                 t: 3.0,
@@ -427,16 +542,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(excerpt(&path, &[1]).unwrap().len(), 2);
-        assert!(excerpt(&path, &[2]).unwrap().is_empty());
+        assert_eq!(excerpt(&path, &[2]).unwrap().len(), 1);
         let compact = read_history_compact(&path).unwrap();
         match &compact[0] {
             Event::Invoke(inv) => assert!(inv.context.is_null()),
             other => panic!("{other:?}"),
         }
         assert_eq!(excerpt(&path, &[1]).unwrap().len(), 2);
-        assert!(excerpt(&path, &[2]).unwrap().is_empty());
+        assert!(excerpt(&path, &[3]).unwrap().is_empty());
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.lines().next().unwrap().contains(r#""type":"invoke""#));
+        assert!(text.contains(
+            r#""kind":"batch","key":"","ops":[{"kind":"put","key":"k1","value":"s0-w2","ttl":3}"#
+        ));
         assert!(text.contains(r#""fault":"partition-start""#));
     }
 }

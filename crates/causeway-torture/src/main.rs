@@ -82,6 +82,15 @@ struct RunArgs {
     /// Largest large value, in bytes (values range from a quarter of it up to it).
     #[arg(long, default_value_t = 1_000_000)]
     large_bytes: usize,
+    /// Chance that an operation is a batch of 2 to 5 gets, puts and deletes.
+    #[arg(long, default_value_t = 0.05)]
+    batches: f64,
+    /// Chance that an operation lists every key with its value.
+    #[arg(long, default_value_t = 0.05)]
+    listings: f64,
+    /// Chance that a put (single or in a batch) expires after 1 to 4 s.
+    #[arg(long, default_value_t = 0.05)]
+    ttl_writes: f64,
     /// Fault kinds to inject: all, none, or a list of partition, kill, pause, view-change.
     #[arg(long, default_value = "all", value_parser = parse_fault_list)]
     faults: FaultList,
@@ -281,6 +290,9 @@ async fn run(args: RunArgs) -> ExitCode {
             faults: args.faults.0.clone(),
             large_values: args.large_values,
             large_bytes: args.large_bytes,
+            batches: args.batches,
+            listings: args.listings,
+            ttl_writes: args.ttl_writes,
             mean_gap: args.fault_gap,
             history: args.history.clone(),
             iptables: args.iptables.clone(),

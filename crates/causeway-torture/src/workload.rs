@@ -7,7 +7,14 @@
 //! write it returns. Now and then a session hands its context over from
 //! another session (a context that travelled between users); the history
 //! records where each context came from.
+//!
+//! Besides single-key operations a session sometimes sends a batch of 2 to 5
+//! gets, puts and deletes (`POST /kv-store/batch`), lists every key with its
+//! value (`GET /kv-store/keys?values=true`), or writes with a short `ttl`
+//! (1 to 4 s). With all three chances at 0 a session makes exactly the choices
+//! it made before they existed (no extra draws from its random stream).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cluster::Reachable;
-use crate::history::{self, Event, HistoryWriter, Invoke, OpId, OpKind, Response};
+use crate::history::{self, BatchOp, Event, HistoryWriter, Invoke, OpId, OpKind, Response};
 use crate::rng::Rng;
 
 /// How sessions behave.
@@ -34,6 +41,30 @@ pub struct WorkloadConfig {
     /// quarter of `large_bytes` up to `large_bytes` (the history keeps the name only).
     pub large_values: f64,
     pub large_bytes: usize,
+    /// Chance that an operation is a batch of 2 to 5 ops.
+    pub batches: f64,
+    /// Chance that an operation is a listing of every key with its value.
+    pub listings: f64,
+    /// Chance that a put (single or in a batch) carries a ttl of 1 to 4 s.
+    pub ttl_writes: f64,
+}
+
+/// Keys written with a ttl and the values so written: the final state's
+/// replicas may disagree on them while their clocks disagree on the expiry.
+#[derive(Debug, Clone, Default)]
+pub struct TtlWrites {
+    pub keys: HashSet<String>,
+    pub values: HashSet<String>,
+}
+
+/// One request: what the history records, and how it is sent.
+struct Request {
+    kind: OpKind,
+    key: String,
+    /// A single put's value: its name and padding length.
+    value: Option<(String, usize)>,
+    ttl: Option<u64>,
+    ops: Vec<BatchOp>,
 }
 
 /// The last context each session received, for hand-offs.
@@ -47,6 +78,7 @@ pub struct Workload {
     http: reqwest::Client,
     next_op: AtomicU64,
     board: Board,
+    ttl_writes: Mutex<TtlWrites>,
 }
 
 impl Workload {
@@ -64,7 +96,16 @@ impl Workload {
             http,
             next_op: AtomicU64::new(1),
             board,
+            ttl_writes: Mutex::new(TtlWrites::default()),
         })
+    }
+
+    /// Every key and value written with a ttl so far.
+    pub fn ttl_writes(&self) -> TtlWrites {
+        self.ttl_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Runs every session until `deadline`; returns the number of operations.
@@ -109,29 +150,92 @@ impl Workload {
                     context = taken;
                 }
             }
-            let key = if rng.chance(0.5) {
-                keys[rng.below(hot as u64) as usize].clone()
-            } else {
-                rng.pick(keys).clone()
-            };
-            let roll = rng.below(100);
-            let (kind, value) = if roll < 50 {
-                (OpKind::Get, None)
-            } else if roll < 88 {
-                writes += 1;
-                let pad = if rng.chance(self.config.large_values) {
-                    let max = self.config.large_bytes as u64;
-                    rng.range(max / 4, max.max(1)) as usize
+            let cfg = &self.config;
+            let pick_key = |rng: &mut Rng| {
+                if rng.chance(0.5) {
+                    keys[rng.below(hot as u64) as usize].clone()
                 } else {
-                    0
-                };
-                (OpKind::Put, Some((format!("s{id}-w{writes}"), pad)))
+                    rng.pick(keys).clone()
+                }
+            };
+            let ttl = |rng: &mut Rng| {
+                (cfg.ttl_writes > 0.0 && rng.chance(cfg.ttl_writes)).then(|| rng.range(1, 5))
+            };
+            let request = if cfg.batches > 0.0 && rng.chance(cfg.batches) {
+                let n = rng.range(2, 6);
+                let ops = (0..n)
+                    .map(|_| {
+                        let key = pick_key(&mut rng);
+                        let roll = rng.below(100);
+                        if roll < 50 {
+                            BatchOp {
+                                kind: OpKind::Get,
+                                key,
+                                value: None,
+                                ttl: None,
+                            }
+                        } else if roll < 88 {
+                            writes += 1;
+                            BatchOp {
+                                kind: OpKind::Put,
+                                key,
+                                value: Some(format!("s{id}-w{writes}")),
+                                ttl: ttl(&mut rng),
+                            }
+                        } else {
+                            BatchOp {
+                                kind: OpKind::Delete,
+                                key,
+                                value: None,
+                                ttl: None,
+                            }
+                        }
+                    })
+                    .collect();
+                Request {
+                    kind: OpKind::Batch,
+                    key: String::new(),
+                    value: None,
+                    ttl: None,
+                    ops,
+                }
+            } else if cfg.listings > 0.0 && rng.chance(cfg.listings) {
+                Request {
+                    kind: OpKind::List,
+                    key: String::new(),
+                    value: None,
+                    ttl: None,
+                    ops: vec![],
+                }
             } else {
-                (OpKind::Delete, None)
+                let key = pick_key(&mut rng);
+                let roll = rng.below(100);
+                let (kind, value, ttl) = if roll < 50 {
+                    (OpKind::Get, None, None)
+                } else if roll < 88 {
+                    writes += 1;
+                    let pad = if rng.chance(cfg.large_values) {
+                        let max = cfg.large_bytes as u64;
+                        rng.range(max / 4, max.max(1)) as usize
+                    } else {
+                        0
+                    };
+                    let ttl = ttl(&mut rng);
+                    (OpKind::Put, Some((format!("s{id}-w{writes}"), pad)), ttl)
+                } else {
+                    (OpKind::Delete, None, None)
+                };
+                Request {
+                    kind,
+                    key,
+                    value,
+                    ttl,
+                    ops: vec![],
+                }
             };
             let alias = rng.chance(0.1);
             let answer = self
-                .call(id, target, kind, &key, value, context.as_ref(), alias)
+                .call(id, target, request, context.as_ref(), alias)
                 .await;
             if let Some(received) = answer {
                 self.board.lock().unwrap_or_else(|e| e.into_inner())[id as usize] =
@@ -145,14 +249,11 @@ impl Workload {
     }
 
     /// Sends one operation and records it; returns the context received.
-    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         session: u32,
         target: usize,
-        kind: OpKind,
-        key: &str,
-        value: Option<(String, usize)>,
+        req: Request,
         context: Option<&(OpId, Value)>,
         alias: bool,
     ) -> Option<(OpId, Value)> {
@@ -160,7 +261,7 @@ impl Workload {
         let address = &self.reachable.addresses[target];
         let ctx = context.map_or_else(|| json!({}), |(_, c)| c.clone());
         let mut body = json!({ "causal-context": ctx });
-        if let Some((name, pad)) = &value {
+        if let Some((name, pad)) = &req.value {
             body["value"] = if *pad > 0 {
                 json!(format!(
                     "{name}{}{}",
@@ -171,24 +272,60 @@ impl Workload {
                 json!(name)
             };
         }
-        let value = value.map(|(name, _)| name);
+        if let Some(ttl) = req.ttl {
+            body["ttl"] = json!(ttl);
+        }
+        if req.kind == OpKind::Batch {
+            let ops: Vec<Value> = req
+                .ops
+                .iter()
+                .map(|o| {
+                    let mut op = json!({"op": o.kind.method().to_lowercase(), "key": o.key});
+                    if let Some(v) = &o.value {
+                        op["value"] = json!(v);
+                    }
+                    if let Some(ttl) = o.ttl {
+                        op["ttl"] = json!(ttl);
+                    }
+                    op
+                })
+                .collect();
+            body["ops"] = Value::Array(ops);
+        }
+        {
+            let mut ttl_writes = self.ttl_writes.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(_), Some((name, _))) = (req.ttl, &req.value) {
+                ttl_writes.keys.insert(req.key.clone());
+                ttl_writes.values.insert(name.clone());
+            }
+            for o in req.ops.iter().filter(|o| o.ttl.is_some()) {
+                ttl_writes.keys.insert(o.key.clone());
+                ttl_writes.values.extend(o.value.clone());
+            }
+        }
+        let kind = req.kind;
+        let key = req.key;
         self.history.record(&Event::Invoke(Invoke {
             op,
             session,
             t: self.history.now(),
             kind,
-            key: key.to_string(),
-            value,
+            key: key.clone(),
+            value: req.value.map(|(name, _)| name),
+            ttl: req.ttl,
+            ops: req.ops,
             node: address.clone(),
             ctx_from: context.map(|(from, _)| *from),
             context: ctx,
         }));
         let prefix = if alias { "kvs" } else { "kv-store" };
-        let url = format!("http://{address}/{prefix}/keys/{key}");
+        let base = format!("http://{address}/{prefix}");
         let request = match kind {
-            OpKind::Get => self.http.get(url),
-            OpKind::Put => self.http.put(url),
-            OpKind::Delete => self.http.delete(url),
+            OpKind::Get => self.http.get(format!("{base}/keys/{key}")),
+            OpKind::Put => self.http.put(format!("{base}/keys/{key}")),
+            OpKind::Delete => self.http.delete(format!("{base}/keys/{key}")),
+            OpKind::Batch => self.http.post(format!("{base}/batch")),
+            OpKind::List => self.http.get(format!("{base}/keys?values=true&limit=1000")),
         };
         let result = request
             .json(&body)
@@ -228,12 +365,21 @@ impl Workload {
     }
 }
 
-/// A response body with a large value cut back to the value's name (what the history
-/// and the checker know writes by).
+/// A response body with every large value (of a GET, of a batch's results, of a
+/// listing's items) cut back to the value's name (what the history and the checker
+/// know writes by).
 fn without_padding(mut body: Value) -> Value {
-    if let Some(v) = body.get_mut("value") {
-        if v.is_string() {
-            *v = Value::String(history::value_name(v));
+    fn cut(holder: &mut Value) {
+        if let Some(v) = holder.get_mut("value") {
+            if v.is_string() {
+                *v = Value::String(history::value_name(v));
+            }
+        }
+    }
+    cut(&mut body);
+    for list in ["results", "items"] {
+        if let Some(Value::Array(entries)) = body.get_mut(list) {
+            entries.iter_mut().for_each(cut);
         }
     }
     body

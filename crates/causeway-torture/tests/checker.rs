@@ -3,7 +3,7 @@
 
 use causeway_torture::checker::{check, AnomalyKind, CheckOptions, Report};
 use causeway_torture::history::{
-    Event, Fault, FaultRecord, FinalRead, Invoke, KeyCount, OpId, OpKind, Response,
+    BatchOp, Event, Fault, FaultRecord, FinalRead, Invoke, KeyCount, OpId, OpKind, Response,
 };
 use serde_json::{json, Value};
 
@@ -16,6 +16,8 @@ struct H {
     events: Vec<Event>,
     t: f64,
     next: OpId,
+    /// Values written with a ttl: a GET of one carries `"ttl"`.
+    ttl_values: Vec<String>,
 }
 
 impl H {
@@ -41,11 +43,73 @@ impl H {
             kind,
             key: key.into(),
             value: value.map(String::from),
+            ttl: None,
+            ops: vec![],
             node: N1.into(),
             ctx_from,
             context: json!({}),
         }));
         self.next
+    }
+
+    /// The last invocation, to add a ttl or batch ops to it.
+    fn last_invoke(&mut self) -> &mut Invoke {
+        self.events
+            .iter_mut()
+            .rev()
+            .find_map(|e| match e {
+                Event::Invoke(i) => Some(i),
+                _ => None,
+            })
+            .expect("an invocation")
+    }
+
+    /// A PUT with a ttl (seconds), acknowledged.
+    fn put_ttl(
+        &mut self,
+        session: u32,
+        key: &str,
+        value: &str,
+        ttl: u64,
+        ctx: Option<OpId>,
+    ) -> OpId {
+        let op = self.invoke(session, OpKind::Put, key, Some(value), ctx);
+        self.last_invoke().ttl = Some(ttl);
+        self.ttl_values.push(value.into());
+        self.respond(
+            op,
+            201,
+            json!({"message": "Added successfully", "replaced": false}),
+        );
+        op
+    }
+
+    /// A batch: each op with the result it got (`B::get(k, Some(v))` and so on).
+    fn batch(&mut self, session: u32, ops: &[B], ctx: Option<OpId>) -> OpId {
+        let op = self.invoke(session, OpKind::Batch, "", None, ctx);
+        self.last_invoke().ops = ops.iter().map(|b| b.op.clone()).collect();
+        let results: Vec<Value> = ops.iter().map(|b| b.result.clone()).collect();
+        self.respond(
+            op,
+            200,
+            json!({"message": "Batch completed", "results": results}),
+        );
+        op
+    }
+
+    /// A complete listing with values answered with `items`.
+    fn list(&mut self, session: u32, items: &[(&str, &str)], ctx: Option<OpId>) -> OpId {
+        let op = self.invoke(session, OpKind::List, "", None, ctx);
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.respond(
+            op,
+            200,
+            json!({"message": "Keys listed successfully", "items": items, "next": null}),
+        );
+        op
     }
 
     fn respond(&mut self, op: OpId, status: u16, mut body: Value) {
@@ -101,6 +165,11 @@ impl H {
 
     fn answer_get(&mut self, op: OpId, value: Option<&str>) {
         match value {
+            Some(v) if self.ttl_values.iter().any(|t| t == v) => self.respond(
+                op,
+                200,
+                json!({"message": "Retrieved successfully", "doesExist": true, "value": v, "ttl": 1}),
+            ),
             Some(v) => self.respond(
                 op,
                 200,
@@ -149,6 +218,71 @@ impl H {
 
     fn check(&self) -> Report {
         check(&self.events, CheckOptions::default())
+    }
+}
+
+/// One op of a batch with its result.
+struct B {
+    op: BatchOp,
+    result: Value,
+}
+
+impl B {
+    fn get(key: &str, value: Option<&str>) -> B {
+        let result = match value {
+            Some(v) => {
+                json!({"key": key, "status": 200, "message": "Retrieved successfully", "doesExist": true, "value": v})
+            }
+            None => {
+                json!({"key": key, "status": 404, "message": "Error in GET", "error": "Key does not exist", "doesExist": false})
+            }
+        };
+        B {
+            op: BatchOp {
+                kind: OpKind::Get,
+                key: key.into(),
+                value: None,
+                ttl: None,
+            },
+            result,
+        }
+    }
+
+    fn put(key: &str, value: &str) -> B {
+        B {
+            op: BatchOp {
+                kind: OpKind::Put,
+                key: key.into(),
+                value: Some(value.into()),
+                ttl: None,
+            },
+            result: json!({"key": key, "status": 201, "message": "Added successfully", "replaced": false}),
+        }
+    }
+
+    fn put_ttl(key: &str, value: &str, ttl: u64) -> B {
+        let mut b = B::put(key, value);
+        b.op.ttl = Some(ttl);
+        b
+    }
+
+    fn del(key: &str) -> B {
+        B {
+            op: BatchOp {
+                kind: OpKind::Delete,
+                key: key.into(),
+                value: None,
+                ttl: None,
+            },
+            result: json!({"key": key, "status": 200, "message": "Deleted successfully", "doesExist": true}),
+        }
+    }
+
+    /// The same op, answered 503.
+    fn unavailable(mut self) -> B {
+        let method = self.op.kind.method();
+        self.result = json!({"key": self.op.key, "status": 503, "message": format!("Error in {method}"), "error": "Unable to satisfy request"});
+        self
     }
 }
 
@@ -534,4 +668,255 @@ fn a_missing_final_state_fails_a_campaign_history() {
         },
     );
     assert_only(&report, AnomalyKind::FinalReadFailed);
+}
+
+// ---- batches, listings and expiring writes ----
+
+/// Batches, listings and ttl writes used as a correct store would answer them.
+#[test]
+fn a_good_history_with_batches_listings_and_ttl_passes() {
+    let mut h = H::default();
+    // Ops on different keys of a batch ran in parallel: k and j are concurrent.
+    let b1 = h.batch(
+        0,
+        &[
+            B::put("k", "s0-w1"),
+            B::put("j", "s0-w2"),
+            B::get("k", Some("s0-w1")),
+        ],
+        None,
+    );
+    // Reading j's write does not put k's write (same batch) in the reader's past.
+    let r1 = h.get(1, "j", Some("s0-w2"), None);
+    h.get(1, "k", None, Some(r1));
+    // A listing with the batch's context sees both.
+    let l1 = h.list(0, &[("j", "s0-w2"), ("k", "s0-w1")], Some(b1));
+    // A ttl write may vanish at any time, as a GET or from a listing.
+    let t = h.put_ttl(0, "x", "s0-w3", 2, Some(l1));
+    let r2 = h.get(0, "x", Some("s0-w3"), Some(t));
+    let r3 = h.get(0, "x", None, Some(r2));
+    let l2 = h.list(0, &[("j", "s0-w2"), ("k", "s0-w1")], Some(r3));
+    // A batch whose ops on one key run in order, one of them refused.
+    let b2 = h.batch(
+        0,
+        &[
+            B::del("k"),
+            B::put("j", "s0-w4").unavailable(),
+            B::get("k", None),
+            B::put_ttl("k", "s0-w5", 1),
+            B::get("j", Some("s0-w2")),
+            B::get("k", Some("s0-w5")),
+        ],
+        Some(l2),
+    );
+    // The ttl write of the batch expires too; a new write brings x back.
+    let r4 = h.get(0, "k", None, Some(b2));
+    let p = h.put(0, "x", "s0-w6", Some(r4));
+    h.list(0, &[("j", "s0-w2"), ("x", "s0-w6")], Some(p));
+    h.fault(Fault::HealAll);
+    h.view();
+    h.final_state("k", &[(N1, None), (N2, Some("s0-w5"))]); // clocks disagree
+    h.final_state("j", &[(N1, Some("s0-w2")), (N2, Some("s0-w2"))]);
+    h.final_state("x", &[(N1, Some("s0-w6")), (N2, Some("s0-w6"))]);
+    h.key_count(N1, 2);
+    h.key_count(N2, 3); // k may still be counted
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.outcomes.get("batch GET 200"), Some(&3));
+    assert_eq!(report.outcomes.get("batch PUT 503"), Some(&1));
+    assert_eq!(report.outcomes.get("LIST 200"), Some(&3));
+    assert_eq!(report.unavailable_503, 1);
+}
+
+#[test]
+fn a_stale_read_in_a_batch_is_caught() {
+    // Against the request's context.
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    let batch = h.batch(
+        0,
+        &[B::put("j", "s0-w3"), B::get("k", Some("s0-w1"))],
+        Some(b),
+    );
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    assert_eq!(report.anomalies[0].ops, vec![batch, a, b]);
+
+    // Against an earlier op of the batch on the same key.
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.batch(
+        0,
+        &[B::put("k", "s0-w2"), B::get("k", Some("s0-w1"))],
+        Some(a),
+    );
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+
+    // "Not found" after the batch's own put of that key.
+    let mut h = H::default();
+    h.batch(0, &[B::put("k", "s0-w1"), B::get("k", None)], None);
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+
+    // The batch's answer context covers its writes.
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.batch(0, &[B::get("j", None), B::put("k", "s0-w2")], Some(a));
+    h.get(0, "k", Some("s0-w1"), Some(b));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn ops_on_different_keys_of_a_batch_are_not_ordered() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    // The get of k ran in parallel with the put of j and of k in another order.
+    h.batch(
+        0,
+        &[
+            B::put("j", "s0-w2"),
+            B::get("k", Some("s0-w1")),
+            B::put("k", "s0-w3"),
+        ],
+        Some(a),
+    );
+    // Reading k's batch write says nothing about j's.
+    let r = h.get(1, "k", Some("s0-w3"), None);
+    h.get(1, "j", None, Some(r));
+    assert_clean(&h.check());
+}
+
+#[test]
+fn a_listing_missing_a_key_the_session_wrote_is_a_stale_read() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let j = h.put(0, "j", "s0-w2", Some(a));
+    let l = h.list(0, &[("j", "s0-w2")], Some(j));
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    assert_eq!(report.anomalies[0].ops, vec![l, a]);
+
+    // A listing that stops early (next = "b") says nothing about later keys.
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let op = h.invoke(0, OpKind::List, "", None, Some(a));
+    h.respond(
+        op,
+        200,
+        json!({"message": "Keys listed successfully", "items": [{"key": "b", "value": "s0-w1"}], "next": "b"}),
+    );
+    let report = h.check();
+    assert_only(&report, AnomalyKind::PhantomRead); // b was never written
+}
+
+#[test]
+fn a_stale_or_phantom_value_in_a_listing_is_caught() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    h.list(0, &[("k", "s0-w1")], Some(b));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+
+    let mut h = H::default();
+    h.put(0, "k", "s0-w1", None);
+    h.list(1, &[("k", "nobody-wrote-this"), ("j", "s0-w1")], None);
+    let report = h.check();
+    assert_only(&report, AnomalyKind::PhantomRead);
+    assert_eq!(report.anomalies.len(), 2);
+}
+
+#[test]
+fn an_expired_write_may_vanish_without_a_lost_write_or_stale_read() {
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    h.get(0, "x", None, Some(t));
+    h.list(0, &[], Some(t));
+    // A concurrent ttl write may win over a permanent one and then expire.
+    let a = h.put(0, "k", "s0-w2", None);
+    h.put_ttl(1, "k", "s1-w1", 3, None);
+    h.get(0, "k", None, Some(a));
+    h.fault(Fault::HealAll);
+    h.final_state("x", &[(N1, None), (N2, None)]);
+    h.final_state("k", &[(N1, None), (N2, None)]);
+    assert_clean(&h.check());
+
+    // A ttl write superseded by a permanent put no longer excuses "not found".
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    let p = h.put(0, "x", "s0-w2", Some(t));
+    h.get(0, "x", None, Some(p));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn a_resurrected_expired_write_is_caught() {
+    // Seen expired by a GET, then alive again.
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    let gone = h.get(0, "x", None, Some(t));
+    let back = h.get(0, "x", Some("s0-w1"), Some(gone));
+    let report = h.check();
+    assert_only(&report, AnomalyKind::ResurrectedExpired);
+    assert_eq!(report.anomalies[0].ops, vec![back, t]);
+
+    // Seen expired by a batch; alive in a listing of a session it handed its context to.
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    let b = h.batch(0, &[B::get("x", None)], Some(t));
+    h.list(1, &[("x", "s0-w1")], Some(b));
+    assert_only(&h.check(), AnomalyKind::ResurrectedExpired);
+
+    // Missing from a complete listing, then alive in a batch.
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    let l = h.list(0, &[], Some(t));
+    h.batch(0, &[B::get("x", Some("s0-w1"))], Some(l));
+    assert_only(&h.check(), AnomalyKind::ResurrectedExpired);
+
+    // Without the context of the read that saw it expire, it may show again.
+    let mut h = H::default();
+    let t = h.put_ttl(0, "x", "s0-w1", 1, None);
+    h.get(0, "x", None, Some(t));
+    h.get(0, "x", Some("s0-w1"), Some(t));
+    assert_clean(&h.check());
+}
+
+#[test]
+fn an_expired_write_alive_long_after_healing_is_caught() {
+    let history = |clock_offset: Option<i64>| {
+        let mut h = H::default();
+        if let Some(offset_s) = clock_offset {
+            h.fault(Fault::Clock {
+                node: N1.into(),
+                offset_s,
+            });
+        }
+        h.put_ttl(0, "x", "s0-w1", 2, None);
+        h.t += 60_000.0;
+        h.fault(Fault::HealAll);
+        h.final_state("x", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
+        h.check()
+    };
+    // No clock skew: 60 s is far beyond 2 s.
+    assert_only(&history(None), AnomalyKind::ResurrectedExpired);
+    // Clocks up to two minutes apart: the write may still live on a slow clock.
+    assert_clean(&history(Some(-120)));
+}
+
+#[test]
+fn a_batch_answer_that_breaks_the_contract_is_caught() {
+    let mut h = H::default();
+    let op = h.invoke(0, OpKind::Batch, "", None, None);
+    h.last_invoke().ops = vec![B::get("k", None).op, B::get("j", None).op];
+    h.respond(
+        op,
+        200,
+        json!({"message": "Batch completed", "results": [
+            {"key": "j", "status": 404, "message": "Error in GET", "error": "Key does not exist", "doesExist": false},
+            {"key": "j", "status": 404, "message": "Error in GET", "error": "Key does not exist"}
+        ]}),
+    );
+    let report = h.check();
+    assert_only(&report, AnomalyKind::Protocol);
+    assert_eq!(report.anomalies.len(), 2);
 }

@@ -75,7 +75,9 @@ pub fn may_list(ctx: &Context, shard: ShardNo, clock: &VClock) -> bool {
 /// One shard's page: its first `limit` live keys after the cursor with the prefix, in
 /// byte order, and whether it has more. `owned` says which keys the shard owns (a
 /// replica may still hold keys it is handing over); `now` is the timestamp expiry is
-/// judged at.
+/// judged at. Writes expired by then come along too, uncounted: the node answering the
+/// listing leaves them out, and its answer's context learns they expired (see
+/// [`leave_out_expired`]).
 pub fn page<'a>(
     keys: impl Iterator<Item = (&'a str, &'a Version)>,
     q: &Query,
@@ -83,6 +85,7 @@ pub fn page<'a>(
     now: u64,
 ) -> (Vec<(String, Version)>, bool) {
     let mut out = Vec::new();
+    let mut live = 0;
     for (k, v) in keys {
         if !k.starts_with(q.prefix.as_str()) {
             if k > q.prefix.as_str() {
@@ -90,15 +93,37 @@ pub fn page<'a>(
             }
             continue;
         }
-        if !v.is_live(now) || !owned(k) {
+        if v.is_tombstone() || !owned(k) {
             continue;
         }
-        if out.len() == q.limit {
+        let counts = v.is_live(now);
+        if counts && live == q.limit {
             return (out, true);
         }
+        live += usize::from(counts);
         out.push((k.to_string(), v.clone()));
     }
     (out, false)
+}
+
+/// Drops from a merged listing the writes expired at `now`, and raises `ctx`'s time to
+/// their expiry: a session that saw a key left out of a listing because it expired has
+/// seen it expired, and never sees it alive again (as after a GET that found it so).
+pub fn leave_out_expired(
+    items: Vec<(String, Version)>,
+    now: u64,
+    ctx: &mut crate::causal::Context,
+) -> Vec<(String, Version)> {
+    items
+        .into_iter()
+        .filter(|(_, v)| {
+            if v.is_live(now) {
+                return true;
+            }
+            ctx.ts = ctx.ts.max(v.expires().unwrap_or(0));
+            false
+        })
+        .collect()
 }
 
 /// Merges the shards' pages: the first `limit` keys in byte order, and `next` (the
@@ -217,7 +242,13 @@ mod tests {
             names(page(iter(), &q("", None, 10), |_| true, 99)),
             ["a1", "a2"]
         );
-        assert_eq!(names(page(iter(), &q("", None, 10), |_| true, 100)), ["a1"]);
+        // Expired, it comes along uncounted, and the answering node leaves it out.
+        let (items, more) = page(iter(), &q("", None, 1), |_| true, 100);
+        assert!(!more, "a2 does not count against the limit");
+        let mut ctx = crate::causal::Context::default();
+        let kept = leave_out_expired(items, 100, &mut ctx);
+        assert_eq!(names((kept, false)), ["a1"]);
+        assert_eq!(ctx.ts, 100, "the session has seen it expire");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::report::{AnomalyKind, Report};
 use super::timeline::Timeline;
-use crate::history::OpKind;
+use crate::history::{BatchOp, OpKind};
 
 /// Clients give up after this long; a node must answer sooner.
 pub const CLIENT_TIMEOUT_MS: f64 = 5000.0;
@@ -28,13 +28,55 @@ pub fn check_answer(kind: OpKind, status: u16, body: &Value) -> Result<(), Strin
         }
     }
     let method = kind.method();
+    let mut rest: Map<String, Value> = obj.clone();
+    rest.remove("causal-context");
+    rest.remove("address");
     let expected: Value = match (kind, status) {
+        (OpKind::Batch, 200) => match obj.get("results") {
+            Some(Value::Array(_)) => {
+                json!({"message": "Batch completed", "results": obj["results"]})
+            }
+            other => return Err(format!("BATCH 200 results is {other:?}")),
+        },
+        (OpKind::List, 200) => {
+            let Some(Value::Array(items)) = obj.get("items") else {
+                return Err(format!("LIST 200 items is {:?}", obj.get("items")));
+            };
+            for item in items {
+                let fine = item.as_object().is_some_and(|i| {
+                    i.len() == 2
+                        && i.get("key").is_some_and(Value::is_string)
+                        && matches!(i.get("value"), Some(Value::String(_) | Value::Number(_)))
+                });
+                if !fine {
+                    return Err(format!("LIST 200 item {item} is not {{key, value}}"));
+                }
+            }
+            match obj.get("next") {
+                Some(Value::String(_) | Value::Null) => {}
+                other => return Err(format!("LIST 200 next is {other:?}")),
+            }
+            json!({"message": "Keys listed successfully", "items": obj["items"], "next": obj["next"]})
+        }
+        (OpKind::List, 400) | (OpKind::Batch | OpKind::List, 503) => json!({
+            "message": format!("Error in {method}"),
+            "error": "Unable to satisfy request"
+        }),
+        (OpKind::Batch | OpKind::List, _) => {
+            return Err(format!("unexpected status {status} for {method}"))
+        }
         (OpKind::Put, 201) => json!({"message": "Added successfully", "replaced": false}),
         (OpKind::Put, 200) => json!({"message": "Updated successfully", "replaced": true}),
         (OpKind::Get, 200) => {
             match obj.get("value") {
                 Some(Value::String(_)) | Some(Value::Number(_)) => {}
                 other => return Err(format!("GET 200 value is {other:?}")),
+            }
+            // A key written with a ttl: the whole seconds left.
+            match rest.remove("ttl") {
+                None => {}
+                Some(t) if t.is_u64() => {}
+                Some(t) => return Err(format!("GET 200 ttl is {t}")),
             }
             json!({"message": "Retrieved successfully", "doesExist": true, "value": obj["value"]})
         }
@@ -55,9 +97,6 @@ pub fn check_answer(kind: OpKind, status: u16, body: &Value) -> Result<(), Strin
         }
         _ => return Err(format!("unexpected status {status} for {method}")),
     };
-    let mut rest: Map<String, Value> = obj.clone();
-    rest.remove("causal-context");
-    rest.remove("address");
     if Value::Object(rest.clone()) != expected {
         return Err(format!(
             "{method} {status} answered {}, expected {expected}",
@@ -65,6 +104,64 @@ pub fn check_answer(kind: OpKind, status: u16, body: &Value) -> Result<(), Strin
         ));
     }
     Ok(())
+}
+
+/// Checks a batch's `results` against the ops sent: one result per op, in order,
+/// each with the op's key, a status, and exactly the single-key answer's fields.
+/// Returns each op's (kind, status) for counting, and what is wrong.
+pub fn check_batch_results(
+    ops: &[BatchOp],
+    results: &[Value],
+) -> (Vec<(OpKind, u16)>, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut problems = Vec::new();
+    if ops.len() != results.len() {
+        problems.push(format!("{} results for {} ops", results.len(), ops.len()));
+        return (seen, problems);
+    }
+    for (i, (op, result)) in ops.iter().zip(results).enumerate() {
+        let Some(obj) = result.as_object() else {
+            problems.push(format!("result {i} is {result}"));
+            continue;
+        };
+        if obj.get("key").and_then(Value::as_str) != Some(op.key.as_str()) {
+            problems.push(format!(
+                "result {i} has key {:?}, op key {:?}",
+                obj.get("key"),
+                op.key
+            ));
+        }
+        let Some(status) = obj.get("status").and_then(Value::as_u64) else {
+            problems.push(format!("result {i} has no status: {result}"));
+            continue;
+        };
+        let status = status as u16;
+        seen.push((op.kind, status));
+        let mut single = obj.clone();
+        single.remove("key");
+        single.remove("status");
+        if single.contains_key("address") || single.contains_key("causal-context") {
+            problems.push(format!(
+                "result {i} carries address or causal-context: {result}"
+            ));
+            continue;
+        }
+        single.insert("causal-context".into(), json!({}));
+        if let Err(e) = check_answer(op.kind, status, &Value::Object(single)) {
+            problems.push(format!("result {i}: {e}"));
+        }
+    }
+    (seen, problems)
+}
+
+/// Counts one outcome.
+fn count(report: &mut Report, what: String, status: u16) {
+    *report.outcomes.entry(what).or_insert(0) += 1;
+    match status {
+        400 => report.refused_400 += 1,
+        503 => report.unavailable_503 += 1,
+        _ => {}
+    }
 }
 
 /// Checks every answer of the history, counting outcomes and latencies.
@@ -143,6 +240,26 @@ pub fn check_answers(timeline: &Timeline<'_>, report: &mut Report) {
                 format!("op {op} to {}: {problem}", rec.invoke.node),
                 vec![op],
             );
+        } else if rec.invoke.kind == OpKind::Batch && status == 200 {
+            let results = resp.results().map(Vec::as_slice).unwrap_or_default();
+            let (seen, problems) = check_batch_results(&rec.invoke.ops, results);
+            for (kind, s) in seen {
+                count(report, format!("batch {} {s}", kind.method()), s);
+                if s >= 500 && s != 503 {
+                    report.add(
+                        AnomalyKind::ServerError,
+                        format!("batch op {op} to {}: an op answered {s}", rec.invoke.node),
+                        vec![op],
+                    );
+                }
+            }
+            for problem in problems {
+                report.add(
+                    AnomalyKind::Protocol,
+                    format!("batch op {op} to {}: {problem}", rec.invoke.node),
+                    vec![op],
+                );
+            }
         }
     }
     latencies.sort_by(f64::total_cmp);

@@ -25,6 +25,28 @@
 //!   must never form a cycle (no client goes back to a loser it saw lose);
 //! - after healing, the final state of a key must not be a write that an
 //!   acknowledged write of the key superseded (lost write).
+//!
+//! Batches, listings and expiring writes:
+//! - a batch's ops are judged one by one like single ops. Ops on one key form a
+//!   chain that starts from the batch's request past, each op's past being what
+//!   the previous op of that key left (as if a session had sent them in turn);
+//!   ops on different keys share only the request past: they ran in parallel, so
+//!   a write of the batch is not in the past of an op on another key of the
+//!   batch. The answer's past joins every chain's. A write of a batch is known at
+//!   invocation with the request past; once the answer shows what came before it
+//!   on its key, its past grows (never shrinks: it only ever holds writes that
+//!   truly happened before it);
+//! - a listing with values is a read of every key it lists, each judged against
+//!   the request past like a GET; a key missing from a complete listing is judged
+//!   like a GET that answered "not found";
+//! - a write with a ttl may vanish at any time (node clocks are skewed, so its
+//!   expiry cannot be placed in real time): it counts like a delete when a read
+//!   answers "not found" and when a key is gone after healing. What is judged:
+//!   once a read with such a write in its frontier saw the key absent, that write
+//!   has expired for every op with this read in its past by context flow, which
+//!   must never see its value again (resurrected expired); and after healing, a
+//!   key must not hold a ttl write acknowledged longer ago than its ttl plus twice
+//!   the largest clock offset of the campaign plus a margin.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
@@ -32,20 +54,72 @@ use std::rc::Rc;
 use super::bitset::BitSet;
 use super::report::{AnomalyKind, Report};
 use super::timeline::{OpRecord, Timeline};
-use crate::history::{Event, OpId, OpKind};
+use crate::history::{Event, Fault, OpId, OpKind};
 
 type KeyId = u32;
 /// Per key, the maximal writes (indices into that key's writes) of a past.
 type Frontier = BTreeMap<KeyId, Vec<u32>>;
-type Past = Rc<Frontier>;
+type Past = Rc<PastSet>;
+
+/// A causal past: its frontier, and the ttl writes it has seen expire.
+#[derive(Debug, Clone, Default)]
+struct PastSet {
+    top: Frontier,
+    /// Per key, ttl writes a read of this past found expired (their value must
+    /// never show again). Passed on by context flow only.
+    expired: BTreeMap<KeyId, Vec<u32>>,
+}
+
+impl PastSet {
+    fn top(&self, k: KeyId) -> &[u32] {
+        self.top.get(&k).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    fn expired(&self, k: KeyId) -> &[u32] {
+        self.expired.get(&k).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// Slack added to the expiry bound of a ttl write after healing (ms).
+const EXPIRY_MARGIN_MS: f64 = 5000.0;
 
 struct Write {
     op: OpId,
+    /// The op's index in its batch.
+    sub: Option<u32>,
+    /// The value put (puts only).
+    value: Option<String>,
     delete: bool,
+    /// Seconds a put with a ttl lives.
+    ttl: Option<u64>,
     acked: bool,
+    /// When the acknowledgement arrived (ms into the campaign).
+    acked_at: Option<f64>,
     parents: Vec<u32>,
     /// Strict same-key ancestors under happens-before.
     anc: BitSet,
+    /// The causal past the write was sent with.
+    past: Past,
+}
+
+impl Write {
+    /// A write that can make the key read "not found": a delete, or a put that
+    /// may have expired.
+    fn kills(&self) -> bool {
+        self.delete || self.ttl.is_some()
+    }
+}
+
+/// One key operation to judge: a single-key op, or one op of a batch.
+struct Step<'a> {
+    kind: OpKind,
+    key: &'a str,
+    /// Index in the batch.
+    sub: Option<u32>,
+    /// HTTP status (of the op's result in a batch); `None`: no answer.
+    status: Option<u16>,
+    /// The value a GET 200 returned.
+    read: Option<String>,
 }
 
 /// An order between two writes of a key, observed by a read.
@@ -77,21 +151,41 @@ impl KeyHistory {
         frontier.push(w);
     }
 
+    /// Drops the expired marks of key `k` that the frontier supersedes (a read of
+    /// them is stale anyway).
+    fn prune_expired(&self, past: &mut PastSet, k: KeyId) {
+        let Some(exp) = past.expired.get_mut(&k) else {
+            return;
+        };
+        let top = past.top.get(&k).map(Vec::as_slice).unwrap_or_default();
+        exp.retain(|&x| !top.iter().any(|&f| f != x && self.precedes(x, f)));
+        if exp.is_empty() {
+            past.expired.remove(&k);
+        }
+    }
+
     fn describe(&self, w: u32, timeline: &Timeline<'_>) -> String {
         let write = &self.writes[w as usize];
-        let what = if write.delete { "delete" } else { "put" };
+        let what = match (write.delete, write.ttl) {
+            (true, _) => "delete".to_string(),
+            (false, None) => "put".to_string(),
+            (false, Some(ttl)) => format!("put (ttl {ttl} s)"),
+        };
+        let sub = write
+            .sub
+            .map(|i| format!(" (batch op {i})"))
+            .unwrap_or_default();
+        let value = write
+            .value
+            .as_deref()
+            .map(|v| format!(", value {:?}", shortened(v)))
+            .unwrap_or_default();
         match timeline.get(write.op) {
             Some(rec) => format!(
-                "{what} op {} (session {}{})",
-                write.op,
-                rec.invoke.session,
-                rec.invoke
-                    .value
-                    .as_deref()
-                    .map(|v| format!(", value {v:?}"))
-                    .unwrap_or_default()
+                "{what} op {}{sub} (session {}{value})",
+                write.op, rec.invoke.session,
             ),
-            None => format!("{what} op {}", write.op),
+            None => format!("{what} op {}{sub}", write.op),
         }
     }
 }
@@ -106,8 +200,13 @@ pub struct CausalChecker<'t, 'e> {
     /// How many not-yet-processed invocations still send each op's context;
     /// a past is dropped once nobody needs it (long histories stay small).
     ctx_uses: HashMap<OpId, u32>,
-    write_idx: HashMap<OpId, (KeyId, u32)>,
+    /// (op, index in its batch; 0 for a single write) -> the write.
+    write_idx: HashMap<(OpId, u32), (KeyId, u32)>,
     empty: Past,
+    /// When the final state was read (ms; the heal), and the largest clock
+    /// offset of the campaign (s): what the expiry bound after healing needs.
+    final_time: Option<f64>,
+    max_clock_offset_s: f64,
 }
 
 impl<'t, 'e> CausalChecker<'t, 'e> {
@@ -120,7 +219,9 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             past_out: HashMap::new(),
             ctx_uses: HashMap::new(),
             write_idx: HashMap::new(),
-            empty: Rc::new(Frontier::new()),
+            empty: Rc::new(PastSet::default()),
+            final_time: None,
+            max_clock_offset_s: 0.0,
         }
     }
 
@@ -141,12 +242,32 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
 
     /// Processes every invocation and response, in history order.
     pub fn run(&mut self, events: &[Event], report: &mut Report) {
+        let mut last_t: Option<f64> = None;
         for event in events {
-            if let Event::Invoke(inv) = event {
-                if let Some(from) = inv.ctx_from {
-                    *self.ctx_uses.entry(from).or_insert(0) += 1;
+            match event {
+                Event::Invoke(inv) => {
+                    if let Some(from) = inv.ctx_from {
+                        *self.ctx_uses.entry(from).or_insert(0) += 1;
+                    }
+                    last_t = Some(last_t.map_or(inv.t, |t| t.max(inv.t)));
                 }
+                Event::Response(resp) => last_t = Some(last_t.map_or(resp.t, |t| t.max(resp.t))),
+                Event::Fault(rec) => {
+                    last_t = Some(last_t.map_or(rec.t, |t| t.max(rec.t)));
+                    match &rec.fault {
+                        Fault::HealAll => self.final_time = Some(rec.t),
+                        Fault::Clock { offset_s, .. } => {
+                            self.max_clock_offset_s =
+                                self.max_clock_offset_s.max(offset_s.unsigned_abs() as f64)
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
             }
+        }
+        if self.final_time.is_none() {
+            self.final_time = last_t;
         }
         for event in events {
             match event {
@@ -195,101 +316,394 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
     }
 
     fn register(&mut self, rec: &OpRecord<'_>, op: OpId, past: Past) {
-        if matches!(rec.invoke.kind, OpKind::Put | OpKind::Delete) {
-            let k = self.key_id(&rec.invoke.key);
-            let kh = &mut self.keys[k as usize];
-            let parents = past.get(&k).cloned().unwrap_or_default();
-            let mut anc = BitSet::default();
-            for &p in &parents {
-                anc.union_with(&kh.writes[p as usize].anc);
-                anc.insert(p);
+        let inv = rec.invoke;
+        if inv.kind.is_write() {
+            let value = inv.value.clone();
+            self.add_write(op, None, &inv.key, inv.kind, value, inv.ttl, &past);
+        }
+        if inv.kind == OpKind::Batch {
+            for (i, o) in inv.ops.iter().enumerate() {
+                if o.kind.is_write() {
+                    let value = o.value.clone();
+                    self.add_write(op, Some(i as u32), &o.key, o.kind, value, o.ttl, &past);
+                }
             }
-            let idx = kh.writes.len() as u32;
-            kh.writes.push(Write {
-                op,
-                delete: rec.invoke.kind == OpKind::Delete,
-                acked: false,
-                parents,
-                anc,
-            });
-            if let Some(v) = &rec.invoke.value {
-                kh.by_value.insert(v.clone(), idx);
-            }
-            self.write_idx.insert(op, (k, idx));
         }
         self.past_in.insert(op, past);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_write(
+        &mut self,
+        op: OpId,
+        sub: Option<u32>,
+        key: &str,
+        kind: OpKind,
+        value: Option<String>,
+        ttl: Option<u64>,
+        past: &Past,
+    ) {
+        let k = self.key_id(key);
+        let kh = &mut self.keys[k as usize];
+        let parents = past.top(k).to_vec();
+        let mut anc = BitSet::default();
+        for &p in &parents {
+            anc.union_with(&kh.writes[p as usize].anc);
+            anc.insert(p);
+        }
+        let idx = kh.writes.len() as u32;
+        if let Some(v) = &value {
+            kh.by_value.insert(v.clone(), idx);
+        }
+        let delete = kind == OpKind::Delete;
+        kh.writes.push(Write {
+            op,
+            sub,
+            value,
+            delete,
+            ttl: ttl.filter(|_| !delete),
+            acked: false,
+            acked_at: None,
+            parents,
+            anc,
+            past: past.clone(),
+        });
+        self.write_idx.insert((op, sub.unwrap_or(0)), (k, idx));
     }
 
     fn on_response(&mut self, op: OpId, report: &mut Report) {
         let rec = self.record(op);
         let Some(resp) = rec.response else { return };
-        let is_read = rec.invoke.kind == OpKind::Get;
-        let pin = if is_read {
-            self.past_in.remove(&op)
-        } else {
-            self.past_in.get(&op).cloned()
-        }
-        .unwrap_or_else(|| self.empty.clone());
-        let status = resp.status.unwrap_or(0);
+        let pin = self
+            .past_in
+            .remove(&op)
+            .unwrap_or_else(|| self.empty.clone());
+        let status = resp.status;
         let out = match rec.invoke.kind {
-            OpKind::Put | OpKind::Delete => {
-                let acked = match rec.invoke.kind {
-                    OpKind::Put => status == 200 || status == 201,
-                    _ => status == 200,
+            OpKind::Get | OpKind::Put | OpKind::Delete => {
+                let step = Step {
+                    kind: rec.invoke.kind,
+                    key: &rec.invoke.key,
+                    sub: None,
+                    status,
+                    read: (status == Some(200)).then(|| resp.value()).flatten(),
                 };
-                let (k, w) = self.write_idx[&op];
-                let kh = &mut self.keys[k as usize];
-                kh.writes[w as usize].acked = acked;
-                if acked {
-                    let mut f = (*pin).clone();
-                    kh.insert(f.entry(k).or_default(), w);
-                    Rc::new(f)
-                } else {
-                    pin
+                if step.kind == OpKind::Get && status == Some(200) {
+                    self.check_ttl_field(rec, report);
                 }
+                self.step(rec, &step, pin, report)
             }
-            OpKind::Get if status == 200 => self.on_value_read(rec, pin, report),
-            OpKind::Get if status == 404 => {
-                if rec.stable {
-                    self.judge_not_found(rec, &pin, report);
-                }
-                pin
-            }
-            OpKind::Get => pin,
+            OpKind::Batch => self.on_batch(rec, pin, report),
+            OpKind::List => self.on_listing(rec, pin, report),
         };
         if resp.context().is_some() && self.ctx_uses.contains_key(&op) {
             self.past_out.insert(op, out);
         }
     }
 
-    fn on_value_read(&mut self, rec: &OpRecord<'_>, pin: Past, report: &mut Report) -> Past {
+    /// A GET 200 carries `ttl` exactly when the write it returns had one.
+    fn check_ttl_field(&mut self, rec: &OpRecord<'_>, report: &mut Report) {
         let resp = rec.response.expect("responded");
-        let key = &rec.invoke.key;
-        let k = self.key_id(key);
-        let Some(value) = resp.value() else {
-            return pin;
+        let Some(value) = resp.value() else { return };
+        let Some(&k) = self.key_ids.get(&rec.invoke.key) else {
+            return;
         };
-        let Some(&w) = self.keys[k as usize].by_value.get(&value) else {
+        let kh = &self.keys[k as usize];
+        let Some(&w) = kh.by_value.get(&value) else {
+            return;
+        };
+        let has_ttl = kh.writes[w as usize].ttl.is_some();
+        let field = resp.body.as_ref().and_then(|b| b.get("ttl"));
+        if has_ttl != field.is_some() {
+            report.add(
+                AnomalyKind::Protocol,
+                format!(
+                    "GET op {} of key {:?} returned {}, and its answer {} a \"ttl\"",
+                    rec.invoke.op,
+                    rec.invoke.key,
+                    kh.describe(w, self.timeline),
+                    if has_ttl { "lacks" } else { "carries" }
+                ),
+                vec![rec.invoke.op],
+            );
+        }
+    }
+
+    /// Judges one key operation whose request past is `pin`; returns the past
+    /// after it.
+    fn step(
+        &mut self,
+        rec: &OpRecord<'_>,
+        step: &Step<'_>,
+        pin: Past,
+        report: &mut Report,
+    ) -> Past {
+        let op = rec.invoke.op;
+        match step.kind {
+            OpKind::Put | OpKind::Delete => {
+                let acked = matches!(
+                    (step.kind, step.status),
+                    (OpKind::Put, Some(200 | 201)) | (OpKind::Delete, Some(200))
+                );
+                let Some(&(k, w)) = self.write_idx.get(&(op, step.sub.unwrap_or(0))) else {
+                    return pin;
+                };
+                if step.sub.is_some() {
+                    self.grow_write_past(k, w, &pin);
+                }
+                let acked_at = rec.response.map(|r| r.t);
+                let kh = &mut self.keys[k as usize];
+                let write = &mut kh.writes[w as usize];
+                write.acked = acked;
+                if !acked {
+                    return pin;
+                }
+                write.acked_at = acked_at;
+                let mut f = (*pin).clone();
+                kh.insert(f.top.entry(k).or_default(), w);
+                kh.prune_expired(&mut f, k);
+                Rc::new(f)
+            }
+            OpKind::Get => match (step.status, &step.read) {
+                (Some(200), Some(value)) => {
+                    let k = self.key_id(step.key);
+                    self.on_value_read(rec, step.sub, k, value, pin.clone(), &pin, report)
+                }
+                (Some(404), _) if rec.stable => {
+                    let k = self.key_id(step.key);
+                    self.judge_not_found(rec, step.sub, k, &pin, report);
+                    self.saw_absent(k, &pin, pin.clone(), report)
+                }
+                _ => pin,
+            },
+            OpKind::Batch | OpKind::List => pin,
+        }
+    }
+
+    /// A write of a batch: the answer shows what ran before it on its key (`pin`),
+    /// which joins its past.
+    fn grow_write_past(&mut self, k: KeyId, w: u32, pin: &Past) {
+        let kh = &mut self.keys[k as usize];
+        let write = &kh.writes[w as usize];
+        if Rc::ptr_eq(&write.past, pin) {
+            return;
+        }
+        let mut parents = write.parents.clone();
+        for &p in pin.top(k) {
+            if p != w && !parents.contains(&p) {
+                parents.push(p);
+            }
+        }
+        let mut anc = write.anc.clone();
+        for &p in &parents {
+            if p != w {
+                anc.union_with(&kh.writes[p as usize].anc);
+                anc.insert(p);
+            }
+        }
+        let mut past = (*write.past).clone();
+        for (&key, ws) in pin.top.iter() {
+            let kh = &self.keys[key as usize];
+            let f = past.top.entry(key).or_default();
+            for &x in ws {
+                kh.insert(f, x);
+            }
+        }
+        let write = &mut self.keys[k as usize].writes[w as usize];
+        write.parents = parents;
+        write.anc = anc;
+        write.past = Rc::new(past);
+    }
+
+    /// A key found absent (404, or missing from a complete listing) by a read
+    /// whose request past is `pin`: the ttl writes of its frontier have expired
+    /// for the read's future. Returns `out` with those marks.
+    fn saw_absent(&self, k: KeyId, pin: &PastSet, out: Past, report: &mut Report) -> Past {
+        let kh = &self.keys[k as usize];
+        let ttl: Vec<u32> = pin
+            .top(k)
+            .iter()
+            .copied()
+            .filter(|&f| {
+                let w = &kh.writes[f as usize];
+                !w.delete && w.ttl.is_some()
+            })
+            .collect();
+        if !ttl.is_empty() {
+            report.expired_seen += 1;
+        }
+        if ttl.iter().all(|t| out.expired(k).contains(t)) {
+            return out;
+        }
+        let mut out = (*out).clone();
+        let exp = out.expired.entry(k).or_default();
+        for t in ttl {
+            if !exp.contains(&t) {
+                exp.push(t);
+            }
+        }
+        kh.prune_expired(&mut out, k);
+        Rc::new(out)
+    }
+
+    fn on_batch(&mut self, rec: &OpRecord<'_>, pin: Past, report: &mut Report) -> Past {
+        let resp = rec.response.expect("responded");
+        let ops = &rec.invoke.ops;
+        let results = match (resp.status, resp.results()) {
+            (Some(200), Some(r)) if r.len() == ops.len() => r,
+            // No answer per op: the writes may or may not have happened.
+            _ => return pin,
+        };
+        // Ops on one key in order, from the request past; keys independent.
+        let mut chains: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, o) in ops.iter().enumerate() {
+            chains.entry(o.key.as_str()).or_default().push(i);
+        }
+        let mut out = (*pin).clone();
+        for (_, chain) in chains {
+            let mut ctx = pin.clone();
+            for i in chain {
+                let o = &ops[i];
+                let result = &results[i];
+                let status = result
+                    .get("status")
+                    .and_then(|s| s.as_u64())
+                    .map(|s| s as u16);
+                let read = (status == Some(200) && o.kind == OpKind::Get)
+                    .then(|| result.get("value").map(crate::history::value_string))
+                    .flatten();
+                let step = Step {
+                    kind: o.kind,
+                    key: &o.key,
+                    sub: Some(i as u32),
+                    status,
+                    read,
+                };
+                ctx = self.step(rec, &step, ctx, report);
+            }
+            self.join(&mut out, &ctx, true);
+        }
+        Rc::new(out)
+    }
+
+    fn on_listing(&mut self, rec: &OpRecord<'_>, pin: Past, report: &mut Report) -> Past {
+        let resp = rec.response.expect("responded");
+        let (items, next) = match (resp.status, resp.items()) {
+            (Some(200), Some(listed)) => listed,
+            _ => return pin,
+        };
+        let mut out = pin.clone();
+        let mut listed = std::collections::HashSet::new();
+        for (key, value) in &items {
+            let Some(value) = value else { continue };
+            listed.insert(key.as_str());
+            let k = self.key_id(key);
+            // Every item is judged against the request past alone: the
+            // listing read the shards in parallel.
+            out = self.on_value_read(rec, None, k, value, out, &pin, report);
+        }
+        // A key the listing covers but does not show reads "not found".
+        let covered = |key: &str| match &next {
+            Some(None) => true,
+            Some(Some(n)) => key < n.as_str(),
+            None => false,
+        };
+        if rec.stable {
+            let absent: Vec<KeyId> = (0..self.keys.len() as KeyId)
+                .filter(|&k| {
+                    let name = self.keys[k as usize].name.as_str();
+                    !listed.contains(name) && covered(name)
+                })
+                .collect();
+            for k in absent {
+                if pin.top(k).is_empty() {
+                    continue;
+                }
+                self.judge_not_found(rec, None, k, &pin, report);
+                out = self.saw_absent(k, &pin, out, report);
+            }
+        }
+        out
+    }
+
+    /// Adds `other` to `out` (its expired marks too when `expired`).
+    fn join(&self, out: &mut PastSet, other: &PastSet, expired: bool) {
+        for (&key, ws) in other.top.iter() {
+            let kh = &self.keys[key as usize];
+            let f = out.top.entry(key).or_default();
+            for &x in ws {
+                kh.insert(f, x);
+            }
+        }
+        if expired {
+            for (&key, xs) in other.expired.iter() {
+                let e = out.expired.entry(key).or_default();
+                for &x in xs {
+                    if !e.contains(&x) {
+                        e.push(x);
+                    }
+                }
+            }
+        }
+        let keys: Vec<KeyId> = other
+            .top
+            .keys()
+            .chain(other.expired.keys())
+            .copied()
+            .collect();
+        for key in keys {
+            self.keys[key as usize].prune_expired(out, key);
+        }
+    }
+
+    /// A read of key `k` that returned `value`, judged against `pin`; returns
+    /// `out` joined with what the read saw.
+    #[allow(clippy::too_many_arguments)]
+    fn on_value_read(
+        &mut self,
+        rec: &OpRecord<'_>,
+        sub: Option<u32>,
+        k: KeyId,
+        value: &str,
+        out: Past,
+        pin: &PastSet,
+        report: &mut Report,
+    ) -> Past {
+        let key = self.keys[k as usize].name.clone();
+        let what = read_name(rec, sub);
+        let Some(&w) = self.keys[k as usize].by_value.get(value) else {
             let elsewhere = self
                 .keys
                 .iter()
-                .find(|kh| kh.by_value.contains_key(&value))
+                .find(|kh| kh.by_value.contains_key(value))
                 .map(|kh| format!(" (a value written to key {:?})", kh.name))
                 .unwrap_or_default();
             report.add(
                 AnomalyKind::PhantomRead,
                 format!(
-                    "read op {} of key {key:?} on {} returned {:?}, which no client had written to that key{elsewhere}",
-                    rec.invoke.op, rec.invoke.node, shortened(&value)
+                    "{what} of key {key:?} on {} returned {:?}, which no client had written to that key{elsewhere}",
+                    rec.invoke.node, shortened(value)
                 ),
                 vec![rec.invoke.op],
             );
-            return pin;
+            return out;
         };
         let kh = &self.keys[k as usize];
         let mut new_arb = Vec::new();
         if rec.stable {
-            for &f in pin.get(&k).map(Vec::as_slice).unwrap_or_default() {
+            if pin.expired(k).contains(&w) {
+                report.add(
+                    AnomalyKind::ResurrectedExpired,
+                    format!(
+                        "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past had already seen that write expire (the key read \"not found\" with it as the latest write)",
+                        rec.invoke.session,
+                        rec.invoke.node,
+                        kh.describe(w, self.timeline),
+                    ),
+                    vec![rec.invoke.op, kh.writes[w as usize].op],
+                );
+            }
+            for &f in pin.top(k) {
                 if f == w || kh.precedes(f, w) {
                     continue;
                 }
@@ -297,8 +711,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     report.add(
                         AnomalyKind::StaleRead,
                         format!(
-                            "read op {} (session {}, node {}) of key {key:?} returned {}, but its causal past holds {}, which supersedes it",
-                            rec.invoke.op,
+                            "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past holds {}, which supersedes it",
                             rec.invoke.session,
                             rec.invoke.node,
                             kh.describe(w, self.timeline),
@@ -316,6 +729,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             }
         }
         let wop = kh.writes[w as usize].op;
+        let wpast = kh.writes[w as usize].past.clone();
         if !new_arb.is_empty() {
             self.keys[k as usize]
                 .arb
@@ -325,33 +739,32 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         }
         // What the read saw joins the reader's past: the write and, if the
         // write ran in the same view epoch, everything before the write.
-        let mut out = (*pin).clone();
+        let mut out = (*out).clone();
         let wrec = self.record(wop);
         if rec.stable && wrec.stable && wrec.epoch == rec.epoch {
-            if let Some(wpast) = self.past_in.get(&wop) {
-                for (&key, ws) in wpast.iter() {
-                    let kh = &self.keys[key as usize];
-                    let f = out.entry(key).or_default();
-                    for &x in ws {
-                        kh.insert(f, x);
-                    }
-                }
-            }
+            self.join(&mut out, &wpast, false);
         }
-        self.keys[k as usize].insert(out.entry(k).or_default(), w);
+        let kh = &self.keys[k as usize];
+        kh.insert(out.top.entry(k).or_default(), w);
+        kh.prune_expired(&mut out, k);
         Rc::new(out)
     }
 
-    fn judge_not_found(&self, rec: &OpRecord<'_>, pin: &Past, report: &mut Report) {
-        let Some(&k) = self.key_ids.get(&rec.invoke.key) else {
-            return;
-        };
+    fn judge_not_found(
+        &self,
+        rec: &OpRecord<'_>,
+        sub: Option<u32>,
+        k: KeyId,
+        pin: &PastSet,
+        report: &mut Report,
+    ) {
         let kh = &self.keys[k as usize];
-        let frontier = pin.get(&k).map(Vec::as_slice).unwrap_or_default();
-        let puts: Vec<u32> = frontier
+        // Puts of the past that cannot have vanished on their own.
+        let puts: Vec<u32> = pin
+            .top(k)
             .iter()
             .copied()
-            .filter(|&f| !kh.writes[f as usize].delete)
+            .filter(|&f| !kh.writes[f as usize].kills())
             .collect();
         let Some(&first_put) = puts.first() else {
             return;
@@ -363,29 +776,25 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     || observed.is_some_and(|edges| edges.iter().any(|e| e.from == d && e.to == p))
             })
         };
-        let deletes: Vec<u32> = (0..kh.writes.len() as u32)
-            .filter(|&d| kh.writes[d as usize].delete)
+        // Deletes and ttl puts: each could be why the key is absent.
+        let killers: Vec<u32> = (0..kh.writes.len() as u32)
+            .filter(|&d| kh.writes[d as usize].kills())
             .collect();
-        if deletes.iter().all(|&d| superseded(d)) {
+        if killers.iter().all(|&d| superseded(d)) {
             report.add(
                 AnomalyKind::StaleRead,
                 format!(
-                    "read op {} (session {}, node {}) of key {:?} returned \"not found\", but its causal past holds {}, and no delete of the key could have superseded it",
-                    rec.invoke.op,
+                    "{} (session {}, node {}) of key {:?} returned \"not found\", but its causal past holds {}, and no delete or expiring write of the key could have superseded it",
+                    read_name(rec, sub),
                     rec.invoke.session,
                     rec.invoke.node,
-                    rec.invoke.key,
+                    kh.name,
                     kh.describe(first_put, self.timeline)
                 ),
                 vec![rec.invoke.op, kh.writes[first_put as usize].op],
             );
         }
     }
-
-    /// Judges the state of `key` after healing: `value` is what the replicas
-    /// hold (`None`: the key does not exist). With `agreed` (every replica
-    /// holds it) the final state also counts as an observation of how
-    /// concurrent writes were resolved.
     pub fn final_state(
         &mut self,
         key: &str,
@@ -418,6 +827,8 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     .copied()
                     .filter(|&a| a != w && kh.precedes(w, a))
                     .collect();
+                self.judge_expired_final(key, w, report);
+                let kh = &self.keys[k as usize];
                 // The final state is a read whose past is every acknowledged
                 // write: it records how concurrent writes were resolved.
                 let mut top = Vec::new();
@@ -443,14 +854,15 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                 (lost, shown)
             }
             None => {
-                let deletes: Vec<u32> = (0..kh.writes.len() as u32)
-                    .filter(|&d| kh.writes[d as usize].delete)
+                // Deletes and ttl puts (which may have expired).
+                let killers: Vec<u32> = (0..kh.writes.len() as u32)
+                    .filter(|&d| kh.writes[d as usize].kills())
                     .collect();
                 let lost = acked
                     .iter()
                     .copied()
                     .filter(|&a| {
-                        !kh.writes[a as usize].delete && deletes.iter().all(|&d| kh.precedes(d, a))
+                        !kh.writes[a as usize].kills() && killers.iter().all(|&d| kh.precedes(d, a))
                     })
                     .collect();
                 (lost, "\"not found\"".to_string())
@@ -478,6 +890,40 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                 .chain(lost.iter().take(5).map(|&a| kh.writes[a as usize].op))
                 .collect(),
         );
+    }
+
+    /// After healing, key `key` holds write `w`: if that write has a ttl and was
+    /// acknowledged so long ago that it has expired whatever the clocks said (its
+    /// timestamp is at most the acknowledgement plus the largest clock offset, and
+    /// every replica's clock reads at least real time minus that offset), it must
+    /// not be there.
+    fn judge_expired_final(&self, key: &str, w: u32, report: &mut Report) {
+        let Some(&k) = self.key_ids.get(key) else {
+            return;
+        };
+        let kh = &self.keys[k as usize];
+        let write = &kh.writes[w as usize];
+        let (Some(ttl), Some(acked_at), Some(final_time)) =
+            (write.ttl, write.acked_at, self.final_time)
+        else {
+            return;
+        };
+        let bound = (ttl as f64 + 2.0 * self.max_clock_offset_s) * 1000.0 + EXPIRY_MARGIN_MS;
+        let lapsed = final_time - acked_at;
+        if lapsed > bound {
+            report.add(
+                AnomalyKind::ResurrectedExpired,
+                format!(
+                    "after healing key {key:?} holds {}, acknowledged {:.1} s before the heal; it had to expire within {:.1} s (ttl plus twice the largest clock offset, {} s, plus {} s)",
+                    kh.describe(w, self.timeline),
+                    lapsed / 1000.0,
+                    bound / 1000.0,
+                    self.max_clock_offset_s,
+                    EXPIRY_MARGIN_MS / 1000.0
+                ),
+                vec![write.op],
+            );
+        }
     }
 
     /// Reports every cycle in the observed orders of each key's writes.
@@ -588,6 +1034,16 @@ fn cyclic_components(adj: &[Vec<u32>]) -> Vec<Vec<u32>> {
         }
     }
     out
+}
+
+/// How an anomaly names a read: a GET, one op of a batch, or a listing.
+fn read_name(rec: &OpRecord<'_>, sub: Option<u32>) -> String {
+    let op = rec.invoke.op;
+    match (rec.invoke.kind, sub) {
+        (OpKind::Batch, Some(i)) => format!("batch op {op} (get {i})"),
+        (OpKind::List, _) => format!("listing op {op}"),
+        _ => format!("read op {op}"),
+    }
 }
 
 /// A value as an anomaly shows it: at most 80 characters and its length.

@@ -1,8 +1,14 @@
 //! The state after healing: every replica of a shard holds the same data,
 //! each key lives on exactly the replicas of one shard of the final view,
 //! and `key-count` agrees with what the shard serves.
+//!
+//! Keys written with a ttl are judged with the clocks in mind: replicas whose
+//! clocks disagree also disagree, for a while, on whether a ttl write has
+//! expired, so one replica holding a ttl write while another finds the key
+//! absent is no divergence; and such a key may or may not be counted by
+//! `key-count` (expired keys stop being counted within a minute).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::report::{AnomalyKind, Report};
 use crate::history::{Event, FinalRead, KeyCount};
@@ -14,8 +20,19 @@ pub struct KeyFinal {
     pub outcomes: Vec<Option<String>>,
 }
 
+/// What was written with a ttl: keys, and values (by name).
+#[derive(Debug, Default)]
+pub struct TtlSets<'a> {
+    pub keys: HashSet<&'a str>,
+    pub values: HashSet<&'a str>,
+}
+
 /// Checks the final reads; returns each key's outcomes for the lost-write check.
-pub fn check_convergence(events: &[Event], report: &mut Report) -> Vec<KeyFinal> {
+pub fn check_convergence(
+    events: &[Event],
+    ttl: &TtlSets<'_>,
+    report: &mut Report,
+) -> Vec<KeyFinal> {
     let mut reads: BTreeMap<&str, Vec<&FinalRead>> = BTreeMap::new();
     let mut counts: Vec<&KeyCount> = Vec::new();
     let mut view: Option<&Vec<(String, Vec<String>)>> = None;
@@ -30,6 +47,8 @@ pub fn check_convergence(events: &[Event], report: &mut Report) -> Vec<KeyFinal>
     let mut finals = Vec::new();
     // shard id -> number of existing keys it serves
     let mut present: BTreeMap<String, u64> = BTreeMap::new();
+    // shard id -> keys written with a ttl that it may or may not count
+    let mut uncertain: BTreeMap<String, u64> = BTreeMap::new();
     for (key, rs) in &reads {
         report.final_keys += 1;
         for r in rs {
@@ -60,7 +79,15 @@ pub fn check_convergence(events: &[Event], report: &mut Report) -> Vec<KeyFinal>
             continue;
         }
         let outcomes: BTreeSet<Option<String>> = local.iter().map(|r| r.value.clone()).collect();
-        if outcomes.len() > 1 {
+        // A ttl write on some replicas, absent on the others: their clocks
+        // disagree on its expiry.
+        let expiring = outcomes.len() == 2
+            && outcomes.contains(&None)
+            && outcomes
+                .iter()
+                .flatten()
+                .all(|v| ttl.values.contains(v.as_str()));
+        if outcomes.len() > 1 && !expiring {
             let per_node: Vec<String> = local
                 .iter()
                 .map(|r| format!("{}={}", r.node, r.value.as_deref().unwrap_or("<not found>")))
@@ -81,8 +108,14 @@ pub fn check_convergence(events: &[Event], report: &mut Report) -> Vec<KeyFinal>
             });
             match owner {
                 Some((id, _)) => {
-                    if outcomes.iter().all(Option::is_some) {
+                    let live = outcomes.iter().all(|o| {
+                        o.as_ref()
+                            .is_some_and(|v| !ttl.values.contains(v.as_str()))
+                    });
+                    if live {
                         *present.entry(id.clone()).or_insert(0) += 1;
+                    } else if ttl.keys.contains(key) {
+                        *uncertain.entry(id.clone()).or_insert(0) += 1;
                     }
                 }
                 None => report.add(
@@ -106,6 +139,23 @@ pub fn check_convergence(events: &[Event], report: &mut Report) -> Vec<KeyFinal>
     for (shard, cs) in by_shard {
         let distinct: BTreeSet<u64> = cs.iter().map(|c| c.count).collect();
         let expected = view.map(|_| present.get(shard).copied().unwrap_or(0));
+        let maybe = uncertain.get(shard).copied().unwrap_or(0);
+        if let (Some(lo), true) = (expected, maybe > 0) {
+            // Each ttl key may or may not be counted, on each replica alike.
+            for c in &cs {
+                if c.count < lo || c.count > lo + maybe {
+                    report.add(
+                        AnomalyKind::KeyCountMismatch,
+                        format!(
+                            "{} (shard {shard}) reports key-count {} but serves {lo} existing keys and {maybe} written with a ttl",
+                            c.node, c.count
+                        ),
+                        vec![],
+                    );
+                }
+            }
+            continue;
+        }
         let serves = expected
             .map(|e| format!(" (the shard serves {e} existing keys)"))
             .unwrap_or_default();

@@ -28,6 +28,11 @@ pub fn causal_chain(events: &[Event], from: OpId, to: OpId) -> Option<Vec<(OpId,
                 if let Some(v) = &i.value {
                     writer.insert((i.key.as_str(), v.as_str()), i.op);
                 }
+                for o in &i.ops {
+                    if let Some(v) = &o.value {
+                        writer.insert((o.key.as_str(), v.as_str()), i.op);
+                    }
+                }
             }
             Event::Response(r) => {
                 responses.insert(r.op, r);
@@ -43,9 +48,34 @@ pub fn causal_chain(events: &[Event], from: OpId, to: OpId) -> Option<Vec<(OpId,
         if let Some(c) = inv.ctx_from {
             out.push((c, Link::Context));
         }
-        if inv.kind == OpKind::Get {
-            if let Some(v) = responses.get(&x).and_then(|r| r.value()) {
-                if let Some(&w) = writer.get(&(inv.key.as_str(), v.as_str())) {
+        // What the op read: (key, value) pairs.
+        let mut reads: Vec<(String, String)> = Vec::new();
+        let resp = responses.get(&x);
+        match inv.kind {
+            OpKind::Get => reads.extend(resp.and_then(|r| r.value()).map(|v| (inv.key.clone(), v))),
+            OpKind::Batch => {
+                for (o, r) in inv
+                    .ops
+                    .iter()
+                    .zip(resp.and_then(|r| r.results()).into_iter().flatten())
+                {
+                    if o.kind == OpKind::Get {
+                        if let Some(v) = r.get("value").filter(|v| !v.is_null()) {
+                            reads.push((o.key.clone(), crate::history::value_string(v)));
+                        }
+                    }
+                }
+            }
+            OpKind::List => {
+                if let Some((items, _)) = resp.and_then(|r| r.items()) {
+                    reads.extend(items.into_iter().filter_map(|(k, v)| Some((k, v?))));
+                }
+            }
+            OpKind::Put | OpKind::Delete => {}
+        }
+        for (key, v) in reads {
+            if let Some(&w) = writer.get(&(key.as_str(), v.as_str())) {
+                if w != x {
                     out.push((w, Link::ReadsFrom));
                 }
             }
@@ -113,6 +143,18 @@ pub fn describe_chain(events: &[Event], chain: &[(OpId, Link)], to: OpId) -> Vec
                 r.and_then(|r| r.value())
                     .unwrap_or_else(|| "not found".into())
             ),
+            OpKind::Batch => {
+                let ops: Vec<String> = i
+                    .ops
+                    .iter()
+                    .map(|o| match &o.value {
+                        Some(v) => format!("{} {}={v}", o.kind.method().to_lowercase(), o.key),
+                        None => format!("{} {}", o.kind.method().to_lowercase(), o.key),
+                    })
+                    .collect();
+                format!("batch [{}]", ops.join(", "))
+            }
+            OpKind::List => "list".to_string(),
         };
         format!(
             "op {op} s{} t={:.0}ms {what} [{status} from {served}]",

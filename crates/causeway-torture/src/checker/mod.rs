@@ -11,10 +11,12 @@ mod explain;
 mod report;
 mod timeline;
 
-pub use answers::{check_answer, CLIENT_TIMEOUT_MS};
+pub use answers::{check_answer, check_batch_results, CLIENT_TIMEOUT_MS};
 pub use explain::{causal_chain, describe_chain, Link};
 pub use report::{Anomaly, AnomalyKind, Report};
 pub use timeline::{OpRecord, Timeline};
+
+use std::collections::HashSet;
 
 use crate::history::{Event, Fault};
 
@@ -34,7 +36,7 @@ pub fn check(events: &[Event], options: CheckOptions) -> Report {
     answers::check_answers(&timeline, &mut report);
     let mut causal = causal::CausalChecker::new(&timeline);
     causal.run(events, &mut report);
-    let finals = convergence::check_convergence(events, &mut report);
+    let finals = convergence::check_convergence(events, &ttl_sets(events), &mut report);
     if options.require_final && finals.is_empty() {
         report.add(
             AnomalyKind::FinalReadFailed,
@@ -59,9 +61,42 @@ pub fn check(events: &[Event], options: CheckOptions) -> Report {
 /// Checks only the post-healing state (final reads and key counts): whether
 /// the replicas have converged.
 pub fn check_final_state(events: &[Event]) -> Report {
+    check_final_state_with_ttl(events, &HashSet::new(), &HashSet::new())
+}
+
+/// [`check_final_state`] knowing which keys and values were written with a ttl
+/// (those may be expired on some replicas and not yet on others).
+pub fn check_final_state_with_ttl(
+    events: &[Event],
+    ttl_keys: &HashSet<String>,
+    ttl_values: &HashSet<String>,
+) -> Report {
     let mut report = Report::default();
-    convergence::check_convergence(events, &mut report);
+    let ttl = convergence::TtlSets {
+        keys: ttl_keys.iter().map(String::as_str).collect(),
+        values: ttl_values.iter().map(String::as_str).collect(),
+    };
+    convergence::check_convergence(events, &ttl, &mut report);
     report
+}
+
+/// The keys and values the history's invocations wrote with a ttl.
+fn ttl_sets(events: &[Event]) -> convergence::TtlSets<'_> {
+    let mut sets = convergence::TtlSets::default();
+    for event in events {
+        let Event::Invoke(inv) = event else { continue };
+        if let (Some(_), Some(v)) = (inv.ttl, &inv.value) {
+            sets.keys.insert(inv.key.as_str());
+            sets.values.insert(v.as_str());
+        }
+        for op in inv.ops.iter().filter(|o| o.ttl.is_some()) {
+            sets.keys.insert(op.key.as_str());
+            if let Some(v) = &op.value {
+                sets.values.insert(v.as_str());
+            }
+        }
+    }
+    sets
 }
 
 fn count_faults(events: &[Event], report: &mut Report) {

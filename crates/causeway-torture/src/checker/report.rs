@@ -19,6 +19,10 @@ pub enum AnomalyKind {
     ArbitrationCycle,
     /// A read returned a value no client wrote (for that key) before it.
     PhantomRead,
+    /// An expired write showed alive: to a session whose causal past had seen it
+    /// expire (the key read "not found" with that ttl write as the latest write),
+    /// or after healing, long after its ttl ran out whatever the clocks said.
+    ResurrectedExpired,
     /// An acknowledged write is gone after healing without a write that could
     /// supersede it.
     LostWrite,
@@ -69,6 +73,9 @@ pub struct Report {
     pub faults: BTreeMap<String, u64>,
     /// Keys whose final state was compared across replicas.
     pub final_keys: u64,
+    /// Reads (GETs, batch gets, listings) that found a ttl write of their causal
+    /// past expired: each makes that write's value forbidden to their future.
+    pub expired_seen: u64,
     pub anomalies: Vec<Anomaly>,
 }
 
@@ -123,6 +130,11 @@ impl fmt::Display for Report {
             }
         )?;
         writeln!(f, "keys compared after healing: {}", self.final_keys)?;
+        writeln!(
+            f,
+            "reads that saw a ttl write of their past expire: {}",
+            self.expired_seen
+        )?;
         writeln!(f, "anomalies: {}", self.anomalies.len())?;
         for (kind, n) in self.anomaly_counts() {
             writeln!(f, "  {kind:?}: {n}")?;

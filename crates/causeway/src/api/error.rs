@@ -190,6 +190,9 @@ pub struct BatchResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     replaced: Option<bool>,
     status: u16,
+    /// Whole seconds left, for a key written with a `ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "value_out")]
     value: Option<crate::causal::Value>,
 }
@@ -216,6 +219,9 @@ pub fn batch_result(method: &str, key: String, resp: KeyResponse) -> (BatchResul
         Ok(KeyOutcome::Found(v)) => Some(v),
         _ => None,
     };
+    let ttl = value.as_ref().and_then(|v| v.expires()).map(|at| {
+        crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at)
+    });
     let result = BatchResult {
         does_exist,
         error,
@@ -223,6 +229,7 @@ pub fn batch_result(method: &str, key: String, resp: KeyResponse) -> (BatchResul
         message,
         replaced,
         status: status.as_u16(),
+        ttl,
         value,
     };
     (result, resp.ctx)

@@ -1204,6 +1204,7 @@ impl Node {
         }
         let (items, next) = crate::listing::merge(pages, q.limit);
         let mut out = ctx.in_epoch(view.epoch);
+        let items = crate::listing::leave_out_expired(items, read_now(&ctx), &mut out);
         for (k, v) in &items {
             out.observe(v, view.shard_of_key(k), k);
         }
