@@ -548,10 +548,31 @@ fn a_refused_read_is_counted_not_an_anomaly() {
 }
 
 #[test]
-fn contexts_from_before_a_view_change_may_be_ignored_but_writes_may_not_be_lost() {
+fn a_stale_read_across_a_view_change_is_caught() {
     let mut h = H::default();
     let a = h.put(0, "k", "s0-w1", None);
     let b = h.put(0, "k", "s0-w2", Some(a));
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    // Even a read that overlaps the change, with a context from the old view.
+    h.get(0, "k", Some("s0-w1"), Some(b));
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(200),
+        error: None,
+        ms: 10.0,
+    });
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+#[test]
+fn writes_may_not_be_lost_across_a_view_change() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    h.put(0, "k", "s0-w2", Some(a));
     h.fault(Fault::ViewChangeStart {
         id: 0,
         view: vec![N1.into(), N2.into()],
@@ -563,8 +584,6 @@ fn contexts_from_before_a_view_change_may_be_ignored_but_writes_may_not_be_lost(
         error: None,
         ms: 10.0,
     });
-    h.get(0, "k", Some("s0-w1"), Some(b)); // context from the old view: not judged
-    assert_clean(&h.check());
     h.final_state("k", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
     assert_only(&h.check(), AnomalyKind::LostWrite);
 }

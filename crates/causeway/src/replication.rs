@@ -438,7 +438,7 @@ async fn give_up_on_hand_overs(node: &Arc<Node>) {
 /// True when no node may still hand keys of this node's shard over to it. Asks each
 /// node still outstanding (in parallel, bounded) and records those that are done. A
 /// node that does not answer stays outstanding: its tombstones wait for it.
-async fn hand_overs_done(node: &Arc<Node>) -> bool {
+pub(crate) async fn hand_overs_done(node: &Arc<Node>) -> bool {
     let (pending, epoch, shard) = {
         let st = node.state.read();
         (st.pending.clone(), st.view.epoch, st.my_shard())

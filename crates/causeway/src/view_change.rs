@@ -61,6 +61,29 @@ pub struct ShardSummary {
     pub id: ShardNo,
     pub key_count: Option<u64>,
     pub replicas: Vec<String>,
+    /// Every replica answered in the new view with nothing more to receive from old
+    /// owners (see [`incomplete_shards`]).
+    pub complete: bool,
+}
+
+/// The shards of `view` whose hand-over is not known to be complete, from what each
+/// node said about itself: a replica that did not answer, is in another view, or
+/// still waits for old owners to hand keys over. They complete later, on their own.
+pub fn incomplete_shards(
+    view: &View,
+    reports: &[(String, Option<crate::status::NodeStatus>)],
+) -> Vec<ShardNo> {
+    (1..=view.shard_count() as ShardNo)
+        .filter(|&id| {
+            view.replicas(id).iter().any(|r| {
+                let report = reports
+                    .iter()
+                    .find(|(n, _)| n == r)
+                    .and_then(|(_, s)| s.as_ref());
+                !report.is_some_and(|s| s.epoch == view.epoch && s.waiting_for.is_empty())
+            })
+        })
+        .collect()
 }
 
 /// Checks an operator's view: addresses, duplicates, replication factor.
@@ -347,12 +370,15 @@ impl Node {
             self.settle(self.cfg.timeouts.settle).await;
         }
         while settling.join_next().await.is_some() {}
+        let reports = self.node_reports(&view.nodes).await;
+        let incomplete = incomplete_shards(&view, &reports);
         let mut shards = Vec::new();
         for id in 1..=view.shard_count() as ShardNo {
             shards.push(ShardSummary {
                 id,
                 key_count: self.exact_shard_count(&view, id).await,
                 replicas: view.replicas(id).to_vec(),
+                complete: !incomplete.contains(&id),
             });
         }
         Ok(shards)
@@ -422,6 +448,43 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_is_incomplete_until_every_replica_reports_its_hand_over_done() {
+        let nodes: Vec<String> = (1..=4).map(|i| format!("10.0.0.{i}:1")).collect();
+        let view = View::new(9, nodes.clone(), 2);
+        let report = |n: &String, epoch, waiting: &[&str]| crate::status::NodeStatus {
+            address: n.clone(),
+            epoch,
+            shard: None,
+            keys: 0,
+            ready: true,
+            durable: true,
+            version: String::new(),
+            uptime_s: 0,
+            requests: 0,
+            client_errors: 0,
+            server_errors: 0,
+            replication_bytes: 0,
+            behind: Vec::new(),
+            handing_over: 0,
+            waiting_for: waiting.iter().map(|s| s.to_string()).collect(),
+        };
+        let e = view.epoch;
+        let mut reports: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.clone(), Some(report(n, e, &[]))))
+            .collect();
+        assert!(incomplete_shards(&view, &reports).is_empty());
+        // Shard 2's second replica still waits for an old owner.
+        reports[3].1 = Some(report(&nodes[3], e, &["10.0.0.9:1"]));
+        assert_eq!(incomplete_shards(&view, &reports), [2]);
+        // Shard 1's first replica does not answer, or lags in an older view.
+        reports[0].1 = None;
+        assert_eq!(incomplete_shards(&view, &reports), [1, 2]);
+        reports[0].1 = Some(report(&nodes[0], e - 1, &[]));
+        assert_eq!(incomplete_shards(&view, &reports), [1, 2]);
+    }
 
     #[test]
     fn rejects_bad_views() {

@@ -612,13 +612,25 @@ fn print_success(
             &Value::Object(response.body.clone()),
             status::colour_wanted(),
         ),
-        ClientCommand::ViewChange { .. } => response
-            .decode::<ViewChangeBody>()?
-            .shards
-            .iter()
-            .map(shard_line)
-            .collect::<Vec<_>>()
-            .join("\n"),
+        ClientCommand::ViewChange { .. } => {
+            let mut lines: Vec<String> = response
+                .decode::<ViewChangeBody>()?
+                .shards
+                .iter()
+                .map(shard_line)
+                .collect();
+            if let Some(Value::Array(waiting)) = response.body.get("incomplete-shards") {
+                let ids: Vec<String> = waiting
+                    .iter()
+                    .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned))
+                    .collect();
+                lines.push(format!(
+                    "hand-over still running for shard {} (it completes on its own)",
+                    ids.join(", ")
+                ));
+            }
+            lines.join("\n")
+        }
     };
     let _ = writeln!(out, "{text}");
     Ok(())

@@ -8,9 +8,10 @@
 //!
 //! A successful write joins its client's past; a failed or refused one does
 //! not (it may or may not have happened), though a read that returns it puts
-//! it there. Contexts do not cross a view change ("contexts issued before a
-//! view change may be ignored"), so a context edge counts only when both ends
-//! ran in the same view epoch with no view change in flight.
+//! it there. Every context edge counts, across view changes too: Causeway
+//! honours contexts issued before a view change (the contract's allowance to
+//! ignore them is not used), and write identities survive hand-over, so one
+//! order of concurrent writes holds across every epoch.
 //!
 //! For each key the checker keeps the writes in invocation order, each with
 //! the set of same-key writes that happen before it. A past is represented by
@@ -133,8 +134,9 @@ struct KeyHistory {
     name: String,
     writes: Vec<Write>,
     by_value: HashMap<String, u32>,
-    /// View epoch -> orders observed in it.
-    arb: BTreeMap<u32, Vec<ArbEdge>>,
+    /// Orders observed between concurrent writes (by reads and the final state).
+    /// Write identities survive view changes, so one order holds across them all.
+    arb: Vec<ArbEdge>,
 }
 
 impl KeyHistory {
@@ -234,7 +236,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             name: key.to_string(),
             writes: Vec::new(),
             by_value: HashMap::new(),
-            arb: BTreeMap::new(),
+            arb: Vec::new(),
         });
         self.key_ids.insert(key.to_string(), k);
         k
@@ -300,19 +302,12 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
     }
 
     /// The past an invocation carries: that of the op whose context it sent,
-    /// if both ran in the same view epoch with no view change in flight.
+    /// whatever view changes happened in between.
     fn context_past(&self, rec: &OpRecord<'_>) -> Past {
-        match rec.invoke.ctx_from {
-            Some(from) if rec.stable => match self.timeline.get(from) {
-                Some(src) if src.stable && src.epoch == rec.epoch => self
-                    .past_out
-                    .get(&from)
-                    .cloned()
-                    .unwrap_or_else(|| self.empty.clone()),
-                _ => self.empty.clone(),
-            },
-            _ => self.empty.clone(),
-        }
+        rec.invoke
+            .ctx_from
+            .and_then(|from| self.past_out.get(&from).cloned())
+            .unwrap_or_else(|| self.empty.clone())
     }
 
     fn register(&mut self, rec: &OpRecord<'_>, op: OpId, past: Past) {
@@ -469,7 +464,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     let k = self.key_id(step.key);
                     self.on_value_read(rec, step.sub, k, value, pin.clone(), &pin, report)
                 }
-                (Some(404), _) if rec.stable => {
+                (Some(404), _) => {
                     let k = self.key_id(step.key);
                     self.judge_not_found(rec, step.sub, k, &pin, report);
                     self.saw_absent(k, &pin, pin.clone(), report)
@@ -608,20 +603,18 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             Some(Some(n)) => key < n.as_str(),
             None => false,
         };
-        if rec.stable {
-            let absent: Vec<KeyId> = (0..self.keys.len() as KeyId)
-                .filter(|&k| {
-                    let name = self.keys[k as usize].name.as_str();
-                    !listed.contains(name) && covered(name)
-                })
-                .collect();
-            for k in absent {
-                if pin.top(k).is_empty() {
-                    continue;
-                }
-                self.judge_not_found(rec, None, k, &pin, report);
-                out = self.saw_absent(k, &pin, out, report);
+        let absent: Vec<KeyId> = (0..self.keys.len() as KeyId)
+            .filter(|&k| {
+                let name = self.keys[k as usize].name.as_str();
+                !listed.contains(name) && covered(name)
+            })
+            .collect();
+        for k in absent {
+            if pin.top(k).is_empty() {
+                continue;
             }
+            self.judge_not_found(rec, None, k, &pin, report);
+            out = self.saw_absent(k, &pin, out, report);
         }
         out
     }
@@ -690,60 +683,50 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         };
         let kh = &self.keys[k as usize];
         let mut new_arb = Vec::new();
-        if rec.stable {
-            if pin.expired(k).contains(&w) {
+        if pin.expired(k).contains(&w) {
+            report.add(
+                AnomalyKind::ResurrectedExpired,
+                format!(
+                    "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past had already seen that write expire (the key read \"not found\" with it as the latest write)",
+                    rec.invoke.session,
+                    rec.invoke.node,
+                    kh.describe(w, self.timeline),
+                ),
+                vec![rec.invoke.op, kh.writes[w as usize].op],
+            );
+        }
+        for &f in pin.top(k) {
+            if f == w || kh.precedes(f, w) {
+                continue;
+            }
+            if kh.precedes(w, f) {
                 report.add(
-                    AnomalyKind::ResurrectedExpired,
+                    AnomalyKind::StaleRead,
                     format!(
-                        "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past had already seen that write expire (the key read \"not found\" with it as the latest write)",
+                        "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past holds {}, which supersedes it",
                         rec.invoke.session,
                         rec.invoke.node,
                         kh.describe(w, self.timeline),
+                        kh.describe(f, self.timeline)
                     ),
-                    vec![rec.invoke.op, kh.writes[w as usize].op],
+                    vec![rec.invoke.op, kh.writes[w as usize].op, kh.writes[f as usize].op],
                 );
-            }
-            for &f in pin.top(k) {
-                if f == w || kh.precedes(f, w) {
-                    continue;
-                }
-                if kh.precedes(w, f) {
-                    report.add(
-                        AnomalyKind::StaleRead,
-                        format!(
-                            "{what} (session {}, node {}) of key {key:?} returned {}, but its causal past holds {}, which supersedes it",
-                            rec.invoke.session,
-                            rec.invoke.node,
-                            kh.describe(w, self.timeline),
-                            kh.describe(f, self.timeline)
-                        ),
-                        vec![rec.invoke.op, kh.writes[w as usize].op, kh.writes[f as usize].op],
-                    );
-                } else {
-                    new_arb.push(ArbEdge {
-                        from: f,
-                        to: w,
-                        read: Some(rec.invoke.op),
-                    });
-                }
+            } else {
+                new_arb.push(ArbEdge {
+                    from: f,
+                    to: w,
+                    read: Some(rec.invoke.op),
+                });
             }
         }
-        let wop = kh.writes[w as usize].op;
         let wpast = kh.writes[w as usize].past.clone();
         if !new_arb.is_empty() {
-            self.keys[k as usize]
-                .arb
-                .entry(rec.epoch)
-                .or_default()
-                .extend(new_arb);
+            self.keys[k as usize].arb.extend(new_arb);
         }
-        // What the read saw joins the reader's past: the write and, if the
-        // write ran in the same view epoch, everything before the write.
+        // What the read saw joins the reader's past: the write and everything
+        // before it.
         let mut out = (*out).clone();
-        let wrec = self.record(wop);
-        if rec.stable && wrec.stable && wrec.epoch == rec.epoch {
-            self.join(&mut out, &wpast, false);
-        }
+        self.join(&mut out, &wpast, false);
         let kh = &self.keys[k as usize];
         kh.insert(out.top.entry(k).or_default(), w);
         kh.prune_expired(&mut out, k);
@@ -769,7 +752,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         let Some(&first_put) = puts.first() else {
             return;
         };
-        let observed = kh.arb.get(&rec.epoch);
+        let observed = Some(&kh.arb);
         let superseded = |d: u32| {
             puts.iter().any(|&p| {
                 kh.precedes(d, p)
@@ -803,7 +786,6 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         report: &mut Report,
     ) {
         let k = self.key_id(key);
-        let epoch = self.timeline.final_epoch();
         let kh = &self.keys[k as usize];
         let acked: Vec<u32> = (0..kh.writes.len() as u32)
             .filter(|&a| kh.writes[a as usize].acked)
@@ -846,11 +828,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     .collect();
                 let shown = kh.describe(w, self.timeline);
                 shown_op = Some(kh.writes[w as usize].op);
-                self.keys[k as usize]
-                    .arb
-                    .entry(epoch)
-                    .or_default()
-                    .extend(edges);
+                self.keys[k as usize].arb.extend(edges);
                 (lost, shown)
             }
             None => {
@@ -929,7 +907,8 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
     /// Reports every cycle in the observed orders of each key's writes.
     pub fn check_arbitration(&self, report: &mut Report) {
         for kh in &self.keys {
-            for (epoch, edges) in &kh.arb {
+            {
+                let edges = &kh.arb;
                 let n = kh.writes.len();
                 let mut adj: Vec<Vec<u32>> = vec![Vec::new(); n];
                 for (i, w) in kh.writes.iter().enumerate() {
@@ -965,7 +944,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                     report.add(
                         AnomalyKind::ArbitrationCycle,
                         format!(
-                            "key {:?}, view epoch {epoch}: {} writes ordered inconsistently: {}",
+                            "key {:?}: {} writes ordered inconsistently: {}",
                             kh.name,
                             scc.len(),
                             described.join("; ")

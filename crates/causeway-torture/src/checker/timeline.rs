@@ -1,6 +1,6 @@
 //! What the cluster was going through while each operation ran: the view
-//! epoch an operation belongs to, whether a view change overlapped it, and
-//! whether the node it was sent to was killed or paused meanwhile.
+//! changes (reported, not exempted: the checker judges causality across them)
+//! and whether the node an operation was sent to was killed or paused meanwhile.
 //!
 //! Positions are line numbers of the history (its real-time order), not
 //! clock readings, so two events recorded by different tasks within the same
@@ -17,11 +17,6 @@ pub struct OpRecord<'e> {
     pub invoke_pos: usize,
     pub response: Option<&'e Response>,
     pub response_pos: usize,
-    /// Number of view changes that had completed when the op was invoked.
-    pub epoch: u32,
-    /// False when a view change was in flight at any time during the op:
-    /// the context it carried may legitimately have been ignored.
-    pub stable: bool,
 }
 
 /// Operations and cluster windows extracted from a history.
@@ -50,8 +45,6 @@ impl<'e> Timeline<'e> {
                         invoke_pos: pos,
                         response: None,
                         response_pos: usize::MAX,
-                        epoch: 0,
-                        stable: true,
                     });
                 }
                 Event::Response(resp) => {
@@ -89,12 +82,6 @@ impl<'e> Timeline<'e> {
         for (node, start) in down_open {
             t.down.entry(node).or_default().push((start, usize::MAX));
         }
-        let vcs = t.view_changes.clone();
-        for op in &mut t.ops {
-            let (a, b) = (op.invoke_pos, op.response_pos);
-            op.epoch = vcs.iter().filter(|(_, end)| *end < a).count() as u32;
-            op.stable = !vcs.iter().any(|&(s, e)| s < b && e > a);
-        }
         t
     }
 
@@ -111,10 +98,5 @@ impl<'e> Timeline<'e> {
                 .iter()
                 .any(|&(s, e)| s < op.response_pos && e > op.invoke_pos)
         })
-    }
-
-    /// Number of completed view changes in the whole history.
-    pub fn final_epoch(&self) -> u32 {
-        self.view_changes.len() as u32
     }
 }

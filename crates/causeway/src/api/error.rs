@@ -219,9 +219,10 @@ pub fn batch_result(method: &str, key: String, resp: KeyResponse) -> (BatchResul
         Ok(KeyOutcome::Found(v)) => Some(v),
         _ => None,
     };
-    let ttl = value.as_ref().and_then(|v| v.expires()).map(|at| {
-        crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at)
-    });
+    let ttl = value
+        .as_ref()
+        .and_then(|v| v.expires())
+        .map(|at| crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at));
     let result = BatchResult {
         does_exist,
         error,

@@ -563,6 +563,11 @@ async fn view_change(State(app): State<App>, body: Body) -> Response {
     };
     match app.node.view_change(nodes, repl).await {
         Ok(shards) => {
+            let incomplete: Vec<String> = shards
+                .iter()
+                .filter(|s| !s.complete)
+                .map(|s| s.id.to_string())
+                .collect();
             let shards: Vec<Json> = shards
                 .into_iter()
                 .map(|s| json!({"shard-id": s.id.to_string(), "key-count": s.key_count, "replicas": s.replicas}))
@@ -573,9 +578,26 @@ async fn view_change(State(app): State<App>, body: Body) -> Response {
             if ctx.deps.is_empty() {
                 ctx.epoch = ctx.epoch.max(app.node.view().epoch);
             }
+            // Only a finished change is "successful"; one whose hand-over still runs
+            // (an old owner cut off, say) says so, and which shards wait.
+            let (status, fields) = if incomplete.is_empty() {
+                (
+                    StatusCode::OK,
+                    json!({"message": "View change successful", "shards": shards}),
+                )
+            } else {
+                (
+                    StatusCode::ACCEPTED,
+                    json!({
+                        "message": "View change in progress",
+                        "incomplete-shards": incomplete,
+                        "shards": shards,
+                    }),
+                )
+            };
             json_response(
-                StatusCode::OK,
-                json!({"message": "View change successful", "shards": shards}),
+                status,
+                fields,
                 ctx.to_signed_json(app.signer.as_ref()),
                 None,
             )

@@ -880,9 +880,14 @@ impl Node {
     /// Once this replica has received every hand-over of the current view, tells its
     /// shard peers its clock (again every [`SETTLED_EVERY`], as messages get lost and
     /// peers restart; each keeps the first it gets per view).
+    /// Until then it asks the old owners it waits for whether they still hold keys of
+    /// its shard (one that holds none is done, whether or not it said so).
     async fn announce_settled(self: Arc<Self>) {
         loop {
             tokio::time::sleep(SETTLED_EVERY).await;
+            if !crate::replication::hand_overs_done(&self).await {
+                continue;
+            }
             let (epoch, clock, peers) = {
                 let st = self.state.read();
                 let Some(shard) = st.my_shard() else { continue };
@@ -1284,6 +1289,16 @@ impl Node {
         if !nodes.contains(&self.cfg.address) {
             nodes.push(self.cfg.address.clone());
         }
+        let reports = self.node_reports(&nodes).await;
+        crate::status::assemble(&view, &self.cfg.address, &reports)
+    }
+
+    /// What each of `nodes` says about itself (this node included), each asked for at
+    /// most [`STATUS_TIMEOUT`], all at once; `None` for a node that did not answer.
+    pub async fn node_reports(
+        &self,
+        nodes: &[String],
+    ) -> Vec<(String, Option<crate::status::NodeStatus>)> {
         let mut asks = tokio::task::JoinSet::new();
         for (i, n) in nodes.iter().enumerate() {
             if *n == self.cfg.address {
@@ -1304,7 +1319,7 @@ impl Node {
                 reports[i].1 = Some(*s);
             }
         }
-        crate::status::assemble(&view, &self.cfg.address, &reports)
+        reports
     }
 
     /// Live keys of `shard`, from this node if it is a replica, else from one that is.
