@@ -2,7 +2,8 @@
 # Runs Causeway's whole test suite: unit and property tests, in-process cluster tests,
 # tests against real node processes (with real partitions: needs root and iptables),
 # the client and tool crates, the Docker cluster test (where Docker runs), and a short
-# fault campaign. SKIP_DOCKER=1 / SKIP_CAMPAIGN=1 leave those out.
+# fault campaign (every fault kind, view changes overlapping the others).
+# SKIP_DOCKER=1 / SKIP_CAMPAIGN=1 leave those out.
 # Installs what it needs (iptables, faketime, chromium, chromium-driver) when run as
 # root on Debian/Ubuntu.
 set -euo pipefail
@@ -42,8 +43,9 @@ fi
 if [ -f crates/causeway-torture/Cargo.toml ] && [ "${SKIP_CAMPAIGN:-0}" != 1 ]; then
   echo "== short fault campaign"
   cargo build --release -p causeway -p causeway-torture
+  # Every fault kind, view changes overlapping the others, judged across epochs.
   ./target/release/causeway-torture --bin target/release/causeway --duration "${CAMPAIGN_SECS:-90}" \
-    --seed "${CAMPAIGN_SEED:-1}" --history target/torture-history.jsonl
+    --seed "${CAMPAIGN_SEED:-1}" --overlap-view-changes --history target/torture-history.jsonl
   stages=$((stages + 1))
 fi
 

@@ -77,6 +77,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let mut cfg = cfg;
     cfg.node.broken_read_rule =
         std::env::var("CAUSEWAY_TEST_BROKEN_READ_RULE").is_ok_and(|v| v == "1");
+    cfg.node.ignore_old_contexts =
+        std::env::var("CAUSEWAY_TEST_IGNORE_OLD_CONTEXTS").is_ok_and(|v| v == "1");
     let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
         Ok(l) => l,
         Err(e) => {

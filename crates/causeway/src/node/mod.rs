@@ -157,6 +157,9 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     /// Test hook: answer reads without the read rule (fault-campaign self-check).
     pub broken_read_rule: bool,
+    /// Test hook: a planted cross-epoch bug, reads drop a context from an earlier view
+    /// instead of honouring it (the fault campaign must catch it).
+    pub ignore_old_contexts: bool,
     /// How long an `Idempotency-Key` is honoured (see [`crate::idempotency`]).
     pub idempotency_window: Duration,
 }
@@ -168,6 +171,7 @@ impl NodeConfig {
             max_key_chars: 50,
             timeouts: Timeouts::default(),
             broken_read_rule: false,
+            ignore_old_contexts: false,
             idempotency_window: crate::idempotency::DEFAULT_WINDOW,
         }
     }
@@ -802,7 +806,15 @@ impl Node {
             if st.view.shard_of_key(key) != shard {
                 return None;
             }
-            let ctx = ctx.in_epoch(st.view.epoch);
+            let ctx = if self.ignores_old_contexts() && ctx.epoch < st.view.epoch {
+                Context {
+                    epoch: st.view.epoch,
+                    ts: ctx.ts,
+                    ..Context::default()
+                }
+            } else {
+                ctx.in_epoch(st.view.epoch)
+            };
             let local = st.get(key).cloned();
             let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref())
                 && epochs_allow(&ctx, self.complete(&st));
@@ -915,6 +927,10 @@ impl Node {
 
     fn broken_read_rule(&self) -> bool {
         cfg!(feature = "test-hooks") && self.cfg.broken_read_rule
+    }
+
+    fn ignores_old_contexts(&self) -> bool {
+        cfg!(feature = "test-hooks") && self.cfg.ignore_old_contexts
     }
 
     /// Asks every shard peer at once; the first safe answer wins. `Some(None)` means a
