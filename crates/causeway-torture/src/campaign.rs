@@ -5,10 +5,15 @@
 //! Fault episodes overlap freely except view changes, which by default wait
 //! until no other fault is in force and hold off new ones while they run (a
 //! view change during a partition may legitimately fail); with
-//! `overlap_view_changes` they overlap too. At most `max_down`
-//! nodes are killed or paused at once, so clients always have somewhere to go.
+//! `overlap_view_changes` they overlap too. A cut view change is one episode
+//! that overlaps its own partition with its own view change: it cuts new
+//! replicas off from old owners of keys moving to them, changes the view, keeps
+//! the cut a few seconds, then heals; otherwise it follows the view change
+//! rules. At most `max_down` nodes are killed, paused or cut off by a cut view
+//! change at once, so clients always have somewhere to go.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +87,11 @@ struct Faults {
     /// Serialises the "may another node go down?" decision.
     slots: Mutex<()>,
     max_down: usize,
+    /// Nodes a cut view change has cut off from old owners right now (they
+    /// count against `max_down`, like killed and paused nodes).
+    cut_off: AtomicUsize,
+    /// The campaign's keys (a cut view change cuts where they move).
+    keys: Vec<String>,
     overlap_view_changes: bool,
     stop: watch::Receiver<bool>,
 }
@@ -125,6 +135,85 @@ impl Faults {
                     eprintln!("torture: view change failed");
                 }
             }
+            FaultKind::CutViewChange => {
+                // A view change like any other (exclusive unless overlapping), whose
+                // partition is part of the same episode.
+                let _exclusive = if self.overlap_view_changes {
+                    None
+                } else {
+                    Some(self.gate.write().await)
+                };
+                let _one_at_a_time = self.view_change.lock().await;
+                if *self.stop.borrow() {
+                    return Ok(());
+                }
+                let Some(firewall) = &self.firewall else {
+                    return Ok(());
+                };
+                let (current, rf) = self.cluster.view().await;
+                let all = self.cluster.reachable.addresses.clone();
+                let plan = {
+                    let _slot = self.slots.lock().await;
+                    let up = self.cluster.reachable.up_nodes();
+                    let down = self.cluster.len() - up.len() + self.cut_off.load(Ordering::SeqCst);
+                    let budget = self.max_down.saturating_sub(down);
+                    let eligible: Vec<String> = up
+                        .iter()
+                        .map(|&i| self.cluster.address(i).to_string())
+                        .collect();
+                    let plan = schedule::plan_cut_view_change(
+                        &mut rng, &all, &current, rf, &self.keys, &eligible, budget,
+                    );
+                    if let Some(plan) = &plan {
+                        self.cut_off
+                            .fetch_add(plan.cut_off().len(), Ordering::SeqCst);
+                    }
+                    plan
+                };
+                let Some(plan) = plan else {
+                    eprintln!("torture: no cut view change possible now; skipped");
+                    return Ok(());
+                };
+                let id = self.cluster.next_view_change_id();
+                let name = plan.name();
+                eprintln!(
+                    "torture: {name}; view change to {} nodes, repl-factor {}",
+                    plan.view.len(),
+                    plan.repl_factor
+                );
+                self.history.fault(Fault::PartitionStart {
+                    name: name.clone(),
+                    links: plan.links.clone(),
+                    view_change: Some(id),
+                });
+                let result = async {
+                    for (a, b) in &plan.links {
+                        firewall.cut(a, b)?;
+                    }
+                    let ok = self
+                        .cluster
+                        .view_change_with_id(id, plan.view.clone(), plan.repl_factor)
+                        .await;
+                    if !ok {
+                        eprintln!("torture: view change failed");
+                    }
+                    // Sessions go on (with contexts from before the change) while
+                    // the new replicas still cannot reach those old owners.
+                    self.hold(ep.hold).await;
+                    for (a, b) in &plan.links {
+                        firewall.mend(a, b)?;
+                    }
+                    Ok::<(), FirewallError>(())
+                }
+                .await;
+                self.cut_off
+                    .fetch_sub(plan.cut_off().len(), Ordering::SeqCst);
+                result?;
+                self.history.fault(Fault::PartitionEnd {
+                    name,
+                    links: plan.links,
+                });
+            }
             FaultKind::Partition => {
                 let _shared = self.gate.read().await;
                 let Some(firewall) = &self.firewall else {
@@ -144,6 +233,7 @@ impl Faults {
                 self.history.fault(Fault::PartitionStart {
                     name: shape.name(),
                     links: links.clone(),
+                    view_change: None,
                 });
                 for (a, b) in &links {
                     firewall.cut(a, b)?;
@@ -171,7 +261,8 @@ impl Faults {
                 let target = {
                     let _slot = self.slots.lock().await;
                     let up = self.cluster.reachable.up_nodes();
-                    if self.cluster.len() - up.len() >= self.max_down || up.is_empty() {
+                    let down = self.cluster.len() - up.len() + self.cut_off.load(Ordering::SeqCst);
+                    if down >= self.max_down || up.is_empty() {
                         return Ok(());
                     }
                     let target = *rng.pick(&up);
@@ -199,7 +290,7 @@ impl Faults {
 
 /// Runs a campaign and checks its history.
 pub async fn run(config: CampaignConfig) -> Result<Outcome, CampaignError> {
-    let firewall = if config.faults.contains(&FaultKind::Partition) {
+    let firewall = if config.faults.iter().any(|k| k.cuts_links()) {
         Some(Arc::new(Firewall::with_tag(
             &config.iptables,
             &config.firewall_tag,
@@ -280,6 +371,8 @@ async fn drive(
         slots: Mutex::new(()),
         view_change: Mutex::new(()),
         max_down: config.max_down,
+        cut_off: AtomicUsize::new(0),
+        keys: keys.to_vec(),
         overlap_view_changes: config.overlap_view_changes,
         stop: stop_rx.clone(),
     });

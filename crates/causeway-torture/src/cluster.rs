@@ -427,10 +427,28 @@ impl Cluster {
         Ok(crashed)
     }
 
+    /// A fresh view change id (for [`Cluster::view_change_with_id`]).
+    pub fn next_view_change_id(&self) -> u32 {
+        self.view_changes.fetch_add(1, Ordering::SeqCst)
+    }
+
     /// Sends a view change to a reachable node and waits for its answer.
-    /// On success the new view is the one used for later restarts.
+    /// True when the change was accepted: 200 (complete) or 202 (in force, some
+    /// shards still wait for an old owner's hand-over and complete by
+    /// themselves). The requested view is the one used for later restarts.
     pub async fn view_change(&self, view: Vec<String>, repl_factor: usize) -> bool {
-        let id = self.view_changes.fetch_add(1, Ordering::SeqCst);
+        let id = self.next_view_change_id();
+        self.view_change_with_id(id, view, repl_factor).await
+    }
+
+    /// [`Cluster::view_change`] recorded under `id` (from
+    /// [`Cluster::next_view_change_id`]), so a fault recorded before it can name it.
+    pub async fn view_change_with_id(
+        &self,
+        id: u32,
+        view: Vec<String>,
+        repl_factor: usize,
+    ) -> bool {
         let (current, _) = self.view().await;
         let up = self.reachable.up_nodes();
         let target = up
@@ -458,15 +476,21 @@ impl Cluster {
             .send()
             .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (status, error) = match answer {
+        let (status, error, incomplete_shards) = match answer {
             Ok(r) => {
                 let status = r.status().as_u16();
                 let body = r.text().await.unwrap_or_default();
-                (Some(status), (status != 200).then_some(body))
+                let incomplete = if status == 202 {
+                    incomplete_shards(&body)
+                } else {
+                    Vec::new()
+                };
+                let accepted = status == 200 || (status == 202 && !incomplete.is_empty());
+                (Some(status), (!accepted).then_some(body), incomplete)
             }
-            Err(e) => (None, Some(format!("{e}"))),
+            Err(e) => (None, Some(format!("{e}")), Vec::new()),
         };
-        let ok = status == Some(200);
+        let ok = error.is_none();
         // The requested view is the best guess of the cluster's view even if
         // the answer was lost; the checker reports the failure either way.
         *self.view.lock().await = (view, repl_factor);
@@ -474,6 +498,7 @@ impl Cluster {
             id,
             status,
             error,
+            incomplete_shards,
             ms,
         });
         ok
@@ -538,6 +563,21 @@ impl Cluster {
         let body = r.json::<Value>().await.map_err(|e| format!("body: {e}"))?;
         Ok((status, body))
     }
+}
+
+/// The `incomplete-shards` of a 202 view change answer (shard ids as strings).
+fn incomplete_shards(body: &str) -> Vec<String> {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|b| {
+            b.get("incomplete-shards")
+                .and_then(Value::as_array)
+                .cloned()
+        })
+        .unwrap_or_default()
+        .iter()
+        .map(crate::history::value_string)
+        .collect()
 }
 
 fn signal(node: &Node, sig: Signal) -> Result<(), ClusterError> {

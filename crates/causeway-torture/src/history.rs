@@ -202,6 +202,10 @@ pub enum Fault {
     PartitionStart {
         name: String,
         links: Vec<(String, String)>,
+        /// The view change (its `id`) this cut surrounds: a cut view change
+        /// episode (new replicas cut off from old owners of keys moving to them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        view_change: Option<u32>,
     },
     PartitionEnd {
         name: String,
@@ -228,13 +232,19 @@ pub enum Fault {
         view: Vec<String>,
         repl_factor: usize,
     },
-    /// The view change request answered (or failed).
+    /// The view change request answered (or failed). 200: every shard got all
+    /// its keys; 202: the change is in force but `incomplete_shards` still wait
+    /// for an old owner to hand keys over (it completes by itself); anything
+    /// else (with the body as `error`) or no answer: it failed.
     ViewChangeEnd {
         id: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         status: Option<u16>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The `incomplete-shards` of a 202 answer.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        incomplete_shards: Vec<String>,
         ms: f64,
     },
     /// A node process exited without being told to.
@@ -527,6 +537,25 @@ mod tests {
                 fault: Fault::PartitionStart {
                     name: "isolate".into(),
                     links: vec![("a".into(), "b".into())],
+                    view_change: None,
+                },
+            }),
+            Event::Fault(FaultRecord {
+                t: 4.0,
+                fault: Fault::PartitionStart {
+                    name: "cut-view-change".into(),
+                    links: vec![("b".into(), "c".into())],
+                    view_change: Some(2),
+                },
+            }),
+            Event::Fault(FaultRecord {
+                t: 5.0,
+                fault: Fault::ViewChangeEnd {
+                    id: 2,
+                    status: Some(202),
+                    error: None,
+                    incomplete_shards: vec!["1".into()],
+                    ms: 12.0,
                 },
             }),
         ];

@@ -91,7 +91,8 @@ struct RunArgs {
     /// Chance that a put (single or in a batch) expires after 1 to 4 s.
     #[arg(long, default_value_t = 0.05)]
     ttl_writes: f64,
-    /// Fault kinds to inject: all, none, or a list of partition, kill, pause, view-change.
+    /// Fault kinds to inject: all, none, or a list of partition, kill, pause,
+    /// view-change, clock, cut-view-change.
     #[arg(long, default_value = "all", value_parser = parse_fault_list)]
     faults: FaultList,
     /// Mean time between the starts of two fault episodes.
@@ -397,6 +398,22 @@ mod tests {
             Cli::try_parse_from(["causeway-torture", "check", "--history", "h.jsonl"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Check { .. })));
         assert!(Cli::try_parse_from(["causeway-torture", "--faults", "meteor"]).is_err());
+        let cli = Cli::try_parse_from([
+            "causeway-torture",
+            "--faults",
+            "partition,view-change,cut-view-change",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.run.faults.0,
+            vec![
+                FaultKind::Partition,
+                FaultKind::ViewChange,
+                FaultKind::CutViewChange
+            ]
+        );
+        let cli = Cli::try_parse_from(["causeway-torture"]).unwrap();
+        assert_eq!(cli.run.faults.0, FaultKind::ALL.to_vec());
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The seeded fault schedule: when each fault episode starts, what it is,
 //! and how long it holds. The same seed, duration and fault kinds give the
-//! same schedule; which live node a kill or pause lands on is decided when
-//! the episode starts, from the episode's own seed and the nodes then up.
+//! same schedule; which live node a kill or pause lands on, and which view a
+//! view change moves to (and, for a cut view change, which links it cuts), is
+//! decided when the episode starts, from the episode's own seed, the view then
+//! in force and the nodes then up.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,16 +26,26 @@ pub enum FaultKind {
     /// Jump one node's wall clock to a new offset from real time (libfaketime);
     /// every node also starts with an offset of its own.
     Clock,
+    /// A view change that moves keys to new replicas while those are cut off
+    /// (iptables) from old owners of the keys: the cut goes in, the view change
+    /// is sent, the cut holds a few seconds after the answer, then heals.
+    CutViewChange,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 6] = [
         FaultKind::Partition,
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ViewChange,
         FaultKind::Clock,
+        FaultKind::CutViewChange,
     ];
+
+    /// True for kinds whose episodes cut links with iptables.
+    pub fn cuts_links(self) -> bool {
+        matches!(self, FaultKind::Partition | FaultKind::CutViewChange)
+    }
 }
 
 impl fmt::Display for FaultKind {
@@ -43,6 +56,7 @@ impl fmt::Display for FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::ViewChange => "view-change",
             FaultKind::Clock => "clock",
+            FaultKind::CutViewChange => "cut-view-change",
         })
     }
 }
@@ -55,7 +69,8 @@ impl FromStr for FaultKind {
             .into_iter()
             .find(|k| k.to_string() == s)
             .ok_or_else(|| {
-                format!("unknown fault kind {s:?} (partition, kill, pause, view-change, clock)")
+                let known: Vec<String> = FaultKind::ALL.iter().map(|k| k.to_string()).collect();
+                format!("unknown fault kind {s:?} ({})", known.join(", "))
             })
     }
 }
@@ -108,7 +123,8 @@ pub struct Episode {
     /// Offset from the start of the campaign.
     pub at: Duration,
     pub kind: FaultKind,
-    /// How long the fault holds before it is reverted.
+    /// How long the fault holds before it is reverted (a cut view change: how
+    /// long the cut holds after the view change answered).
     pub hold: Duration,
     /// Partition shape (partitions only).
     pub shape: Option<PartitionShape>,
@@ -140,6 +156,7 @@ pub fn plan(
             FaultKind::Partition => rng.range(1_500, 8_000),
             FaultKind::Kill => rng.range(500, 5_000),
             FaultKind::Pause => rng.range(500, 6_000),
+            FaultKind::CutViewChange => rng.range(CUT_HOLD_MS.0, CUT_HOLD_MS.1),
             FaultKind::ViewChange | FaultKind::Clock => 0,
         });
         let shape = (kind == FaultKind::Partition).then(|| partition_shape(&mut rng, nodes));
@@ -154,6 +171,10 @@ pub fn plan(
     }
     out
 }
+
+/// How long (ms, at least and below) a cut view change keeps its cut after the
+/// view change answered.
+pub const CUT_HOLD_MS: (u64, u64) = (2_000, 5_000);
 
 fn partition_shape(rng: &mut Rng, nodes: usize) -> PartitionShape {
     match rng.below(3) {
@@ -227,6 +248,193 @@ pub fn next_view(
     (nodes, rf)
 }
 
+/// The shard (1-based) that owns `key` in a view of `shards` shards: the
+/// store's placement (`causeway::placement::View::shard_of_key`, jump
+/// consistent hashing of an FNV-1a hash with a splitmix64 finaliser), mirrored
+/// here so the campaign can tell which keys a view change moves where.
+pub fn shard_of_key(key: &str, shards: usize) -> usize {
+    jump_hash(key_hash(key), shards.max(1) as u32) as usize + 1
+}
+
+fn key_hash(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = h;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn jump_hash(mut key: u64, buckets: u32) -> u32 {
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < i64::from(buckets) {
+        b = j;
+        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
+    }
+    b as u32
+}
+
+/// The replicas of `shard` (1-based) in `view` grouped `rf` at a time, as the
+/// store groups them; empty for a shard the view does not have.
+pub fn replicas(view: &[String], rf: usize, shard: usize) -> &[String] {
+    let shards = view.len().checked_div(rf).unwrap_or(0);
+    if shard == 0 || shard > shards {
+        return &[];
+    }
+    &view[(shard - 1) * rf..shard * rf]
+}
+
+/// A view change that moves keys to replicas cut off from their old owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutPlan {
+    /// The view to change to, and its replication factor.
+    pub view: Vec<String>,
+    pub repl_factor: usize,
+    /// The shard of the new view whose new replicas are cut off.
+    pub shard: usize,
+    /// Links cut while the view change runs: (new replica of `shard`, old owner
+    /// of a key that moves to it). An old owner is never a replica of `shard`
+    /// in the new view (those replicate rather than hand over).
+    pub links: Vec<(String, String)>,
+    /// Keys that move to a cut-off replica from an old owner it is cut from.
+    pub moved: Vec<String>,
+}
+
+impl CutPlan {
+    /// The new replicas that lose contact with some old owner.
+    pub fn cut_off(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.links.iter().map(|(r, _)| r).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// The old owners they are cut from.
+    pub fn owners(&self) -> Vec<String> {
+        let set: BTreeSet<&String> = self.links.iter().map(|(_, o)| o).collect();
+        set.into_iter().cloned().collect()
+    }
+
+    /// How the partition is named in the history.
+    pub fn name(&self) -> String {
+        format!(
+            "cut-view-change: new replicas {:?} of shard {} cut from old owners {:?} of {:?}",
+            self.cut_off(),
+            self.shard,
+            self.owners(),
+            self.moved
+        )
+    }
+}
+
+/// One key's move in a view change: the new replicas that did not hold it and
+/// the old owners that are not replicas of its new shard (they must hand it over).
+struct Move<'a> {
+    key: &'a str,
+    newcomers: Vec<String>,
+    sources: Vec<String>,
+}
+
+/// Plans a cut view change from `current` (replication factor `current_rf`)
+/// over the `keys` the campaign uses: a target view (as [`next_view`] picks
+/// them) in which some shard gets keys from replicas that did not hold them,
+/// then a cut between (some of) those new replicas and (some of) the old owners
+/// of the keys that move to them. At most `max_cut` nodes are cut off (the
+/// campaign passes what `--max-down` leaves), and only nodes in `eligible` (those
+/// up) are. `None` when no such change exists (or `max_cut` is 0).
+pub fn plan_cut_view_change(
+    rng: &mut Rng,
+    all: &[String],
+    current: &[String],
+    current_rf: usize,
+    keys: &[String],
+    eligible: &[String],
+    max_cut: usize,
+) -> Option<CutPlan> {
+    if max_cut == 0 || current_rf == 0 {
+        return None;
+    }
+    let old_shards = current.len() / current_rf;
+    for _ in 0..16 {
+        let (view, rf) = next_view(rng, all, current, current_rf);
+        if rf == 0 {
+            continue;
+        }
+        let new_shards = view.len() / rf;
+        let mut by_shard: BTreeMap<usize, Vec<Move<'_>>> = BTreeMap::new();
+        for key in keys {
+            let old = replicas(current, current_rf, shard_of_key(key, old_shards));
+            let shard = shard_of_key(key, new_shards);
+            let new = replicas(&view, rf, shard);
+            let newcomers: Vec<String> = new
+                .iter()
+                .filter(|n| !old.contains(n) && eligible.contains(n))
+                .cloned()
+                .collect();
+            let sources: Vec<String> = old.iter().filter(|n| !new.contains(n)).cloned().collect();
+            if !newcomers.is_empty() && !sources.is_empty() {
+                by_shard.entry(shard).or_default().push(Move {
+                    key,
+                    newcomers,
+                    sources,
+                });
+            }
+        }
+        if by_shard.is_empty() {
+            continue;
+        }
+        let shards: Vec<usize> = by_shard.keys().copied().collect();
+        let shard = *rng.pick(&shards);
+        let moves = &by_shard[&shard];
+        // Which new replicas are cut off: one of them, or all (within max_cut).
+        let mut cut_off: Vec<String> = moves
+            .iter()
+            .flat_map(|m| m.newcomers.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        rng.shuffle(&mut cut_off);
+        let take = if rng.chance(0.5) { 1 } else { cut_off.len() };
+        cut_off.truncate(take.min(max_cut));
+        // From which old owners: every owner of a key moving to them, or one.
+        let mut owners: Vec<String> = moves
+            .iter()
+            .filter(|m| m.newcomers.iter().any(|n| cut_off.contains(n)))
+            .flat_map(|m| m.sources.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if rng.chance(0.5) {
+            owners = vec![rng.pick(&owners).clone()];
+        }
+        let mut links = Vec::new();
+        let mut moved = BTreeSet::new();
+        for r in &cut_off {
+            for o in &owners {
+                let carried: Vec<&str> = moves
+                    .iter()
+                    .filter(|m| m.newcomers.contains(r) && m.sources.contains(o))
+                    .map(|m| m.key)
+                    .collect();
+                if !carried.is_empty() {
+                    links.push((r.clone(), o.clone()));
+                    moved.extend(carried);
+                }
+            }
+        }
+        return Some(CutPlan {
+            view,
+            repl_factor: rf,
+            shard,
+            links,
+            moved: moved.into_iter().map(str::to_string).collect(),
+        });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,12 +506,186 @@ mod tests {
 
     #[test]
     fn fault_lists_parse() {
-        assert_eq!(parse_faults("all").unwrap().len(), 5);
+        assert_eq!(parse_faults("all").unwrap().len(), 6);
+        assert_eq!(
+            parse_faults("partition,view-change,cut-view-change").unwrap(),
+            vec![
+                FaultKind::Partition,
+                FaultKind::ViewChange,
+                FaultKind::CutViewChange
+            ]
+        );
+        for kind in FaultKind::ALL {
+            assert_eq!(kind.to_string().parse::<FaultKind>(), Ok(kind));
+        }
         assert!(parse_faults("none").unwrap().is_empty());
         assert_eq!(
             parse_faults("kill,pause").unwrap(),
             vec![FaultKind::Kill, FaultKind::Pause]
         );
         assert!(parse_faults("kill,explode").is_err());
+    }
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[test]
+    fn placement_matches_the_store() {
+        // `causeway::placement::View::shard_of_key` for k0..k15 with 1..=6 shards.
+        let expected: [[usize; 16]; 6] = [
+            [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+            [1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 2, 1, 2, 2, 1, 1],
+            [3, 3, 3, 2, 3, 1, 2, 3, 3, 1, 2, 3, 2, 3, 3, 3],
+            [4, 3, 3, 4, 3, 1, 4, 3, 4, 4, 4, 3, 4, 3, 4, 3],
+            [4, 5, 5, 4, 3, 1, 4, 5, 4, 5, 4, 3, 5, 5, 4, 5],
+            [4, 5, 5, 6, 3, 1, 4, 5, 4, 6, 4, 6, 6, 5, 4, 5],
+        ];
+        for (i, row) in expected.iter().enumerate() {
+            let got: Vec<usize> = (0..16)
+                .map(|k| shard_of_key(&format!("k{k}"), i + 1))
+                .collect();
+            assert_eq!(got, row.to_vec(), "{} shards", i + 1);
+        }
+        let view = names("n", 6);
+        assert_eq!(replicas(&view, 2, 2), &view[2..4]);
+        assert!(replicas(&view, 2, 4).is_empty());
+        assert!(replicas(&view, 2, 0).is_empty());
+    }
+
+    /// Checks that `plan` is a well-formed cut view change from `current`.
+    fn assert_well_formed(
+        plan: &CutPlan,
+        current: &[String],
+        rf: usize,
+        keys: &[String],
+        eligible: &[String],
+        max_cut: usize,
+    ) {
+        assert!(plan.repl_factor >= 2 && plan.view.len().is_multiple_of(plan.repl_factor));
+        let new_shards = plan.view.len() / plan.repl_factor;
+        let old_shards = current.len() / rf;
+        let new = replicas(&plan.view, plan.repl_factor, plan.shard);
+        assert!(!new.is_empty(), "{plan:?}");
+        assert!(!plan.links.is_empty(), "{plan:?}");
+        assert!(!plan.moved.is_empty(), "{plan:?}");
+        let cut_off = plan.cut_off();
+        assert!(
+            (1..=max_cut).contains(&cut_off.len()),
+            "{} nodes cut off, max {max_cut}: {plan:?}",
+            cut_off.len()
+        );
+        assert!(cut_off.iter().all(|n| eligible.contains(n)), "{plan:?}");
+        for k in &plan.moved {
+            assert!(keys.contains(k));
+            assert_eq!(shard_of_key(k, new_shards), plan.shard, "{k} in {plan:?}");
+        }
+        for (r, o) in &plan.links {
+            assert_ne!(r, o);
+            // A new replica of the shard, cut from an old owner that hands over.
+            assert!(new.contains(r), "{r} is no replica of shard {}", plan.shard);
+            assert!(!new.contains(o), "{o} replicates shard {}", plan.shard);
+            // ... of some key that moves to it from that owner.
+            let carried = plan.moved.iter().any(|k| {
+                let old = replicas(current, rf, shard_of_key(k, old_shards));
+                old.contains(o) && !old.contains(r)
+            });
+            assert!(carried, "no moved key from {o} to {r}: {plan:?}");
+        }
+        // Every moved key does move across a cut link.
+        for k in &plan.moved {
+            let old = replicas(current, rf, shard_of_key(k, old_shards));
+            assert!(plan
+                .links
+                .iter()
+                .any(|(r, o)| old.contains(o) && !old.contains(r)));
+        }
+    }
+
+    #[test]
+    fn cut_view_changes_cut_new_replicas_from_old_owners_of_moved_keys() {
+        let keys = names("k", 16);
+        // Three nodes have one view only (one shard of three): nothing moves.
+        let three = names("n", 3);
+        assert_eq!(
+            plan_cut_view_change(&mut Rng::new(3), &three, &three, 3, &keys, &three, 2),
+            None
+        );
+        for nodes in [4, 6, 8] {
+            let all = names("n", nodes);
+            let mut rng = Rng::new(nodes as u64);
+            let (mut current, mut rf) = (all.clone(), 2);
+            let mut planned = 0;
+            let mut several = false;
+            for round in 0..300 {
+                let max_cut = 1 + round % 3;
+                // Now and then a node is down and may not be chosen.
+                let mut eligible = all.clone();
+                if round % 4 == 3 {
+                    eligible.remove(round % nodes);
+                }
+                let Some(plan) =
+                    plan_cut_view_change(&mut rng, &all, &current, rf, &keys, &eligible, max_cut)
+                else {
+                    continue;
+                };
+                assert_well_formed(&plan, &current, rf, &keys, &eligible, max_cut);
+                several |= plan.cut_off().len() > 1;
+                planned += 1;
+                current = plan.view;
+                rf = plan.repl_factor;
+            }
+            assert!(
+                planned > 250,
+                "{nodes} nodes: only {planned} cut view changes"
+            );
+            assert!(several, "{nodes} nodes: never more than one node cut off");
+        }
+    }
+
+    #[test]
+    fn cut_view_changes_respect_the_budget_and_the_seed() {
+        let keys = names("k", 16);
+        let all = names("n", 6);
+        let mut rng = Rng::new(1);
+        assert_eq!(
+            plan_cut_view_change(&mut rng, &all, &all, 2, &keys, &all, 0),
+            None
+        );
+        assert_eq!(
+            plan_cut_view_change(&mut rng, &all, &all, 2, &keys, &[], 2),
+            None
+        );
+        let a = plan_cut_view_change(&mut Rng::new(7), &all, &all, 2, &keys, &all, 2);
+        let b = plan_cut_view_change(&mut Rng::new(7), &all, &all, 2, &keys, &all, 2);
+        assert!(a.is_some());
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn cut_view_change_episodes_hold_their_cut_past_the_view_change() {
+        let kinds = vec![FaultKind::CutViewChange, FaultKind::Partition];
+        let plan = plan(
+            3,
+            Duration::from_secs(300),
+            6,
+            &kinds,
+            Duration::from_secs(4),
+        );
+        let cuts: Vec<&Episode> = plan
+            .iter()
+            .filter(|e| e.kind == FaultKind::CutViewChange)
+            .collect();
+        assert!(cuts.len() > 10);
+        for e in cuts {
+            // The cut is planned at runtime (from the view then); the episode
+            // keeps it 2 to 5 s after the view change answered.
+            assert!(e.shape.is_none());
+            assert!(
+                e.hold >= Duration::from_millis(CUT_HOLD_MS.0)
+                    && e.hold < Duration::from_millis(CUT_HOLD_MS.1),
+                "{e:?}"
+            );
+        }
     }
 }

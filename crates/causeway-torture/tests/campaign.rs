@@ -89,7 +89,14 @@ async fn a_short_campaign_with_every_fault_kind_finds_no_anomaly() {
         report.operations
     );
     assert_eq!(report.final_keys, 6, "every key read back after healing");
-    for kind in ["partition", "kill", "pause", "view-change", "clock"] {
+    for kind in [
+        "partition",
+        "kill",
+        "pause",
+        "view-change",
+        "clock",
+        "cut-view-change",
+    ] {
         assert!(
             report.faults.get(kind).is_some_and(|n| *n > 0),
             "no {kind} injected: {:?}",
@@ -102,4 +109,49 @@ async fn a_short_campaign_with_every_fault_kind_finds_no_anomaly() {
         .iter()
         .any(|e| matches!(e, Event::Fault(f) if f.fault == Fault::HealAll)));
     assert!(events.iter().any(|e| matches!(e, Event::Final(_))));
+    // A cut view change cuts, then changes the view (accepted: 200 or 202), and
+    // heals only after the answer.
+    let position = |want: &dyn Fn(&Fault) -> bool| {
+        events
+            .iter()
+            .position(|e| matches!(e, Event::Fault(f) if want(&f.fault)))
+    };
+    let cuts: Vec<(u32, String)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fault(f) => match &f.fault {
+                Fault::PartitionStart {
+                    name,
+                    view_change: Some(id),
+                    ..
+                } => Some((*id, name.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(!cuts.is_empty(), "no cut view change recorded");
+    for (id, name) in cuts {
+        let cut = position(
+            &|f| matches!(f, Fault::PartitionStart { view_change: Some(i), .. } if *i == id),
+        );
+        let start = position(&|f| matches!(f, Fault::ViewChangeStart { id: i, .. } if *i == id));
+        let end = position(&|f| matches!(f, Fault::ViewChangeEnd { id: i, .. } if *i == id));
+        let heal = position(&|f| matches!(f, Fault::PartitionEnd { name: n, .. } if *n == name));
+        assert!(
+            cut < start && start < end && end < heal,
+            "cut view change {id}: cut {cut:?}, start {start:?}, answer {end:?}, heal {heal:?}"
+        );
+        let status = events.iter().find_map(|e| match e {
+            Event::Fault(f) => match &f.fault {
+                Fault::ViewChangeEnd { id: i, status, .. } if *i == id => *status,
+                _ => None,
+            },
+            _ => None,
+        });
+        assert!(
+            matches!(status, Some(200 | 202)),
+            "view change {id}: {status:?}"
+        );
+    }
 }

@@ -563,6 +563,7 @@ fn a_stale_read_across_a_view_change_is_caught() {
         id: 0,
         status: Some(200),
         error: None,
+        incomplete_shards: vec![],
         ms: 10.0,
     });
     assert_only(&h.check(), AnomalyKind::StaleRead);
@@ -582,6 +583,7 @@ fn writes_may_not_be_lost_across_a_view_change() {
         id: 0,
         status: Some(200),
         error: None,
+        incomplete_shards: vec![],
         ms: 10.0,
     });
     h.final_state("k", &[(N1, Some("s0-w1")), (N2, Some("s0-w1"))]);
@@ -600,6 +602,7 @@ fn a_stale_read_within_the_new_view_is_still_caught() {
         id: 0,
         status: Some(200),
         error: None,
+        incomplete_shards: vec![],
         ms: 10.0,
     });
     let a = h.put(0, "k", "s0-w1", None);
@@ -669,11 +672,86 @@ fn a_node_crash_and_a_failed_view_change_are_reported() {
         id: 0,
         status: Some(503),
         error: Some("{}".into()),
+        incomplete_shards: vec![],
         ms: 5000.0,
     });
     let report = h.check();
     assert!(report.has(AnomalyKind::NodeCrash));
     assert!(report.has(AnomalyKind::ViewChangeFailed));
+}
+
+#[test]
+fn a_view_change_answered_202_is_accepted_and_counted() {
+    let mut h = H::default();
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(202),
+        error: None,
+        incomplete_shards: vec!["1".into()],
+        ms: 30.0,
+    });
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.view_changes_in_progress, 1);
+    assert_eq!(report.faults.get("view-change"), Some(&1));
+    // A 202 that names no waiting shard breaks the contract.
+    let mut h = H::default();
+    h.fault(Fault::ViewChangeStart {
+        id: 0,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 0,
+        status: Some(202),
+        error: Some("{}".into()),
+        incomplete_shards: vec![],
+        ms: 30.0,
+    });
+    assert_only(&h.check(), AnomalyKind::ViewChangeFailed);
+}
+
+/// A cut view change is one episode: its partition and its view change count
+/// once, as `cut-view-change`; reads across it are judged like any other.
+#[test]
+fn a_cut_view_change_is_counted_once_and_judged_across() {
+    let mut h = H::default();
+    let a = h.put(0, "k", "s0-w1", None);
+    let b = h.put(0, "k", "s0-w2", Some(a));
+    let links = vec![(N2.to_string(), N1.to_string())];
+    h.fault(Fault::PartitionStart {
+        name: "cut-view-change".into(),
+        links: links.clone(),
+        view_change: Some(3),
+    });
+    h.fault(Fault::ViewChangeStart {
+        id: 3,
+        view: vec![N1.into(), N2.into()],
+        repl_factor: 2,
+    });
+    h.fault(Fault::ViewChangeEnd {
+        id: 3,
+        status: Some(202),
+        error: None,
+        incomplete_shards: vec!["1".into()],
+        ms: 30.0,
+    });
+    // A read with a context from before the change, while the cut holds.
+    h.get(0, "k", Some("s0-w1"), Some(b));
+    h.fault(Fault::PartitionEnd {
+        name: "cut-view-change".into(),
+        links,
+    });
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    assert_eq!(report.faults.get("cut-view-change"), Some(&1));
+    assert_eq!(report.faults.get("view-change"), None);
+    assert_eq!(report.faults.get("partition"), None);
 }
 
 #[test]

@@ -84,6 +84,28 @@ pub fn page<'a>(
     owned: impl Fn(&str) -> bool,
     now: u64,
 ) -> (Vec<(String, Version)>, bool) {
+    page_of(keys, q, owned, now, false)
+}
+
+/// [`page`] with tombstones too (uncounted, like expired writes): what a node that
+/// may hold keys of a shard it does not own contributes to a gathered page (see
+/// [`union`]), where a delete must win over an old owner's live copy.
+pub fn held_page<'a>(
+    keys: impl Iterator<Item = (&'a str, &'a Version)>,
+    q: &Query,
+    of_shard: impl Fn(&str) -> bool,
+    now: u64,
+) -> (Vec<(String, Version)>, bool) {
+    page_of(keys, q, of_shard, now, true)
+}
+
+fn page_of<'a>(
+    keys: impl Iterator<Item = (&'a str, &'a Version)>,
+    q: &Query,
+    owned: impl Fn(&str) -> bool,
+    now: u64,
+    tombstones: bool,
+) -> (Vec<(String, Version)>, bool) {
     let mut out = Vec::new();
     let mut live = 0;
     for (k, v) in keys {
@@ -93,7 +115,7 @@ pub fn page<'a>(
             }
             continue;
         }
-        if v.is_tombstone() || !owned(k) {
+        if (v.is_tombstone() && !tombstones) || !owned(k) {
             continue;
         }
         let counts = v.is_live(now);
@@ -106,9 +128,10 @@ pub fn page<'a>(
     (out, false)
 }
 
-/// Drops from a merged listing the writes expired at `now`, and raises `ctx`'s time to
-/// their expiry: a session that saw a key left out of a listing because it expired has
-/// seen it expired, and never sees it alive again (as after a GET that found it so).
+/// Drops from a merged listing the deleted keys (a gathered page carries tombstones)
+/// and the writes expired at `now`, raising `ctx`'s time to the latter's expiry: a
+/// session that saw a key left out of a listing because it expired has seen it
+/// expired, and never sees it alive again (as after a GET that found it so).
 pub fn leave_out_expired(
     items: Vec<(String, Version)>,
     now: u64,
@@ -124,6 +147,33 @@ pub fn leave_out_expired(
             false
         })
         .collect()
+}
+
+/// One shard's page gathered from several nodes while no replica has the whole shard
+/// (a view change's hand-over still runs): every key any of them has, in its newest
+/// version (a delete included), the first `limit` of them. Each source's page holds
+/// everything it has up to its last key, so the union is complete up to its own
+/// `limit`-th key, and `more` says whether anything may follow.
+pub fn union(
+    pages: Vec<(Vec<(String, Version)>, bool)>,
+    limit: usize,
+) -> (Vec<(String, Version)>, bool) {
+    let mut more = pages.iter().any(|(_, m)| *m);
+    let mut newest: std::collections::BTreeMap<String, Version> = Default::default();
+    for (k, v) in pages.into_iter().flat_map(|(p, _)| p) {
+        match newest.get(&k) {
+            Some(cur) if (cur.id, cur.dot) >= (v.id, v.dot) => {}
+            _ => {
+                newest.insert(k, v);
+            }
+        }
+    }
+    let mut items: Vec<(String, Version)> = newest.into_iter().collect();
+    if items.len() > limit {
+        items.truncate(limit);
+        more = true;
+    }
+    (items, more)
 }
 
 /// Merges the shards' pages: the first `limit` keys in byte order, and `next` (the
@@ -249,6 +299,56 @@ mod tests {
         let kept = leave_out_expired(items, 100, &mut ctx);
         assert_eq!(names((kept, false)), ["a1"]);
         assert_eq!(ctx.ts, 100, "the session has seen it expire");
+    }
+
+    #[test]
+    fn a_gathered_page_keeps_each_keys_newest_version_deletes_included() {
+        let at = |ts: u64, live: bool| {
+            let mut x = v(live);
+            x.id.ts = ts;
+            x
+        };
+        // An old owner still holds a, b (and c, deleted since on a replica); a replica
+        // has what was handed over: b, c's delete and d.
+        let holder = (
+            vec![
+                ("a".into(), at(1, true)),
+                ("b".into(), at(1, true)),
+                ("c".into(), at(1, true)),
+            ],
+            false,
+        );
+        let replica = (
+            vec![
+                ("b".into(), at(1, true)),
+                ("c".into(), at(2, false)),
+                ("d".into(), at(1, true)),
+            ],
+            false,
+        );
+        let (items, more) = union(vec![holder.clone(), replica.clone()], 10);
+        let mut ctx = crate::causal::Context::default();
+        let live = leave_out_expired(items, 0, &mut ctx);
+        let keys: Vec<&str> = live.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "d"], "c's delete wins over the old copy");
+        assert!(!more);
+        // Cut at the limit: the cursor stays complete up to the last key kept.
+        let (items, more) = union(vec![holder, replica], 2);
+        assert_eq!(
+            items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(more);
+        // A held page carries deletes, uncounted.
+        let store = [("a", at(1, false)), ("b", at(1, true))];
+        let (items, more) = held_page(
+            store.iter().map(|(k, v)| (*k, v)),
+            &q("", None, 1),
+            |_| true,
+            0,
+        );
+        assert_eq!(items.len(), 2);
+        assert!(!more);
     }
 
     #[test]

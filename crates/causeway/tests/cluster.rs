@@ -1063,6 +1063,28 @@ async fn new_replicas_cut_off_from_old_owners_never_lose_a_sessions_writes() {
         refused > 0,
         "the cut-off replicas cannot have every key yet"
     );
+    // A listing during the change misses none of the keys, wherever they are now:
+    // nodes 1 and 2 reach every holder; the cut-off sides cannot, and say so (503).
+    let params = [("limit".to_string(), "1000".to_string())]
+        .into_iter()
+        .collect();
+    let q = causeway::listing::Query::parse(&params).unwrap();
+    for n in 1..=6 {
+        match c.node(n).list(q.clone(), Context::default()).await {
+            Ok((items, next, _)) => {
+                assert_eq!(items.len(), 60, "listing at node {n}");
+                assert_eq!(next, None);
+            }
+            Err(e) => {
+                assert!(n > 2, "listing at node {n}: {e:?}");
+                assert_eq!(e, KeyError::Unavailable);
+            }
+        }
+    }
+    // Still partitioned when the coordinator answers.
+    while !change.is_finished() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.net.heal();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for i in 0..60 {

@@ -41,7 +41,8 @@ pub enum AnomalyKind {
     Protocol,
     /// A node process died or panicked on its own.
     NodeCrash,
-    /// A view change on a healthy cluster did not succeed.
+    /// A view change was not accepted: no answer, or neither 200 nor 202 with
+    /// the `incomplete-shards` whose hand-over still runs.
     ViewChangeFailed,
     /// The final state could not be read.
     FinalReadFailed,
@@ -71,6 +72,9 @@ pub struct Report {
     pub p99_latency_ms: f64,
     /// Fault kind -> times injected.
     pub faults: BTreeMap<String, u64>,
+    /// View changes answered 202: accepted, with some shard's hand-over still
+    /// running (it completes by itself).
+    pub view_changes_in_progress: u64,
     /// Keys whose final state was compared across replicas.
     pub final_keys: u64,
     /// Reads (GETs, batch gets, listings) that found a ttl write of their causal
@@ -128,6 +132,11 @@ impl fmt::Display for Report {
             } else {
                 faults.join(", ")
             }
+        )?;
+        writeln!(
+            f,
+            "view changes answered 202 (hand-over still running): {}",
+            self.view_changes_in_progress
         )?;
         writeln!(f, "keys compared after healing: {}", self.final_keys)?;
         writeln!(

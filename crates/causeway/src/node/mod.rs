@@ -232,10 +232,23 @@ pub fn shard_complete(
     peers: &[&String],
     settled: &Settled,
 ) -> bool {
+    // The first view has no earlier one: nothing was handed over or kept from before.
+    let first_view = epoch == 0;
     pending_empty
-        && peers.iter().all(|p| {
-            settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
-        })
+        && (first_view
+            || peers.iter().all(|p| {
+                settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
+            }))
+}
+
+/// A replica's own page of a listing, or why it has none.
+enum LocalPage {
+    Page((Vec<(String, Version)>, bool)),
+    /// Its shard's hand-over still runs: it may lack keys.
+    Incomplete,
+    /// It cannot honour the context yet.
+    Unsafe,
+    NotReplica,
 }
 
 /// What a replica remembers of an idempotent write it applied: enough to answer a
@@ -1095,9 +1108,14 @@ impl Node {
                 complete: self.settle(self.cfg.timeouts.settle).await,
             },
             Rpc::Status => RpcReply::Status(Box::new(self.self_status())),
+            Rpc::ListHeld { shard, query } => {
+                let (items, more) = self.held_page(shard, &query);
+                RpcReply::Listed { items, more }
+            }
             Rpc::List { shard, query, ctx } => match self.list_local(shard, &query, &ctx) {
-                Some((items, more)) => RpcReply::Listed { items, more },
-                None => RpcReply::Unsafe,
+                LocalPage::Page((items, more)) => RpcReply::Listed { items, more },
+                LocalPage::Incomplete => RpcReply::Incomplete,
+                LocalPage::Unsafe | LocalPage::NotReplica => RpcReply::Unsafe,
             },
             Rpc::KeyCount => {
                 let st = self.state.read();
@@ -1112,22 +1130,22 @@ impl Node {
 
     /// This replica's page of `shard` for a listing, or `None` when it is not a replica
     /// of `shard` or cannot honour `ctx` (see [`crate::listing`]).
-    fn list_local(
-        &self,
-        shard: ShardNo,
-        q: &crate::listing::Query,
-        ctx: &Context,
-    ) -> Option<(Vec<(String, Version)>, bool)> {
+    fn list_local(&self, shard: ShardNo, q: &crate::listing::Query, ctx: &Context) -> LocalPage {
         use std::ops::Bound;
         let st = self.state.read();
         if st.my_shard() != Some(shard) {
-            return None;
+            return LocalPage::NotReplica;
         }
         let ctx = ctx.in_epoch(st.view.epoch);
-        let allowed = crate::listing::may_list(&ctx, shard, &st.clock)
-            && epochs_allow(&ctx, self.complete(&st));
-        if !allowed && !self.broken_read_rule() {
-            return None;
+        if !self.broken_read_rule() {
+            // A replica without its whole shard (hand-over running) would leave keys
+            // out: the shard is then gathered from every holder (`list_gathered`).
+            if !self.complete(&st) {
+                return LocalPage::Incomplete;
+            }
+            if !crate::listing::may_list(&ctx, shard, &st.clock) || !epochs_allow(&ctx, true) {
+                return LocalPage::Unsafe;
+            }
         }
         let lower = match &q.start_after {
             Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
@@ -1137,7 +1155,7 @@ impl Node {
             .keys
             .range::<str, _>((lower, Bound::Unbounded))
             .map(|(k, v)| (&**k, v));
-        Some(crate::listing::page(
+        LocalPage::Page(crate::listing::page(
             keys,
             q,
             |k| st.view.shard_of_key(k) == shard,
@@ -1153,8 +1171,13 @@ impl Node {
         q: &crate::listing::Query,
         ctx: &Context,
     ) -> Result<(Vec<(String, Version)>, bool), KeyError> {
-        if let Some(page) = self.list_local(shard, q, ctx) {
-            return Ok(page);
+        let mut incomplete = false;
+        let mut refused = false;
+        match self.list_local(shard, q, ctx) {
+            LocalPage::Page(page) => return Ok(page),
+            LocalPage::Incomplete => incomplete = true,
+            LocalPage::Unsafe => refused = true,
+            LocalPage::NotReplica => {}
         }
         let replicas: Vec<String> = self
             .view()
@@ -1164,8 +1187,8 @@ impl Node {
             .cloned()
             .collect();
         let t = &self.cfg.timeouts;
-        let deadline = tokio::time::Instant::now() + t.proxy_total;
-        let mut answered = false;
+        // Half the budget for the replicas; the rest, if need be, for gathering.
+        let deadline = tokio::time::Instant::now() + t.proxy_total / 2;
         for r in replicas {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -1182,15 +1205,112 @@ impl Node {
                 .await
             {
                 Ok(RpcReply::Listed { items, more }) => return Ok((items, more)),
-                Ok(_) => answered = true,
+                Ok(RpcReply::Incomplete) => incomplete = true,
+                Ok(_) => refused = true,
                 Err(_) => {}
             }
         }
-        Err(if answered || self.state.read().my_shard() == Some(shard) {
+        if incomplete {
+            // A view change's hand-over still runs: gather the shard from every node
+            // that may hold its keys.
+            return self.list_gathered(shard, q).await;
+        }
+        Err(if refused {
             KeyError::Unsatisfiable
         } else {
             KeyError::Unavailable
         })
+    }
+
+    /// A page of `shard` gathered while its hand-over runs: first from every node that
+    /// may still hold keys of it (the view's other nodes, and the old owners its
+    /// replicas wait for), then from every replica; each key is at an old owner until a
+    /// replica has accepted it, so asking in that order misses none. The newest version
+    /// of each key wins, deletes included (see [`crate::listing::union`]). Every one of
+    /// them must answer (503 otherwise). The context is not checked here: the union
+    /// holds every acknowledged write of the shard.
+    async fn list_gathered(
+        &self,
+        shard: ShardNo,
+        q: &crate::listing::Query,
+    ) -> Result<(Vec<(String, Version)>, bool), KeyError> {
+        let view = self.view();
+        let replicas = view.replicas(shard).to_vec();
+        let mut holders: std::collections::BTreeSet<String> = view
+            .nodes
+            .iter()
+            .filter(|n| !replicas.contains(n))
+            .cloned()
+            .collect();
+        for (_, report) in self.node_reports(&replicas).await {
+            let Some(r) = report else {
+                return Err(KeyError::Unavailable);
+            };
+            holders.extend(r.waiting_for);
+        }
+        let mut pages = self
+            .gather_held(holders.into_iter().collect(), shard, q)
+            .await?;
+        pages.extend(self.gather_held(replicas, shard, q).await?);
+        Ok(crate::listing::union(pages, q.limit))
+    }
+
+    /// Every node's held page of `shard`; `Err` if one does not answer in time.
+    async fn gather_held(
+        &self,
+        nodes: Vec<String>,
+        shard: ShardNo,
+        q: &crate::listing::Query,
+    ) -> Result<Vec<(Vec<(String, Version)>, bool)>, KeyError> {
+        let mut asks = tokio::task::JoinSet::new();
+        let mut pages = Vec::new();
+        for n in nodes {
+            if n == self.cfg.address {
+                pages.push(self.held_page(shard, q));
+                continue;
+            }
+            let msg = self.envelope(Rpc::ListHeld {
+                shard,
+                query: q.clone(),
+            });
+            // Each of the two rounds gets a sixth of the budget (after the replicas'
+            // half and the status round), so a listing still answers in time.
+            asks.spawn(
+                self.transport
+                    .call(&n, msg, self.cfg.timeouts.proxy_total / 6),
+            );
+        }
+        while let Some(r) = asks.join_next().await {
+            match r {
+                Ok(Ok(RpcReply::Listed { items, more })) => pages.push((items, more)),
+                _ => return Err(KeyError::Unavailable),
+            }
+        }
+        Ok(pages)
+    }
+
+    /// What this node holds of `shard` for a gathered listing (see [`Rpc::ListHeld`]).
+    fn held_page(
+        &self,
+        shard: ShardNo,
+        q: &crate::listing::Query,
+    ) -> (Vec<(String, Version)>, bool) {
+        use std::ops::Bound;
+        let st = self.state.read();
+        let lower = match &q.start_after {
+            Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(q.prefix.as_str()),
+        };
+        let keys = st
+            .keys
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|(k, v)| (&**k, v));
+        crate::listing::held_page(
+            keys,
+            q,
+            |k| st.view.shard_of_key(k) == shard,
+            committer::hlc_now(),
+        )
     }
 
     /// A page of the keys of every shard, merged in byte order, and the context after
@@ -1398,6 +1518,8 @@ mod tests {
         assert!(!shard_complete(true, 8, &mine, &peers, &settled));
         // A replica alone in its shard: complete once handed over.
         assert!(shard_complete(true, 8, &mine, &[], &Settled::default()));
+        // The first view (epoch 0) has nothing from before it.
+        assert!(shard_complete(true, 0, &mine, &peers, &Settled::default()));
     }
 
     #[test]

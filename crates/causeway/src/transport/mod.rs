@@ -190,6 +190,13 @@ pub enum Rpc {
         epoch: u64,
         clock: VClock,
     },
+    /// One shard's page of a key listing from whatever the receiver holds of `shard`
+    /// (owned or still to hand over), deletes included: gathered from every node that
+    /// may hold keys of a shard no replica has whole (see `listing::union`).
+    ListHeld {
+        shard: ShardNo,
+        query: crate::listing::Query,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -232,6 +239,8 @@ pub enum RpcReply {
         items: Vec<(String, Version)>,
         more: bool,
     },
+    /// The replica cannot list its shard alone: its hand-over still runs.
+    Incomplete,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
