@@ -69,6 +69,9 @@ pub struct ClusterConfig {
     pub cluster_secret: String,
     /// Sets CAUSEWAY_TEST_BROKEN_READ_RULE=1 for every node.
     pub broken_read_rule: bool,
+    /// Sets CAUSEWAY_TEST_IGNORE_OLD_CONTEXTS=1 for every node (a planted cross-epoch
+    /// bug: replicas drop contexts from before a view change).
+    pub ignore_old_contexts: bool,
     /// Each node's initial wall-clock offset in seconds; `None`: real clocks. With
     /// offsets, nodes run under libfaketime and [`Cluster::set_clock`] jumps them.
     pub clock_offsets: Option<Vec<i64>>,
@@ -266,6 +269,9 @@ impl Cluster {
             .kill_on_drop(true);
         if self.config.broken_read_rule {
             cmd.env("CAUSEWAY_TEST_BROKEN_READ_RULE", "1");
+        }
+        if self.config.ignore_old_contexts {
+            cmd.env("CAUSEWAY_TEST_IGNORE_OLD_CONTEXTS", "1");
         }
         if self.config.clock_offsets.is_some() {
             // Only the wall clock moves (as NTP moves it); monotonic clocks never jump.

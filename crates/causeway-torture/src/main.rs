@@ -127,6 +127,11 @@ struct RunArgs {
     /// with the `test-hooks` feature): the campaign must then find anomalies.
     #[arg(long)]
     broken_read_rule: bool,
+    /// Start nodes with CAUSEWAY_TEST_IGNORE_OLD_CONTEXTS=1 (needs a node built with
+    /// the `test-hooks` feature): replicas ignore contexts from before a view change,
+    /// and the campaign must then find anomalies across epochs.
+    #[arg(long)]
+    ignore_old_contexts: bool,
     /// The iptables program.
     #[arg(long, default_value = "iptables")]
     iptables: String,
@@ -277,6 +282,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 repl_factor,
                 cluster_secret: format!("torture-{}", args.seed),
                 broken_read_rule: args.broken_read_rule,
+                ignore_old_contexts: args.ignore_old_contexts,
                 ready_timeout: Duration::from_secs(30),
                 clock_offsets: args.faults.0.contains(&FaultKind::Clock).then(|| {
                     causeway_torture::schedule::initial_clock_offsets(args.seed, args.nodes)

@@ -56,6 +56,7 @@ async fn a_short_campaign_with_every_fault_kind_finds_no_anomaly() {
             repl_factor: 2,
             cluster_secret: "campaign-test".into(),
             broken_read_rule: false,
+            ignore_old_contexts: false,
             ready_timeout: Duration::from_secs(30),
             clock_offsets: Some(schedule::initial_clock_offsets(seed, 4)),
         },
