@@ -8,6 +8,13 @@
 //! `--rate`. It reports throughput, answers and errors by status, and latency percentiles from
 //! an HDR histogram.
 //!
+//! With `--batch N` each request is instead a `POST /kv-store/batch` of N ops drawn the same
+//! way, and the run reports keys/s (ops answered) beside requests/s. The size of every answer's
+//! `causal-context` is measured; with `--sessions` each connection is a client session that
+//! sends back the context of its last answer, so the figure is the context sessions hold.
+//! `--list` then pages through every key (`GET /kv-store/keys`, `--list-limit` keys a page) with
+//! one cursor and reports keys/s and pages/s.
+//!
 //! Layout: [`summary`] is the pure bookkeeping (tallies, percentiles, rendering); `load` is
 //! the connections and the workers; `progress` draws the bar on stderr.
 //!
@@ -31,7 +38,7 @@ use tokio::time::Instant;
 use load::{Conn, Workload};
 use progress::Progress;
 use summary::Tally;
-pub use summary::{LatencySummary, PreloadSummary, RunShape, Summary};
+pub use summary::{ContextSummary, LatencySummary, ListSummary, PreloadSummary, RunShape, Summary};
 
 /// Command-line options of `causeway bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,10 +73,35 @@ pub struct BenchArgs {
     /// the servers need; raise it when one thread cannot keep up).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Send every request as a batch (`POST /kv-store/batch`) of this many ops (1 to 1,000),
+    /// drawn like single requests: same key space, same read ratio. The preload then writes
+    /// this many keys per batch. Throughput is reported as requests/s and keys/s.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Each connection is a client session: it sends the causal context of its last answer
+    /// with its next request (otherwise every request sends `{}`).
+    #[arg(long)]
+    pub sessions: bool,
+    /// After the preload and the measured phase, list every key with one cursor
+    /// (`GET /kv-store/keys`, from the first node) and report keys/s and pages/s.
+    #[arg(long)]
+    pub list: bool,
+    /// Keys per page of the listing (1 to 1,000).
+    #[arg(long, default_value_t = 1000)]
+    pub list_limit: u32,
+    /// Only list keys starting with this prefix.
+    #[arg(long, default_value = "")]
+    pub list_prefix: String,
+    /// List values too (`values=true`).
+    #[arg(long)]
+    pub list_values: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
 }
+
+/// The API's default limit of ops in one batch.
+const MAX_BATCH_OPS: usize = 1000;
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
     let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
@@ -123,6 +155,15 @@ impl BenchArgs {
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return invalid("--rate must be a positive number of requests per second");
         }
+        if self
+            .batch
+            .is_some_and(|n| !(1..=MAX_BATCH_OPS).contains(&n))
+        {
+            return invalid("--batch must be from 1 to 1000 ops");
+        }
+        if !(1..=1000).contains(&self.list_limit) {
+            return invalid("--list-limit must be from 1 to 1000");
+        }
         Ok(())
     }
 }
@@ -157,14 +198,18 @@ pub async fn run(args: BenchArgs) -> Result<Summary, BenchError> {
 /// The run itself, on the current runtime.
 async fn run_here(args: BenchArgs) -> Result<Summary, BenchError> {
     let nodes: Vec<String> = args.nodes.iter().map(|n| n.trim().to_string()).collect();
-    let load = Arc::new(Workload::new(
-        nodes.clone(),
-        args.keys,
-        args.value_size,
-        args.read_ratio,
-        args.rate,
-        args.concurrency,
-    ));
+    let load = Arc::new(
+        Workload::new(
+            nodes.clone(),
+            args.keys,
+            args.value_size,
+            args.read_ratio,
+            args.rate,
+            args.concurrency,
+        )
+        .with_batch(args.batch)
+        .with_sessions(args.sessions),
+    );
     let shape = RunShape {
         nodes,
         concurrency: args.concurrency,
@@ -172,6 +217,8 @@ async fn run_here(args: BenchArgs) -> Result<Summary, BenchError> {
         value_size: args.value_size,
         read_ratio: args.read_ratio,
         offered_rate: args.rate,
+        batch: args.batch,
+        sessions: args.sessions,
     };
 
     let mut conns = connect_all(&load).await?;
@@ -205,17 +252,34 @@ async fn run_here(args: BenchArgs) -> Result<Summary, BenchError> {
         let progress = Progress::timed("bench", duration, done.clone());
         let start = Instant::now();
         let deadline = start + duration;
-        let (tallies, _) = in_parallel(conns, |id, conn| {
+        let (tallies, after) = in_parallel(conns, |id, conn| {
             load::measure(id, conn, load.clone(), start, deadline, done.clone())
         })
         .await?;
+        conns = after;
         elapsed = start.elapsed();
         progress.finish();
         for t in &tallies {
             tally.merge(t);
         }
     }
-    Ok(Summary::new(shape, preload, &tally, elapsed))
+    let mut summary = Summary::new(shape, preload, &tally, elapsed);
+
+    if args.list {
+        let options = load::ListOptions {
+            prefix: args.list_prefix.clone(),
+            limit: args.list_limit,
+            values: args.list_values,
+        };
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = Progress::counted("list", args.keys, done.clone());
+        let conn = conns.swap_remove(0);
+        let node = load.node_of(0).to_string();
+        let (listed, _) = load::list(conn, &node, &options, done).await;
+        progress.finish();
+        summary.list = Some(listed);
+    }
+    Ok(summary)
 }
 
 /// One connection per worker, all opened before the clock starts; the first node that cannot be
