@@ -66,6 +66,10 @@ pub struct ShardSummary {
     pub complete: bool,
 }
 
+/// How long a view change's coordinator keeps asking whether shards are complete
+/// before it answers 202 (see [`incomplete_shards`]).
+pub const SETTLE_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The shards of `view` whose hand-over is not known to be complete, from what each
 /// node said about itself: a replica that did not answer, is in another view, or
 /// still waits for old owners to hand keys over. They complete later, on their own.
@@ -370,8 +374,17 @@ impl Node {
             self.settle(self.cfg.timeouts.settle).await;
         }
         while settling.join_next().await.is_some() {}
-        let reports = self.node_reports(&view.nodes).await;
-        let incomplete = incomplete_shards(&view, &reports);
+        // Old owners' "handed over" messages (and replicas' checks) may still be on
+        // their way: look again for a few seconds before calling a shard incomplete.
+        let patience = tokio::time::Instant::now() + SETTLE_PATIENCE;
+        let incomplete = loop {
+            let reports = self.node_reports(&view.nodes).await;
+            let incomplete = incomplete_shards(&view, &reports);
+            if incomplete.is_empty() || tokio::time::Instant::now() >= patience {
+                break incomplete;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         let mut shards = Vec::new();
         for id in 1..=view.shard_count() as ShardNo {
             shards.push(ShardSummary {

@@ -49,7 +49,9 @@ pub struct Timeouts {
     /// Idle replication heartbeat (anti-entropy when nothing new was written).
     pub heartbeat: Duration,
     /// How long a view-change coordinator waits for each node to install the view and
-    /// hand over its keys (a node that does not answer catches up later).
+    /// hand over its keys (a node that does not answer catches up later). With
+    /// [`Timeouts::settle`] it bounds how long a view change takes to answer (about
+    /// 32 s by default; an unfinished change answers 202 with its incomplete shards).
     pub apply_view: Duration,
     /// How long a node waits for its shard peers to catch up at the end of a view change.
     pub settle: Duration,
@@ -68,8 +70,8 @@ impl Default for Timeouts {
             sync: Duration::from_secs(3),
             migrate: Duration::from_secs(20),
             heartbeat: Duration::from_millis(500),
-            apply_view: Duration::from_secs(60),
-            settle: Duration::from_secs(20),
+            apply_view: Duration::from_secs(20),
+            settle: Duration::from_secs(10),
             handover_grace: Duration::from_secs(24 * 3600),
         }
     }
@@ -157,8 +159,9 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     /// Test hook: answer reads without the read rule (fault-campaign self-check).
     pub broken_read_rule: bool,
-    /// Test hook: a planted cross-epoch bug, reads drop a context from an earlier view
-    /// instead of honouring it (the fault campaign must catch it).
+    /// Test hook: a planted cross-epoch bug, a replica serves reads as if its shard were
+    /// complete, ignoring what contexts depend on from before the view change (the
+    /// fault campaign must catch it).
     pub ignore_old_contexts: bool,
     /// How long an `Idempotency-Key` is honoured (see [`crate::idempotency`]).
     pub idempotency_window: Duration,
@@ -819,18 +822,13 @@ impl Node {
             if st.view.shard_of_key(key) != shard {
                 return None;
             }
-            let ctx = if self.ignores_old_contexts() && ctx.epoch < st.view.epoch {
-                Context {
-                    epoch: st.view.epoch,
-                    ts: ctx.ts,
-                    ..Context::default()
-                }
-            } else {
-                ctx.in_epoch(st.view.epoch)
-            };
+            let ctx = ctx.in_epoch(st.view.epoch);
             let local = st.get(key).cloned();
+            // (The planted bug of `ignore_old_contexts`: a replica that takes itself
+            // for complete, ignoring what the context depends on from before the view.)
+            let complete = self.complete(&st) || self.ignores_old_contexts();
             let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref())
-                && epochs_allow(&ctx, self.complete(&st));
+                && epochs_allow(&ctx, complete);
             (shard, ctx, local, safe, st.view.clone())
         };
         let answer = |v: Option<Version>, mut ctx: Context| {
