@@ -470,6 +470,7 @@ impl Cluster {
             id,
             view: view.clone(),
             repl_factor,
+            node: Some(address.clone()),
         });
         let started = Instant::now();
         let answer = self

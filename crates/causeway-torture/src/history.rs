@@ -226,11 +226,14 @@ pub enum Fault {
     Resumed {
         node: String,
     },
-    /// A view change request was sent.
+    /// A view change request was sent (to `node`, its coordinator; absent in
+    /// histories from before it was recorded).
     ViewChangeStart {
         id: u32,
         view: Vec<String>,
         repl_factor: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// The view change request answered (or failed). 200: every shard got all
     /// its keys; 202: the change is in force but `incomplete_shards` still wait

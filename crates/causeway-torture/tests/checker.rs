@@ -556,6 +556,7 @@ fn a_stale_read_across_a_view_change_is_caught() {
         id: 0,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     // Even a read that overlaps the change, with a context from the old view.
     h.get(0, "k", Some("s0-w1"), Some(b));
@@ -578,6 +579,7 @@ fn writes_may_not_be_lost_across_a_view_change() {
         id: 0,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 0,
@@ -597,6 +599,7 @@ fn a_stale_read_within_the_new_view_is_still_caught() {
         id: 0,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 0,
@@ -667,6 +670,7 @@ fn a_node_crash_and_a_failed_view_change_are_reported() {
         id: 0,
         view: vec![N1.into()],
         repl_factor: 1,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 0,
@@ -681,12 +685,45 @@ fn a_node_crash_and_a_failed_view_change_are_reported() {
 }
 
 #[test]
+fn a_view_change_whose_coordinator_was_killed_may_go_unanswered() {
+    let ended = |h: &mut H, id| {
+        h.fault(Fault::ViewChangeEnd {
+            id,
+            status: None,
+            error: Some("error sending request".into()),
+            incomplete_shards: vec![],
+            ms: 900.0,
+        })
+    };
+    let start = |h: &mut H, id| {
+        h.fault(Fault::ViewChangeStart {
+            id,
+            view: vec![N1.into(), N2.into()],
+            repl_factor: 2,
+            node: Some(N1.into()),
+        })
+    };
+    let mut h = H::default();
+    start(&mut h, 0);
+    h.fault(Fault::Kill { node: N1.into() });
+    ended(&mut h, 0);
+    assert_clean(&h.check());
+    // Unanswered without that excuse: a failure.
+    let mut h = H::default();
+    start(&mut h, 1);
+    h.fault(Fault::Kill { node: N2.into() });
+    ended(&mut h, 1);
+    assert!(h.check().has(AnomalyKind::ViewChangeFailed));
+}
+
+#[test]
 fn a_view_change_answered_202_is_accepted_and_counted() {
     let mut h = H::default();
     h.fault(Fault::ViewChangeStart {
         id: 0,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 0,
@@ -705,6 +742,7 @@ fn a_view_change_answered_202_is_accepted_and_counted() {
         id: 0,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 0,
@@ -733,6 +771,7 @@ fn a_cut_view_change_is_counted_once_and_judged_across() {
         id: 3,
         view: vec![N1.into(), N2.into()],
         repl_factor: 2,
+        node: None,
     });
     h.fault(Fault::ViewChangeEnd {
         id: 3,

@@ -16,7 +16,7 @@ pub use explain::{causal_chain, describe_chain, Link};
 pub use report::{Anomaly, AnomalyKind, Report};
 pub use timeline::{OpRecord, Timeline};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::history::{Event, Fault};
 
@@ -105,8 +105,24 @@ fn ttl_sets(events: &[Event]) -> convergence::TtlSets<'_> {
 /// shards whose hand-over still runs.
 fn count_faults(events: &[Event], report: &mut Report) {
     let mut cut_view_changes: HashSet<u32> = HashSet::new();
+    // Per view change: its coordinator, and whether that node was killed or paused
+    // (or exited) while the request ran: then its failure is expected.
+    let mut coordinator: HashMap<u32, (String, bool)> = HashMap::new();
     for event in events {
         let Event::Fault(rec) = event else { continue };
+        match &rec.fault {
+            Fault::ViewChangeStart {
+                id, node: Some(n), ..
+            } => {
+                coordinator.insert(*id, (n.clone(), false));
+            }
+            Fault::Kill { node } | Fault::Pause { node } | Fault::NodeExited { node, .. } => {
+                for (n, down) in coordinator.values_mut() {
+                    *down |= n == node;
+                }
+            }
+            _ => {}
+        }
         let name = match &rec.fault {
             Fault::PartitionStart {
                 view_change: Some(id),
@@ -144,11 +160,14 @@ fn count_faults(events: &[Event], report: &mut Report) {
                 incomplete_shards,
                 ms,
             } => {
+                let coordinator_down = coordinator.remove(id).is_some_and(|(_, down)| down);
                 match status {
                     Some(200) if incomplete_shards.is_empty() => {}
                     Some(202) if !incomplete_shards.is_empty() => {
                         report.view_changes_in_progress += 1;
                     }
+                    // The campaign killed or paused the node it had asked.
+                    None if coordinator_down => {}
                     _ => report.add(
                         AnomalyKind::ViewChangeFailed,
                         format!(
