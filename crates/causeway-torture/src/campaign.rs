@@ -46,6 +46,11 @@ pub struct CampaignConfig {
     pub batches: f64,
     pub listings: f64,
     pub ttl_writes: f64,
+    /// Chance that a write carries an `Idempotency-Key` (and is retried when it
+    /// gets no answer or a 503).
+    pub idempotent: f64,
+    /// Batches may carry an `Idempotency-Key` too.
+    pub idempotent_batches: bool,
     pub mean_gap: Duration,
     pub history: PathBuf,
     pub iptables: String,
@@ -447,6 +452,8 @@ async fn drive(
             batches: config.batches,
             listings: config.listings,
             ttl_writes: config.ttl_writes,
+            idempotent: config.idempotent,
+            idempotent_batches: config.idempotent_batches,
         },
         Arc::clone(&cluster.reachable),
         Arc::clone(history),

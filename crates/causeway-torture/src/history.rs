@@ -66,7 +66,9 @@ pub struct BatchOp {
 
 /// The version of the history format this crate writes (in [`Meta`]). Version 1
 /// (no field) has single-key operations only; version 2 adds `ttl` on puts,
-/// batches (`kind: "batch"` with `ops`) and listings (`kind: "list"`).
+/// batches (`kind: "batch"` with `ops`) and listings (`kind: "list"`). Writes
+/// may carry an `idempotency_key` and retries a `retry_of` (optional fields: a
+/// history without them reads as before).
 pub const HISTORY_FORMAT: u32 = 2;
 
 /// A request about to be sent.
@@ -78,7 +80,8 @@ pub struct Invoke {
     pub t: f64,
     pub kind: OpKind,
     pub key: String,
-    /// The value written (puts only); unique across the history.
+    /// The value written (puts only); unique across the history but for the
+    /// retries of a write, which send it again (`retry_of`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// Seconds an expiring put lives (`"ttl"` in the request).
@@ -95,6 +98,15 @@ pub struct Invoke {
     /// The causal context sent, as received (opaque).
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub context: Value,
+    /// The `Idempotency-Key` header sent with a write (put, delete, batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// A retry: the first attempt of the same logical write. A retry is the same
+    /// request (same key, value, ops, ttl and context, same `Idempotency-Key`) sent
+    /// again after the first attempt got no answer or a 503; every attempt of one
+    /// logical write is one write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<OpId>,
 }
 
 /// The outcome of a request.
@@ -499,6 +511,8 @@ mod tests {
                 node: "127.0.0.2:13800".into(),
                 ctx_from: None,
                 context: json!({}),
+                idempotency_key: None,
+                retry_of: None,
             }),
             Event::Response(Response {
                 op: 1,
@@ -534,6 +548,8 @@ mod tests {
                 node: "127.0.0.2:13800".into(),
                 ctx_from: Some(1),
                 context: json!({}),
+                idempotency_key: Some("s0-w2".into()),
+                retry_of: None,
             }),
             Event::Fault(FaultRecord {
                 t: 3.0,

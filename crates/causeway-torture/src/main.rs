@@ -91,6 +91,15 @@ struct RunArgs {
     /// Chance that a put (single or in a batch) expires after 1 to 4 s.
     #[arg(long, default_value_t = 0.05)]
     ttl_writes: f64,
+    /// Chance that a write (put, delete, batch with a write) carries an
+    /// `Idempotency-Key`; such a write left unanswered or answered 503 is retried
+    /// up to twice on another node, as the same request (0: none, and the same
+    /// random choices as before the option existed).
+    #[arg(long, default_value_t = 0.5)]
+    idempotent: f64,
+    /// Send `Idempotency-Key` with single puts and deletes only, never with batches.
+    #[arg(long)]
+    no_idempotent_batches: bool,
     /// Fault kinds to inject: all, none, or a list of partition, kill, pause,
     /// view-change, clock, cut-view-change.
     #[arg(long, default_value = "all", value_parser = parse_fault_list)]
@@ -300,6 +309,8 @@ async fn run(args: RunArgs) -> ExitCode {
             batches: args.batches,
             listings: args.listings,
             ttl_writes: args.ttl_writes,
+            idempotent: args.idempotent,
+            idempotent_batches: !args.no_idempotent_batches,
             mean_gap: args.fault_gap,
             history: args.history.clone(),
             iptables: args.iptables.clone(),

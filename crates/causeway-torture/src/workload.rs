@@ -13,6 +13,14 @@
 //! value (`GET /kv-store/keys?values=true`), or writes with a short `ttl`
 //! (1 to 4 s). With all three chances at 0 a session makes exactly the choices
 //! it made before they existed (no extra draws from its random stream).
+//!
+//! A write (put, delete, or batch with a put or delete) may carry an
+//! `Idempotency-Key` (`s<session>-k<n>`, unique per logical write). When such a
+//! write gets no answer (timeout, connection error) or a 503, the session sends
+//! the very same request again (same key, value, ttl, ops and context, same
+//! `Idempotency-Key`) to another live node, at most [`MAX_RETRIES`] times; the
+//! history marks each retry with `retry_of`, the first attempt's op. With the
+//! chance at 0 no draw is made for it either.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +55,30 @@ pub struct WorkloadConfig {
     pub listings: f64,
     /// Chance that a put (single or in a batch) carries a ttl of 1 to 4 s.
     pub ttl_writes: f64,
+    /// Chance that a write carries an `Idempotency-Key` (and is retried when it
+    /// gets no answer or a 503).
+    pub idempotent: f64,
+    /// Batches may carry an `Idempotency-Key` too (else only single writes).
+    pub idempotent_batches: bool,
+}
+
+/// Most times a keyed write is sent again after its first attempt.
+pub const MAX_RETRIES: usize = 2;
+
+/// What one attempt of a request came to.
+struct Attempt {
+    op: OpId,
+    /// HTTP status; `None` when no answer arrived.
+    status: Option<u16>,
+    /// The context received, with the op that carried it.
+    received: Option<(OpId, Value)>,
+}
+
+impl Attempt {
+    /// No answer, or the documented 503: a keyed write is then sent again.
+    fn worth_retrying(&self) -> bool {
+        matches!(self.status, None | Some(503))
+    }
 }
 
 /// Keys written with a ttl and the values so written: the final state's
@@ -127,6 +159,7 @@ impl Workload {
         let mut context: Option<(OpId, Value)> = None;
         let mut node: Option<usize> = None;
         let mut writes = 0u64;
+        let mut keyed = 0u64;
         let keys = &self.config.keys;
         let hot = (keys.len() / 4).max(1);
         let think_ms = self.config.think.as_millis() as u64;
@@ -234,9 +267,59 @@ impl Workload {
                 }
             };
             let alias = rng.chance(0.1);
-            let answer = self
-                .call(id, target, request, context.as_ref(), alias)
+            let writing = request.kind.is_write()
+                || (cfg.idempotent_batches && request.ops.iter().any(|o| o.kind.is_write()));
+            let idempotency_key = (cfg.idempotent > 0.0 && writing && rng.chance(cfg.idempotent))
+                .then(|| {
+                    keyed += 1;
+                    format!("s{id}-k{keyed}")
+                });
+            let sent = context.clone();
+            let mut attempt = self
+                .call(
+                    id,
+                    target,
+                    &request,
+                    sent.as_ref(),
+                    alias,
+                    idempotency_key.as_deref(),
+                    None,
+                )
                 .await;
+            let first = attempt.op;
+            let mut answer = attempt.received.take();
+            if idempotency_key.is_some() {
+                let mut last = target;
+                for _ in 0..MAX_RETRIES {
+                    if !attempt.worth_retrying() || Instant::now() >= deadline {
+                        break;
+                    }
+                    // Another live node if there is one.
+                    let up = self.reachable.up_nodes();
+                    let others: Vec<usize> = up.iter().copied().filter(|&n| n != last).collect();
+                    let candidates = if others.is_empty() { up } else { others };
+                    if candidates.is_empty() {
+                        break;
+                    }
+                    let next = *rng.pick(&candidates);
+                    last = next;
+                    node = Some(next);
+                    attempt = self
+                        .call(
+                            id,
+                            next,
+                            &request,
+                            sent.as_ref(),
+                            alias,
+                            idempotency_key.as_deref(),
+                            Some(first),
+                        )
+                        .await;
+                    if let Some(received) = attempt.received.take() {
+                        answer = Some(received);
+                    }
+                }
+            }
             if let Some(received) = answer {
                 self.board.lock().unwrap_or_else(|e| e.into_inner())[id as usize] =
                     Some(received.clone());
@@ -248,15 +331,19 @@ impl Workload {
         }
     }
 
-    /// Sends one operation and records it; returns the context received.
+    /// Sends one attempt of an operation (with `idempotency_key` if given; a
+    /// retry of op `retry_of` if given) and records it.
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         session: u32,
         target: usize,
-        req: Request,
+        req: &Request,
         context: Option<&(OpId, Value)>,
         alias: bool,
-    ) -> Option<(OpId, Value)> {
+        idempotency_key: Option<&str>,
+        retry_of: Option<OpId>,
+    ) -> Attempt {
         let op = self.next_op.fetch_add(1, Ordering::SeqCst);
         let address = &self.reachable.addresses[target];
         let ctx = context.map_or_else(|| json!({}), |(_, c)| c.clone());
@@ -304,19 +391,21 @@ impl Workload {
             }
         }
         let kind = req.kind;
-        let key = req.key;
+        let key = req.key.clone();
         self.history.record(&Event::Invoke(Invoke {
             op,
             session,
             t: self.history.now(),
             kind,
             key: key.clone(),
-            value: req.value.map(|(name, _)| name),
+            value: req.value.as_ref().map(|(name, _)| name.clone()),
             ttl: req.ttl,
-            ops: req.ops,
+            ops: req.ops.clone(),
             node: address.clone(),
             ctx_from: context.map(|(from, _)| *from),
             context: ctx,
+            idempotency_key: idempotency_key.map(String::from),
+            retry_of,
         }));
         let prefix = if alias { "kvs" } else { "kv-store" };
         let base = format!("http://{address}/{prefix}");
@@ -326,6 +415,10 @@ impl Workload {
             OpKind::Delete => self.http.delete(format!("{base}/keys/{key}")),
             OpKind::Batch => self.http.post(format!("{base}/batch")),
             OpKind::List => self.http.get(format!("{base}/keys?values=true&limit=1000")),
+        };
+        let request = match idempotency_key {
+            Some(k) => request.header("Idempotency-Key", k),
+            None => request,
         };
         let result = request
             .json(&body)
@@ -359,9 +452,13 @@ impl Workload {
             body: parsed.map(without_padding),
             error,
         };
-        let received = response.context().cloned();
+        let received = response.context().cloned().map(|c| (op, c));
         self.history.record(&Event::Response(response));
-        received.map(|c| (op, c))
+        Attempt {
+            op,
+            status,
+            received,
+        }
     }
 }
 

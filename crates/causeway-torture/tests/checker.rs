@@ -48,6 +48,8 @@ impl H {
             node: N1.into(),
             ctx_from,
             context: json!({}),
+            idempotency_key: None,
+            retry_of: None,
         }));
         self.next
     }
@@ -1055,4 +1057,219 @@ fn a_batch_answer_that_breaks_the_contract_is_caught() {
     let report = h.check();
     assert_only(&report, AnomalyKind::Protocol);
     assert_eq!(report.anomalies.len(), 2);
+}
+
+// ---- retried idempotent writes ----
+
+impl H {
+    /// A keyed write (`Idempotency-Key` `idem`), not yet answered.
+    fn keyed(
+        &mut self,
+        session: u32,
+        kind: OpKind,
+        key: &str,
+        value: Option<&str>,
+        ctx: Option<OpId>,
+        idem: &str,
+    ) -> OpId {
+        let op = self.invoke(session, kind, key, value, ctx);
+        self.last_invoke().idempotency_key = Some(idem.into());
+        op
+    }
+
+    /// A retry of `first`: the same request (key, value, ops, context and
+    /// `Idempotency-Key`), sent to the other node; not yet answered.
+    fn retry(&mut self, first: OpId) -> OpId {
+        let inv = self
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Invoke(i) if i.op == first => Some(i.clone()),
+                _ => None,
+            })
+            .expect("first attempt");
+        self.next += 1;
+        let t = self.tick();
+        self.events.push(Event::Invoke(Invoke {
+            op: self.next,
+            t,
+            node: N2.into(),
+            retry_of: Some(first),
+            ..inv
+        }));
+        self.next
+    }
+
+    fn unavailable(&mut self, op: OpId, method: &str) {
+        self.respond(
+            op,
+            503,
+            json!({"message": format!("Error in {method}"), "error": "Unable to satisfy request"}),
+        );
+    }
+
+    fn added(&mut self, op: OpId) {
+        self.respond(
+            op,
+            201,
+            json!({"message": "Added successfully", "replaced": false}),
+        );
+    }
+}
+
+/// The issue's scenario: A's first attempt gets no answer, B reads its value and
+/// overwrites it, A's retry is acknowledged, and a read in B's causal future
+/// returns A's value again: the retry was applied as a new write after B's, a
+/// double-applied retry.
+#[test]
+fn a_retry_applied_again_after_a_superseding_write_is_caught() {
+    let mut h = H::default();
+    h.fault(Fault::Pause { node: N1.into() });
+    let a1 = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.fail(a1, "timeout", 5000.0);
+    h.fault(Fault::Resumed { node: N1.into() });
+    let r = h.get(1, "k", Some("s0-w1"), None);
+    let b = h.put(1, "k", "s1-w1", Some(r));
+    let a2 = h.retry(a1);
+    h.added(a2);
+    let late = h.get(1, "k", Some("s0-w1"), Some(b));
+    let report = h.check();
+    assert_only(&report, AnomalyKind::StaleRead);
+    let anomaly = &report.anomalies[0];
+    assert!(anomaly.ops.contains(&late) && anomaly.ops.contains(&a1));
+    assert!(
+        anomaly.detail.contains(&format!("retried as op {a2}")),
+        "{}",
+        anomaly.detail
+    );
+    assert_eq!(
+        (
+            report.retried_writes,
+            report.retries,
+            report.retries_acknowledged
+        ),
+        (1, 1, 1)
+    );
+
+    // Without `retry_of` the history would hide it: the same value from two
+    // unrelated writes is reported as such.
+    let mut h = H::default();
+    let first = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.unavailable(first, "PUT");
+    let again = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.added(again);
+    assert_only(&h.check(), AnomalyKind::DuplicateWrite);
+}
+
+/// Retries as a correct store answers them: every attempt is one write, seen
+/// by reads (before and after the retry is answered), acknowledged by the retry,
+/// superseded for good by a later write; a batch retried likewise.
+#[test]
+fn a_good_history_with_retries_passes() {
+    let mut h = H::default();
+    // First attempt 503, retry acknowledged on the other node.
+    let a1 = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.unavailable(a1, "PUT");
+    let a2 = h.retry(a1);
+    h.added(a2);
+    let r1 = h.get(0, "k", Some("s0-w1"), Some(a2));
+    // Another session reads it, overwrites it; its future never sees it again.
+    let r2 = h.get(1, "k", Some("s0-w1"), None);
+    let b = h.put(1, "k", "s1-w1", Some(r2));
+    h.get(1, "k", Some("s1-w1"), Some(b));
+    h.get(0, "k", Some("s1-w1"), Some(r1));
+    // A first attempt that timed out on a paused node may have been applied: a
+    // read may return it before the retry is answered; the second retry is
+    // answered as the first time (a repeat).
+    h.fault(Fault::Pause { node: N1.into() });
+    let c1 = h.keyed(2, OpKind::Put, "j", Some("s2-w1"), None, "s2-k1");
+    h.fail(c1, "timeout", 5000.0);
+    h.fault(Fault::Resumed { node: N1.into() });
+    h.get(3, "j", Some("s2-w1"), None);
+    let c2 = h.retry(c1);
+    h.unavailable(c2, "PUT");
+    let c3 = h.retry(c1);
+    h.added(c3);
+    h.get(2, "j", Some("s2-w1"), Some(c3));
+    // A batch: first attempt 503, retried and answered.
+    let ops = [B::put("m", "s2-w2"), B::get("j", Some("s2-w1"))];
+    let d1 = h.invoke(2, OpKind::Batch, "", None, Some(c3));
+    h.last_invoke().ops = ops.iter().map(|b| b.op.clone()).collect();
+    h.last_invoke().idempotency_key = Some("s2-k2".into());
+    h.unavailable(d1, "BATCH");
+    let d2 = h.retry(d1);
+    let results: Vec<Value> = ops.iter().map(|b| b.result.clone()).collect();
+    h.respond(
+        d2,
+        200,
+        json!({"message": "Batch completed", "results": results}),
+    );
+    h.get(2, "m", Some("s2-w2"), Some(d2));
+    // A keyed delete answered at once: no retry.
+    let e = h.keyed(1, OpKind::Delete, "j", None, Some(c3), "s1-k1");
+    h.respond(
+        e,
+        200,
+        json!({"message": "Deleted successfully", "doesExist": true}),
+    );
+    h.get(1, "j", None, Some(e));
+    h.view();
+    for (key, v) in [("k", Some("s1-w1")), ("j", None), ("m", Some("s2-w2"))] {
+        h.final_state(key, &[(N1, v), (N2, v)]);
+    }
+    h.key_count(N1, 2);
+    h.key_count(N2, 2);
+    let report = h.check();
+    assert_clean(&report);
+    assert_eq!(report.keyed_writes, 4);
+    assert_eq!(report.retried_writes, 3);
+    assert_eq!(report.retries, 4);
+    assert_eq!(report.retries_answered, 4);
+    assert_eq!(report.retries_acknowledged, 3);
+}
+
+/// A retry's acknowledgement is the write's: the session's future must see it.
+#[test]
+fn an_acknowledged_retry_must_be_read_by_its_session() {
+    let mut h = H::default();
+    let a1 = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.unavailable(a1, "PUT");
+    let a2 = h.retry(a1);
+    h.added(a2);
+    h.get(0, "k", None, Some(a2));
+    assert_only(&h.check(), AnomalyKind::StaleRead);
+}
+
+/// A retry is the same request as its first attempt: a 422 ("key reused for
+/// another request") to it is a server error.
+#[test]
+fn a_422_to_a_retry_is_a_server_error() {
+    let mut h = H::default();
+    let a1 = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.unavailable(a1, "PUT");
+    let a2 = h.retry(a1);
+    h.respond(
+        a2,
+        422,
+        json!({"message": "Error in PUT", "error": "Idempotency-Key reused for another request"}),
+    );
+    let report = h.check();
+    assert_only(&report, AnomalyKind::ServerError);
+    assert!(report.anomalies[0].detail.contains("retry of op"));
+}
+
+/// A "retry" that is not the same request (another value) is not one write with
+/// its first attempt.
+#[test]
+fn a_retry_with_another_request_is_reported() {
+    let mut h = H::default();
+    let a1 = h.keyed(0, OpKind::Put, "k", Some("s0-w1"), None, "s0-k1");
+    h.unavailable(a1, "PUT");
+    let a2 = h.retry(a1);
+    if let Some(Event::Invoke(i)) = h.events.last_mut() {
+        i.value = Some("s0-w2".into());
+    }
+    h.added(a2);
+    h.get(0, "k", Some("s0-w2"), Some(a2));
+    assert_only(&h.check(), AnomalyKind::DuplicateWrite);
 }

@@ -259,3 +259,41 @@ fn a_repeated_batch_takes_effect_once() {
     let (c, j) = put(&a[0], "x", "3", &s.ctx, Some("batch-1"));
     assert_eq!(c, 422, "{j}");
 }
+
+#[test]
+fn a_keyed_batch_puts_after_what_its_own_get_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(99, 9)[8..].to_vec();
+    let _n = NodeProc::start(&a[0], &a, 1, dir.path());
+    let mut s = Session::new();
+    s.put(&a[0], "warm", "up");
+    let old_ctx = s.ctx.clone();
+    std::thread::sleep(Duration::from_millis(50));
+    // Another session writes k after the context was issued.
+    assert_eq!(Session::new().put(&a[0], "k", "theirs").0, 201);
+    let body = json!({
+        "ops": [
+            {"op": "get", "key": "k"},
+            {"op": "put", "key": "k", "value": "mine"}
+        ],
+        "causal-context": old_ctx,
+    });
+    let (c, j) = send(
+        "POST",
+        &a[0],
+        "/kv-store/batch",
+        &body,
+        Some("read-then-write"),
+    );
+    assert_eq!(c, 200, "{j}");
+    assert_eq!(j["results"][0]["value"], json!("theirs"));
+    // The put follows the get that saw "theirs": it wins.
+    let (c, j) = send(
+        "GET",
+        &a[0],
+        "/kv-store/keys/k",
+        &json!({"causal-context": j["causal-context"]}),
+        None,
+    );
+    assert_eq!((c, j["value"].clone()), (200, json!("mine")), "{j}");
+}

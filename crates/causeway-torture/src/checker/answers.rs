@@ -164,13 +164,47 @@ fn count(report: &mut Report, what: String, status: u16) {
     }
 }
 
+/// Counts keyed writes and retries (`retried`: first attempts already counted
+/// as retried).
+fn count_retry(
+    rec: &super::timeline::OpRecord<'_>,
+    retried: &mut std::collections::HashSet<crate::history::OpId>,
+    report: &mut Report,
+) {
+    let inv = rec.invoke;
+    let Some(first) = inv.retry_of else {
+        if inv.idempotency_key.is_some() {
+            report.keyed_writes += 1;
+        }
+        return;
+    };
+    report.retries += 1;
+    if retried.insert(first) {
+        report.retried_writes += 1;
+    }
+    let Some(resp) = rec.response else { return };
+    let Some(status) = resp.status.filter(|_| resp.error.is_none()) else {
+        return;
+    };
+    report.retries_answered += 1;
+    let acked = matches!(
+        (inv.kind, status),
+        (OpKind::Put, 200 | 201) | (OpKind::Delete, 200) | (OpKind::Batch, 200)
+    );
+    if acked {
+        report.retries_acknowledged += 1;
+    }
+}
+
 /// Checks every answer of the history, counting outcomes and latencies.
 pub fn check_answers(timeline: &Timeline<'_>, report: &mut Report) {
     let mut latencies = Vec::with_capacity(timeline.ops.len());
+    let mut retried = std::collections::HashSet::new();
     for rec in &timeline.ops {
         report.operations += 1;
         let method = rec.invoke.kind.method();
         let op = rec.invoke.op;
+        count_retry(rec, &mut retried, report);
         let Some(resp) = rec.response else {
             *report
                 .outcomes
@@ -210,6 +244,25 @@ pub fn check_answers(timeline: &Timeline<'_>, report: &mut Report) {
             .outcomes
             .entry(format!("{method} {status}"))
             .or_insert(0) += 1;
+        if status == 422 && rec.invoke.idempotency_key.is_some() {
+            // Every logical write has its own key, and a retry is the very
+            // request its first attempt was: the key was never reused.
+            let what = match rec.invoke.retry_of {
+                Some(first) => format!("a retry of op {first} (the same request)"),
+                None => "a first attempt (its key is unique)".into(),
+            };
+            report.add(
+                AnomalyKind::ServerError,
+                format!(
+                    "{method} op {op} to {}, {what} with Idempotency-Key {:?}, answered 422: {:?}",
+                    rec.invoke.node,
+                    rec.invoke.idempotency_key.as_deref().unwrap_or(""),
+                    resp.body
+                ),
+                vec![op],
+            );
+            continue;
+        }
         match status {
             400 => report.refused_400 += 1,
             503 => report.unavailable_503 += 1,

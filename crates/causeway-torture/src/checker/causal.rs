@@ -27,6 +27,16 @@
 //! - after healing, the final state of a key must not be a write that an
 //!   acknowledged write of the key superseded (lost write).
 //!
+//! Retried writes: a write sent with an `Idempotency-Key` may be sent again
+//! (`retry_of`: the first attempt) with the same request and context after no
+//! answer or a 503. All attempts of one logical write are ONE write: its past is
+//! the first attempt's request past, a read of its value reads that write, and it
+//! is acknowledged once any attempt is. So a late attempt applied as a new write
+//! after a write that superseded the first one shows as a stale read: a session
+//! whose past holds the superseding write reads the retried value again. A value
+//! written by two writes that are not attempts of one (or a retry that is not the
+//! same request as its first attempt) is reported as `DuplicateWrite`.
+//!
 //! Batches, listings and expiring writes:
 //! - a batch's ops are judged one by one like single ops. Ops on one key form a
 //!   chain that starts from the batch's request past, each op's past being what
@@ -101,6 +111,8 @@ struct Write {
     anc: BitSet,
     /// The causal past the write was sent with.
     past: Past,
+    /// Retries of the op that wrote it (the same write, sent again).
+    retries: Vec<OpId>,
 }
 
 impl Write {
@@ -182,12 +194,18 @@ impl KeyHistory {
             .as_deref()
             .map(|v| format!(", value {:?}", shortened(v)))
             .unwrap_or_default();
+        let retried = if write.retries.is_empty() {
+            String::new()
+        } else {
+            let ops: Vec<String> = write.retries.iter().map(|r| r.to_string()).collect();
+            format!(", retried as op {}", ops.join(", "))
+        };
         match timeline.get(write.op) {
             Some(rec) => format!(
-                "{what} op {}{sub} (session {}{value})",
+                "{what} op {}{sub} (session {}{value}{retried})",
                 write.op, rec.invoke.session,
             ),
-            None => format!("{what} op {}{sub}", write.op),
+            None => format!("{what} op {}{sub}{retried}", write.op),
         }
     }
 }
@@ -273,7 +291,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         }
         for event in events {
             match event {
-                Event::Invoke(inv) => self.on_invoke(inv.op),
+                Event::Invoke(inv) => self.on_invoke(inv.op, report),
                 Event::Response(resp) => self.on_response(resp.op, report),
                 _ => {}
             }
@@ -286,7 +304,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             .expect("timeline holds every invoked op")
     }
 
-    fn on_invoke(&mut self, op: OpId) {
+    fn on_invoke(&mut self, op: OpId, report: &mut Report) {
         let rec = self.record(op);
         let past = self.context_past(rec);
         if let Some(from) = rec.invoke.ctx_from {
@@ -298,7 +316,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                 }
             }
         }
-        self.register(rec, op, past);
+        self.register(rec, op, past, report);
     }
 
     /// The past an invocation carries: that of the op whose context it sent,
@@ -310,21 +328,76 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             .unwrap_or_else(|| self.empty.clone())
     }
 
-    fn register(&mut self, rec: &OpRecord<'_>, op: OpId, past: Past) {
+    fn register(&mut self, rec: &OpRecord<'_>, op: OpId, past: Past, report: &mut Report) {
         let inv = rec.invoke;
+        if let Some(first) = inv.retry_of {
+            if self.register_retry(rec, first, report) {
+                self.past_in.insert(op, past);
+                return;
+            }
+        }
         if inv.kind.is_write() {
             let value = inv.value.clone();
-            self.add_write(op, None, &inv.key, inv.kind, value, inv.ttl, &past);
+            self.add_write(op, None, &inv.key, inv.kind, value, inv.ttl, &past, report);
         }
         if inv.kind == OpKind::Batch {
             for (i, o) in inv.ops.iter().enumerate() {
                 if o.kind.is_write() {
                     let value = o.value.clone();
-                    self.add_write(op, Some(i as u32), &o.key, o.kind, value, o.ttl, &past);
+                    let sub = Some(i as u32);
+                    self.add_write(op, sub, &o.key, o.kind, value, o.ttl, &past, report);
                 }
             }
         }
         self.past_in.insert(op, past);
+    }
+
+    /// A retry of op `first`: when it is the same request, its writes are the
+    /// first attempt's (returns true). Otherwise it is reported and judged as a
+    /// write of its own.
+    fn register_retry(&mut self, rec: &OpRecord<'_>, first: OpId, report: &mut Report) -> bool {
+        let inv = rec.invoke;
+        let same = self.timeline.get(first).filter(|f| {
+            let before = f.invoke_pos < rec.invoke_pos;
+            let f = f.invoke;
+            before
+                && f.session == inv.session
+                && f.kind == inv.kind
+                && f.key == inv.key
+                && f.value == inv.value
+                && f.ttl == inv.ttl
+                && f.ops == inv.ops
+                && f.ctx_from == inv.ctx_from
+                && f.idempotency_key.is_some()
+                && f.idempotency_key == inv.idempotency_key
+        });
+        let writes: Vec<(u32, (KeyId, u32))> = if same.is_some() {
+            self.write_idx
+                .iter()
+                .filter(|((o, _), _)| *o == first)
+                .map(|(&(_, sub), &w)| (sub, w))
+                .collect()
+        } else {
+            vec![]
+        };
+        if writes.is_empty() {
+            report.add(
+                AnomalyKind::DuplicateWrite,
+                format!(
+                    "op {} (session {}) is recorded as a retry of op {first}, which is not an earlier write with the same request, context and Idempotency-Key",
+                    inv.op, inv.session
+                ),
+                vec![inv.op, first],
+            );
+            return false;
+        }
+        for (sub, (k, w)) in writes {
+            self.write_idx.insert((inv.op, sub), (k, w));
+            self.keys[k as usize].writes[w as usize]
+                .retries
+                .push(inv.op);
+        }
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -337,6 +410,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         value: Option<String>,
         ttl: Option<u64>,
         past: &Past,
+        report: &mut Report,
     ) {
         let k = self.key_id(key);
         let kh = &mut self.keys[k as usize];
@@ -348,7 +422,20 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
         }
         let idx = kh.writes.len() as u32;
         if let Some(v) = &value {
-            kh.by_value.insert(v.clone(), idx);
+            if let Some(prev) = kh.by_value.insert(v.clone(), idx) {
+                // Values are unique per logical write: only retries (which are
+                // not new writes) may send one again.
+                let prev_op = kh.writes[prev as usize].op;
+                report.add(
+                    AnomalyKind::DuplicateWrite,
+                    format!(
+                        "op {op} writes {:?} to key {:?}, already written by op {prev_op}, and is not a retry of it: a read of that value cannot tell the two apart",
+                        shortened(v),
+                        kh.name
+                    ),
+                    vec![op, prev_op],
+                );
+            }
         }
         let delete = kind == OpKind::Delete;
         kh.writes.push(Write {
@@ -362,6 +449,7 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
             parents,
             anc,
             past: past.clone(),
+            retries: Vec::new(),
         });
         self.write_idx.insert((op, sub.unwrap_or(0)), (k, idx));
     }
@@ -449,11 +537,14 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                 let acked_at = rec.response.map(|r| r.t);
                 let kh = &mut self.keys[k as usize];
                 let write = &mut kh.writes[w as usize];
-                write.acked = acked;
+                // Attempts of one write: acknowledged once any attempt is (first).
                 if !acked {
                     return pin;
                 }
-                write.acked_at = acked_at;
+                if !write.acked {
+                    write.acked = true;
+                    write.acked_at = acked_at;
+                }
                 let mut f = (*pin).clone();
                 kh.insert(f.top.entry(k).or_default(), w);
                 kh.prune_expired(&mut f, k);
@@ -708,7 +799,11 @@ impl<'t, 'e> CausalChecker<'t, 'e> {
                         rec.invoke.node,
                         kh.describe(w, self.timeline),
                         kh.describe(f, self.timeline)
-                    ),
+                    ) + if kh.writes[w as usize].retries.is_empty() {
+                        ""
+                    } else {
+                        " (was a retry applied as a new write after the write that superseded it?)"
+                    },
                     vec![rec.invoke.op, kh.writes[w as usize].op, kh.writes[f as usize].op],
                 );
             } else {

@@ -26,11 +26,12 @@ pub fn causal_chain(events: &[Event], from: OpId, to: OpId) -> Option<Vec<(OpId,
             Event::Invoke(i) => {
                 invokes.insert(i.op, i);
                 if let Some(v) = &i.value {
-                    writer.insert((i.key.as_str(), v.as_str()), i.op);
+                    // A retry writes the first attempt's write.
+                    writer.entry((i.key.as_str(), v.as_str())).or_insert(i.op);
                 }
                 for o in &i.ops {
                     if let Some(v) = &o.value {
-                        writer.insert((o.key.as_str(), v.as_str()), i.op);
+                        writer.entry((o.key.as_str(), v.as_str())).or_insert(i.op);
                     }
                 }
             }

@@ -46,6 +46,10 @@ pub enum AnomalyKind {
     ViewChangeFailed,
     /// The final state could not be read.
     FinalReadFailed,
+    /// One value sent by two writes that are not attempts of one logical write,
+    /// or a retry that is not the same request as its first attempt: reads could
+    /// not name the write they saw (a workload or history fault).
+    DuplicateWrite,
 }
 
 /// One anomaly, with the operations involved.
@@ -80,6 +84,14 @@ pub struct Report {
     /// Reads (GETs, batch gets, listings) that found a ttl write of their causal
     /// past expired: each makes that write's value forbidden to their future.
     pub expired_seen: u64,
+    /// Writes sent with an `Idempotency-Key` (first attempts).
+    pub keyed_writes: u64,
+    /// Keyed writes sent more than once, and their retries: all of them, those
+    /// that got an HTTP answer, and those acknowledged (the write done).
+    pub retried_writes: u64,
+    pub retries: u64,
+    pub retries_answered: u64,
+    pub retries_acknowledged: u64,
     pub anomalies: Vec<Anomaly>,
 }
 
@@ -143,6 +155,15 @@ impl fmt::Display for Report {
             f,
             "reads that saw a ttl write of their past expire: {}",
             self.expired_seen
+        )?;
+        writeln!(
+            f,
+            "keyed writes: {}, retried: {} ({} retries: {} answered, {} acknowledged)",
+            self.keyed_writes,
+            self.retried_writes,
+            self.retries,
+            self.retries_answered,
+            self.retries_acknowledged
         )?;
         writeln!(f, "anomalies: {}", self.anomalies.len())?;
         for (kind, n) in self.anomaly_counts() {

@@ -165,25 +165,24 @@ pub async fn batch(State(app): State<App>, headers: HeaderMap, body: Body) -> Re
     let deadline = tokio::time::Instant::now() + BATCH_BUDGET;
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_KEYS));
     let mut groups = tokio::task::JoinSet::new();
-    // With a key, every op's identity is fixed by the key, the op and the request's
-    // context (see `crate::idempotency`): a repeat is the same writes.
+    // With a key, every op's identity is fixed by the key, the op and the time of the
+    // context it runs with (see `crate::idempotency`): a repeat is the same writes. That
+    // context is the request's, moved on by the ops before it on the same key, so a put
+    // is ordered after whatever a get before it in the batch read.
     let hlc = crate::node::committer::hlc_now();
     let window = app.answers.window();
     for (_, group) in by_key(ops) {
         let (node, slots, start) = (app.node.clone(), slots.clone(), ctx.clone());
-        let ids: Vec<Option<crate::causal::WriteId>> = group
-            .iter()
-            .map(|(i, op)| {
-                let k = idem.as_deref()?;
-                let what = format!("BATCH {i} {} {}", op.method, op.key);
-                crate::idempotency::write_id(k, &what, *i as u64, start.ts, hlc, window)
-            })
-            .collect();
+        let idem = idem.clone();
         groups.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let mut ctx = start;
             let mut results = Vec::with_capacity(group.len());
-            for ((i, op), id) in group.into_iter().zip(ids) {
+            for (i, op) in group {
+                let id = idem.as_deref().and_then(|k| {
+                    let what = format!("BATCH {i} {} {}", op.method, op.key);
+                    crate::idempotency::write_id(k, &what, i as u64, ctx.ts, hlc, window)
+                });
                 let req = KeyRequest {
                     key: op.key,
                     op: op.op,
