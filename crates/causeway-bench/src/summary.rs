@@ -342,13 +342,7 @@ impl ListSummary {
         final_context_bytes: usize,
     ) -> Self {
         let elapsed_secs = elapsed.as_secs_f64();
-        let per_sec = |n: u64| {
-            if elapsed_secs > 0.0 {
-                n as f64 / elapsed_secs
-            } else {
-                0.0
-            }
-        };
+        let per_sec = |n: u64| per_second(n, elapsed_secs);
         Self {
             node,
             prefix,
@@ -460,13 +454,7 @@ impl Summary {
         elapsed: Duration,
     ) -> Self {
         let elapsed_secs = elapsed.as_secs_f64();
-        let per_sec = |n: u64| {
-            if elapsed_secs > 0.0 {
-                n as f64 / elapsed_secs
-            } else {
-                0.0
-            }
-        };
+        let per_sec = |n: u64| per_second(n, elapsed_secs);
         let requests = tally.answered();
         let error_total = tally.error_total();
         let answered_errors: u64 = tally
@@ -662,6 +650,15 @@ impl fmt::Display for Summary {
             write_latency(f, "BATCH", l)?;
         }
         Ok(())
+    }
+}
+
+/// `n` per second over `elapsed_secs` (0 for an empty run).
+fn per_second(n: u64, elapsed_secs: f64) -> f64 {
+    if elapsed_secs > 0.0 {
+        n as f64 / elapsed_secs
+    } else {
+        0.0
     }
 }
 

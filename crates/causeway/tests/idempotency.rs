@@ -12,31 +12,9 @@ use std::time::Duration;
 
 /// One request with an optional `Idempotency-Key`.
 fn send(method: &str, addr: &str, path: &str, body: &Json, key: Option<&str>) -> (u16, Json) {
-    let url = format!("http://{addr}{path}");
-    let body = body.to_string();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let key = key.map(str::to_string);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .unwrap();
-        let mut req = client
-            .request(method, &url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(k) = key {
-            req = req.header("idempotency-key", k);
-        }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        let status = resp.status().as_u16();
-        (status, resp.json().await.expect("a JSON body"))
-    })
+    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    let (status, body, _) = request(method, addr, path, body, &headers, Duration::from_secs(10));
+    (status, body)
 }
 
 fn put(addr: &str, key: &str, value: &str, ctx: &Json, idem: Option<&str>) -> (u16, Json) {

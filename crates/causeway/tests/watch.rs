@@ -11,30 +11,14 @@ use std::time::{Duration, Instant};
 
 /// One GET with a wait, through a client whose own timeout is well past any wait.
 fn watch(addr: &str, key: &str, wait: &str, ctx: &Json) -> (u16, Json, Duration) {
-    let url = format!("http://{addr}/kv-store/keys/{key}?wait={wait}");
-    let body = json!({"causal-context": ctx}).to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(70))
-            .no_proxy()
-            .build()
-            .unwrap();
-        let started = Instant::now();
-        let resp = client
-            .get(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("watch {url}: {e}"));
-        let status = resp.status().as_u16();
-        let body: Json = resp.json().await.expect("a JSON body");
-        (status, body, started.elapsed())
-    })
+    request(
+        "GET",
+        addr,
+        &format!("/kv-store/keys/{key}?wait={wait}"),
+        &json!({"causal-context": ctx}),
+        &[],
+        Duration::from_secs(70),
+    )
 }
 
 /// A 4-node cluster (2 shards of 2) and, for `key`, a node that replicates it and one

@@ -99,10 +99,9 @@ pub fn parse(
                         "op {i}: Value is too large (limit {max_value_bytes} bytes)"
                     )));
                 }
-                match op.get("ttl").map(super::parse_ttl) {
-                    None => ("PUT", KeyOp::Put(value)),
-                    Some(Some(ttl_ms)) => ("PUT", KeyOp::PutExpiring { value, ttl_ms }),
-                    Some(None) => return Err(bad(format!("op {i}: Invalid ttl"))),
+                match super::put_op(value, op.get("ttl")) {
+                    Some(put) => ("PUT", put),
+                    None => return Err(bad(format!("op {i}: Invalid ttl"))),
                 }
             }
             Some(other) => return Err(bad(format!("op {i}: unknown op {other:?}"))),

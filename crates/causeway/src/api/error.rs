@@ -75,6 +75,16 @@ impl serde::Serialize for ValueOut<'_> {
     }
 }
 
+/// Whole seconds `value` has left to live, as the answer's context sees the time;
+/// `None` for a value without a `ttl`.
+fn ttl_left(value: &crate::causal::Value, ctx: &Context) -> Option<u64> {
+    let at = value.expires()?;
+    Some(crate::causal::version::secs_between(
+        crate::node::read_now(ctx),
+        at,
+    ))
+}
+
 /// Maps a served (or refused) key operation to its response.
 pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) -> Response {
     let (status, message, error, does_exist, replaced) = outcome_fields(method, &resp);
@@ -85,10 +95,7 @@ pub fn key_response(method: &str, resp: KeyResponse, signer: Option<&Signer>) ->
         }
         _ => (None, None),
     };
-    let ttl = found
-        .as_ref()
-        .and_then(|v| v.0.expires())
-        .map(|at| crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at));
+    let ttl = found.as_ref().and_then(|v| ttl_left(v.0, &resp.ctx));
     let body = KeyBody {
         message,
         error,
@@ -219,10 +226,7 @@ pub fn batch_result(method: &str, key: String, resp: KeyResponse) -> (BatchResul
         Ok(KeyOutcome::Found(v)) => Some(v),
         _ => None,
     };
-    let ttl = value
-        .as_ref()
-        .and_then(|v| v.expires())
-        .map(|at| crate::causal::version::secs_between(crate::node::read_now(&resp.ctx), at));
+    let ttl = value.as_ref().and_then(|v| ttl_left(v, &resp.ctx));
     let result = BatchResult {
         does_exist,
         error,

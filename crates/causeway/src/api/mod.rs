@@ -332,10 +332,9 @@ async fn key_op(
                     limit: app.limits.max_value_bytes,
                 });
             }
-            match body.get("ttl").map(parse_ttl) {
-                None => KeyOp::Put(value),
-                Some(Some(ttl_ms)) => KeyOp::PutExpiring { value, ttl_ms },
-                Some(None) => {
+            match put_op(value, body.get("ttl")) {
+                Some(op) => op,
+                None => {
                     return refuse(ApiError::BadRequest {
                         method: name,
                         error: "Invalid ttl".into(),
@@ -398,6 +397,18 @@ pub const MAX_TTL_SECS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
 pub fn parse_ttl(v: &Json) -> Option<u64> {
     let secs = v.as_f64()?;
     (secs > 0.0 && secs <= MAX_TTL_SECS).then(|| ((secs * 1000.0).round() as u64).max(1))
+}
+
+/// The operation of a PUT of `value` with the body's `ttl` (if any); `None` when the
+/// ttl is invalid (see [`parse_ttl`]).
+pub fn put_op(value: Value, ttl: Option<&Json>) -> Option<KeyOp> {
+    Some(match ttl {
+        None => KeyOp::Put(value),
+        Some(t) => KeyOp::PutExpiring {
+            value,
+            ttl_ms: parse_ttl(t)?,
+        },
+    })
 }
 
 /// Longest watch (`?wait=`), in seconds.

@@ -244,6 +244,27 @@ pub fn shard_complete(
             }))
 }
 
+/// The keys a listing page of `q` scans on this replica, in byte order: from the
+/// prefix, or after the cursor when that lies within it.
+fn listing_keys<'a>(
+    st: &'a State,
+    q: &'a crate::listing::Query,
+) -> impl Iterator<Item = (&'a str, &'a Version)> {
+    use std::ops::Bound;
+    let lower = match &q.start_after {
+        Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
+        _ => Bound::Included(q.prefix.as_str()),
+    };
+    st.keys
+        .range::<str, _>((lower, Bound::Unbounded))
+        .map(|(k, v)| (&**k, v))
+}
+
+/// How a replica names an idempotent write it applied (see `Node::applied`).
+fn applied_key(id: WriteId) -> String {
+    format!("{:x}.{:x}", id.ts, id.origin)
+}
+
 /// A replica's own page of a listing, or why it has none.
 enum LocalPage {
     Page((Vec<(String, Version)>, bool)),
@@ -717,7 +738,7 @@ impl Node {
         let idem = fwd
             .and_then(|f| f.write_id)
             .filter(crate::idempotency::is_idempotent)
-            .map(|id| format!("{:x}.{:x}", id.ts, id.origin));
+            .map(applied_key);
         let res = self
             .committer
             .submit_by(fwd.map(|f| f.deadline.into()), |reply| Job::Write {
@@ -790,7 +811,7 @@ impl Node {
             return None;
         }
         let id = fwd?.write_id.filter(crate::idempotency::is_idempotent)?;
-        let k = format!("{:x}.{:x}", id.ts, id.origin);
+        let k = applied_key(id);
         let crate::idempotency::Seen::Repeat(first) =
             self.applied.seen(&k, "", std::time::Instant::now())
         else {
@@ -1129,7 +1150,6 @@ impl Node {
     /// This replica's page of `shard` for a listing, or `None` when it is not a replica
     /// of `shard` or cannot honour `ctx` (see [`crate::listing`]).
     fn list_local(&self, shard: ShardNo, q: &crate::listing::Query, ctx: &Context) -> LocalPage {
-        use std::ops::Bound;
         let st = self.state.read();
         if st.my_shard() != Some(shard) {
             return LocalPage::NotReplica;
@@ -1145,14 +1165,7 @@ impl Node {
                 return LocalPage::Unsafe;
             }
         }
-        let lower = match &q.start_after {
-            Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
-            _ => Bound::Included(q.prefix.as_str()),
-        };
-        let keys = st
-            .keys
-            .range::<str, _>((lower, Bound::Unbounded))
-            .map(|(k, v)| (&**k, v));
+        let keys = listing_keys(&st, q);
         LocalPage::Page(crate::listing::page(
             keys,
             q,
@@ -1293,16 +1306,8 @@ impl Node {
         shard: ShardNo,
         q: &crate::listing::Query,
     ) -> (Vec<(String, Version)>, bool) {
-        use std::ops::Bound;
         let st = self.state.read();
-        let lower = match &q.start_after {
-            Some(after) if after.as_str() >= q.prefix.as_str() => Bound::Excluded(after.as_str()),
-            _ => Bound::Included(q.prefix.as_str()),
-        };
-        let keys = st
-            .keys
-            .range::<str, _>((lower, Bound::Unbounded))
-            .map(|(k, v)| (&**k, v));
+        let keys = listing_keys(&st, q);
         crate::listing::held_page(
             keys,
             q,

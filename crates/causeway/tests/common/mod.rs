@@ -179,6 +179,44 @@ pub fn call_text(method: &str, addr: &str, path: &str, body: Vec<u8>) -> Option<
     })
 }
 
+/// One request with extra headers and a client timeout of `timeout` (for long polls),
+/// on a runtime of its own (so it can run on any thread); panics when no answer comes.
+/// Returns the status, the JSON body and how long the answer took.
+pub fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: &Json,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> (u16, Json, Duration) {
+    let url = format!("http://{addr}{path}");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .unwrap();
+        let mut req = client
+            .request(method, &url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let started = Instant::now();
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = resp.status().as_u16();
+        let body: Json = resp.json().await.expect("a JSON body");
+        (status, body, started.elapsed())
+    })
+}
+
 /// A client session: carries the causal context from response to request.
 #[derive(Clone, Default)]
 pub struct Session {
