@@ -1,7 +1,7 @@
 //! The `causeway` binary: parses arguments and hands off to the library.
 
-use causeway::config::ServeArgs;
-use causeway::demo::DemoArgs;
+use causeway_server::config::ServeArgs;
+use causeway_server::demo::DemoArgs;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(args)),
-        Command::Demo(args) => match rt.block_on(causeway::demo::run(args)) {
+        Command::Demo(args) => match rt.block_on(causeway_server::demo::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("causeway demo: {e}");
@@ -86,7 +86,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = match causeway::server::start_node(&cfg) {
+    let node = match causeway_server::server::start_node(&cfg) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("causeway: cannot open storage: {e}");
@@ -105,7 +105,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         shards = view.shard_count(),
         "serving"
     );
-    match causeway::server::run(listener, node, &cfg, causeway::server::shutdown_signal()).await {
+    match causeway_server::server::run(
+        listener,
+        node,
+        &cfg,
+        causeway_server::server::shutdown_signal(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("causeway: server error: {e}");
@@ -117,7 +124,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 /// Test hooks, read only in a build with the `test-hooks` feature:
 /// `CAUSEWAY_TEST_SYNC_DELAY_MS` delays every storage commit (a stalled disk), and
 /// `CAUSEWAY_TEST_PANIC_ON_COMMIT=1` makes the first commit panic (a dying committer).
-fn inject_test_faults(node: &causeway::node::Node) {
+fn inject_test_faults(node: &causeway_server::node::Node) {
     let env = |name: &str| std::env::var(name).ok();
     if let Some(ms) = env("CAUSEWAY_TEST_SYNC_DELAY_MS").and_then(|v| v.parse().ok()) {
         node.faults()

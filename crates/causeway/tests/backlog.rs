@@ -2,12 +2,12 @@
 //! node-to-node limit as the real one does, hand-over during a view change stays under
 //! it, and a replica that falls behind shows in its peer's metrics until it catches up.
 
-use causeway::causal::{Context, Value};
-use causeway::node::{Node, NodeConfig, Timeouts};
-use causeway::placement::View;
-use causeway::storage::Storage;
-use causeway::transport::memory::Network;
-use causeway::transport::{
+use causeway_server::causal::{Context, Value};
+use causeway_server::node::{Node, NodeConfig, Timeouts};
+use causeway_server::placement::View;
+use causeway_server::storage::Storage;
+use causeway_server::transport::memory::Network;
+use causeway_server::transport::{
     Envelope, Forwarding, KeyOp, KeyOutcome, KeyRequest, Rpc, RpcReply, Transport, TransportError,
 };
 use std::collections::HashMap;
@@ -130,7 +130,7 @@ async fn the_memory_transport_refuses_messages_over_the_limit() {
             hops: 0,
             fwd: Forwarding {
                 budget_ms: 1000,
-                sent_ms: causeway::transit::mono_ms(),
+                sent_ms: causeway_server::transit::mono_ms(),
                 sender: 7,
                 write_id: None,
             },

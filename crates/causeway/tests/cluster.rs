@@ -2,13 +2,13 @@
 //! the in-memory transport, with links cut to make partitions. Fast enough for every
 //! commit; the same scenarios run against real processes in `processes.rs`.
 
-use causeway::causal::{Context, Value};
-use causeway::metrics::OutcomeLabels;
-use causeway::node::{Node, NodeConfig, Timeouts};
-use causeway::placement::View;
-use causeway::storage::Storage;
-use causeway::transport::memory::Network;
-use causeway::transport::{
+use causeway_server::causal::{Context, Value};
+use causeway_server::metrics::OutcomeLabels;
+use causeway_server::node::{Node, NodeConfig, Timeouts};
+use causeway_server::placement::View;
+use causeway_server::storage::Storage;
+use causeway_server::transport::memory::Network;
+use causeway_server::transport::{
     Envelope, KeyError, KeyOp, KeyOutcome, KeyRequest, KeyResponse, Rpc, RpcReply,
 };
 use std::collections::HashMap;
@@ -1068,7 +1068,7 @@ async fn new_replicas_cut_off_from_old_owners_never_lose_a_sessions_writes() {
     let params = [("limit".to_string(), "1000".to_string())]
         .into_iter()
         .collect();
-    let q = causeway::listing::Query::parse(&params).unwrap();
+    let q = causeway_server::listing::Query::parse(&params).unwrap();
     for n in 1..=6 {
         match c.node(n).list(q.clone(), Context::default()).await {
             Ok((items, next, _)) => {

@@ -4,10 +4,10 @@
 //! of the previous build. If one of these fails, the change needs a migration (or a
 //! versioned encoding), not a new golden value.
 
-use causeway::causal::context::key_tag;
-use causeway::causal::{Context, Deps, Dot, Recent, Value, Version, WriteId};
-use causeway::placement::{jump_hash, key_hash, View};
-use causeway::transport::{Envelope, Forwarding, KeyOp, KeyRequest, Rpc};
+use causeway_server::causal::context::key_tag;
+use causeway_server::causal::{Context, Deps, Dot, Recent, Value, Version, WriteId};
+use causeway_server::placement::{jump_hash, key_hash, View};
+use causeway_server::transport::{Envelope, Forwarding, KeyOp, KeyRequest, Rpc};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -2,14 +2,14 @@
 //! a dead committer, all in-process (nodes over the in-memory transport, or the real
 //! HTTP server on a loopback port), with faults injected through `Node::faults`.
 
-use causeway::api::{router, AppState, Limits};
-use causeway::causal::{Context, Value};
-use causeway::config::ServeConfig;
-use causeway::node::{Node, NodeConfig};
-use causeway::placement::View;
-use causeway::storage::{Durability, Storage};
-use causeway::transport::memory::Network;
-use causeway::transport::{
+use causeway_server::api::{router, AppState, Limits};
+use causeway_server::causal::{Context, Value};
+use causeway_server::config::ServeConfig;
+use causeway_server::node::{Node, NodeConfig};
+use causeway_server::placement::View;
+use causeway_server::storage::{Durability, Storage};
+use causeway_server::transport::memory::Network;
+use causeway_server::transport::{
     Envelope, Forwarding, KeyError, KeyOp, KeyOutcome, KeyRequest, Rpc, RpcReply,
 };
 use serde_json::{json, Value as Json};
@@ -181,7 +181,7 @@ async fn a_forwarded_write_on_a_stalled_disk_answers_by_its_senders_deadline() {
             hops: 1,
             fwd: Forwarding {
                 budget_ms: 1000,
-                sent_ms: causeway::transit::mono_ms(),
+                sent_ms: causeway_server::transit::mono_ms(),
                 sender: 7,
                 write_id: None,
             },
@@ -223,13 +223,13 @@ async fn an_internal_stream_bounds_the_requests_it_serves_at_once() {
     let node = nodes[0].clone();
     node.faults().set_commit_delay(Duration::from_secs(2));
     let (ours, theirs) = tokio::io::duplex(1 << 20);
-    tokio::spawn(causeway::transport::stream::serve(
+    tokio::spawn(causeway_server::transport::stream::serve(
         theirs,
         node.clone(),
         1 << 20,
     ));
     let (mut rd, mut wr) = tokio::io::split(ours);
-    let sent = causeway::transport::stream::MAX_IN_FLIGHT + 500;
+    let sent = causeway_server::transport::stream::MAX_IN_FLIGHT + 500;
     let writer = tokio::spawn(async move {
         for id in 0..sent as u64 {
             let env = Envelope {
@@ -239,7 +239,7 @@ async fn an_internal_stream_bounds_the_requests_it_serves_at_once() {
                     hops: 1,
                     fwd: Forwarding {
                         budget_ms: 1500,
-                        sent_ms: causeway::transit::mono_ms(),
+                        sent_ms: causeway_server::transit::mono_ms(),
                         sender: 7,
                         write_id: None,
                     },
@@ -301,12 +301,12 @@ async fn a_dead_committer_fails_ready_and_stops_the_server() {
         secret: None,
         limits: Limits::default(),
     };
-    let node = causeway::server::start_node(&cfg).unwrap();
+    let node = causeway_server::server::start_node(&cfg).unwrap();
     let url = format!("http://{address}");
     let server = {
         let (node, cfg) = (node.clone(), cfg.clone());
         tokio::spawn(async move {
-            causeway::server::run(listener, node, &cfg, std::future::pending()).await
+            causeway_server::server::run(listener, node, &cfg, std::future::pending()).await
         })
     };
     let (s, _) = http("GET", &format!("{url}/ready"), json!({})).await;

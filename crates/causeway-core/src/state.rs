@@ -123,6 +123,23 @@ impl State {
     /// Fills an empty state with the versions found on disk at start. Building the
     /// trees in bulk (sorted) is much faster than inserting keys one by one, and packs
     /// their nodes full.
+    /// Applies a batch's changes, once they are durable: its versions, its clock (it
+    /// started from this one and only grew, unless a new view reset it), the last
+    /// timestamp seen, a new view and the nodes that may still hand keys over.
+    pub fn apply(&mut self, changes: crate::changes::Changes) {
+        for (k, v) in changes.versions {
+            self.set(&k, v);
+        }
+        self.clock = changes.clock;
+        self.last_ts = self.last_ts.max(changes.last_ts);
+        if let Some(v) = changes.view {
+            self.view = Arc::new(v);
+        }
+        if let Some(h) = changes.handover {
+            self.pending = h;
+        }
+    }
+
     pub fn bulk_load(&mut self, versions: Vec<(Key, Version)>) {
         debug_assert!(self.keys.is_empty(), "bulk_load fills an empty state");
         let mut dots: HashMap<Origin, Vec<(u64, Key)>> = HashMap::new();

@@ -12,7 +12,7 @@
 //! [`crate::view_change`]; both are `impl Node` blocks or tasks over an `Arc<Node>`.
 
 pub mod committer;
-pub mod state;
+pub use causeway_core::state;
 pub mod watches;
 
 use crate::causal::context::{epochs_allow, has_seen};

@@ -6,9 +6,9 @@
 //! anti-entropy, any node proxies to the shard that owns a key, and the cluster
 //! reshards online (view change).
 //!
-//! The crate reads bottom-up as the architecture:
-//! - [`causal`]: clocks, versions, merge, client contexts and the read rule (pure);
-//! - [`placement`]: views, shards and the key-to-shard hash (pure);
+//! The protocol's rules live in `causeway-core` (pure, re-exported here as [`causal`],
+//! [`placement`], [`state`] and [`listing`]); this crate is the shell that runs them.
+//! It reads bottom-up as the architecture:
 //! - [`idempotency`]: the identity of a write with an `Idempotency-Key`, and the
 //!   answers remembered for repeats;
 //! - [`storage`]: the durable engine (fjall) behind one small interface;
@@ -21,14 +21,12 @@
 //! - [`config`], [`server`], [`metrics`], [`demo`]: running it.
 
 pub mod api;
-pub mod causal;
+pub use causeway_core::{causal, listing, placement, state};
 pub mod config;
 pub mod demo;
 pub mod idempotency;
-pub mod listing;
 pub mod metrics;
 pub mod node;
-pub mod placement;
 pub mod replication;
 pub mod server;
 pub mod status;

@@ -19,14 +19,14 @@
 //! recorded ([`Committer::failure`]); every later job fails with
 //! [`CommitError::Died`], and the server stops the node (see `server::run`).
 
-use super::state::{origin_for, State};
 use super::watches::Watches;
-use crate::causal::context::prior_past;
-use crate::causal::{Context, Dot, VClock, Value, Version, WriteId};
+use crate::causal::{Context, VClock, Value, Version, WriteId};
 use crate::placement::View;
+use crate::state::State;
 use crate::storage::{Batch, Storage, StorageError};
+pub use causeway_core::changes::{removal_holds, WriteDone};
+use causeway_core::changes::{Changes, ClientWrite, NotOwner};
 use parking_lot::RwLock;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -51,17 +51,6 @@ pub enum CommitError {
     TimedOut,
     #[error("the committer thread died: {0}")]
     Died(String),
-}
-
-/// A client write's result.
-#[derive(Debug)]
-pub struct WriteDone {
-    /// The key held a live value before this write.
-    pub existed: bool,
-    /// The write's dot, timestamp and view epoch (what the client's context learns).
-    pub dot: Dot,
-    pub ts: u64,
-    pub epoch: u64,
 }
 
 pub enum Job {
@@ -239,51 +228,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Effects of one batch, computed before anything is written.
-struct Pending {
-    versions: HashMap<String, Option<Version>>,
-    clock: VClock,
-    last_ts: u64,
-    view: Option<View>,
-    /// The new set of nodes that may still hand keys over (when it changed).
-    handover: Option<std::collections::BTreeSet<String>>,
-    clock_dirty: bool,
-}
-
-impl Pending {
-    fn new(st: &State) -> Pending {
-        Pending {
-            versions: HashMap::new(),
-            clock: st.clock.clone(),
-            last_ts: st.last_ts,
-            view: None,
-            handover: None,
-            clock_dirty: false,
-        }
-    }
-
-    fn get<'a>(&'a self, st: &'a State, key: &str) -> Option<&'a Version> {
-        match self.versions.get(key) {
-            Some(v) => v.as_ref(),
-            None => st.get(key),
-        }
-    }
-
-    fn next_dot(&mut self, st: &State) -> Dot {
-        let origin = st.origin();
-        let counter = self.clock.get(origin) + 1;
-        self.clock.raise(origin, counter);
-        self.clock_dirty = true;
-        Dot { origin, counter }
-    }
-
-    fn observe_ts(&mut self, ts: u64) {
-        if ts > self.last_ts {
-            self.last_ts = ts;
-        }
-    }
-}
-
 enum Reply {
     Write(
         oneshot::Sender<Result<WriteDone, CommitError>>,
@@ -348,7 +292,7 @@ fn commit_batch(
     let mut replies = Vec::with_capacity(jobs.len());
     let pending = {
         let st = state.read();
-        let mut p = Pending::new(&st);
+        let mut p = Changes::new(&st);
         for job in jobs {
             replies.push(compute(job, &st, &mut p));
         }
@@ -397,19 +341,7 @@ fn commit_batch(
                 } else {
                     Vec::new()
                 };
-                for (k, v) in pending.versions {
-                    st.set(&k, v);
-                }
-                // The pending clock started from this one and only grew, unless a new
-                // view reset it (see `Job::SetView`).
-                st.clock = pending.clock;
-                st.last_ts = st.last_ts.max(pending.last_ts);
-                if let Some(v) = pending.view {
-                    st.view = Arc::new(v);
-                }
-                if let Some(h) = pending.handover {
-                    st.pending = h;
-                }
+                st.apply(pending);
                 touched
             };
             seq.send_modify(|s| *s += 1);
@@ -453,7 +385,8 @@ fn commit_batch(
     }
 }
 
-fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
+fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
+    let expired = |d: Option<std::time::Instant>| d.is_some_and(|d| std::time::Instant::now() > d);
     match job {
         Job::Write {
             key,
@@ -464,60 +397,28 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             ttl_ms,
             reply,
         } => {
-            let res = if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            let res = if expired(deadline) {
                 Err(CommitError::Expired)
             } else {
-                write(&key, value, ttl_ms, ctx, id, st, p)
+                let write = ClientWrite {
+                    key: &key,
+                    value,
+                    ttl_ms,
+                    ctx,
+                    id,
+                };
+                p.write(st, write, hlc_now())
+                    .map_err(|NotOwner(epoch)| CommitError::NotOwner(epoch))
             };
             Reply::Write(reply, res)
         }
         Job::Sync {
-            epoch: sent_in,
+            epoch,
             versions,
             claim,
             reply,
         } => {
-            let epoch = st.view.epoch;
-            for (key, mut incoming) in versions {
-                p.observe_ts(incoming.id.ts);
-                // A peer still handing over keys of an old view may send some this
-                // shard does not own; their old owners hand them to the right place.
-                if !st.owns(&key) {
-                    continue;
-                }
-                if incoming.epoch != epoch {
-                    incoming.epoch = epoch;
-                    incoming.past = prior_past();
-                }
-                let current = p.get(st, &key);
-                // Our clock covers this write yet we hold nothing for the key: we held
-                // it or a version that superseded it, and that was collected (a delete
-                // whose tombstone every replica had). The message is a late one (held
-                // in the network, say); taking the version back would undo the delete.
-                if current.is_none() && p.clock.contains(incoming.dot) {
-                    continue;
-                }
-                let shard = st.view.shard_of_key(&key);
-                if let Some(mut v) = crate::causal::version::merge(current, &incoming, shard) {
-                    if sent_in != epoch {
-                        // Sent before a view change that reached us first: its claim is
-                        // ignored, so its dot may be one no clock of this epoch covers
-                        // (ours may have been reset), and peers would send it back and
-                        // forth forever. Keep it as our own, as a hand-over does.
-                        v.dot = p.next_dot(st);
-                    }
-                    p.versions.insert(key, Some(v));
-                }
-            }
-            if let Some((clock, assumed)) = claim.filter(|_| sent_in == epoch) {
-                // The peer's claim holds only if we still have what it assumed we have
-                // (a replica restarted with an empty disk does not), and only in the
-                // view it was made in (a new view may have reset our clock).
-                if p.clock.covers(&assumed) && !p.clock.covers(&clock) {
-                    p.clock.join(&clock);
-                    p.clock_dirty = true;
-                }
-            }
+            p.sync(st, epoch, versions, claim);
             Reply::Sync(reply)
         }
         Job::Migrate {
@@ -525,52 +426,19 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             deadline,
             reply,
         } => {
-            if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            if expired(deadline) {
                 let all = versions.into_iter().map(|(k, _)| k).collect();
                 return Reply::Migrate(reply, all);
             }
-            let mut refused = Vec::new();
-            for (key, incoming) in versions {
-                if !st.owns(&key) {
-                    refused.push(key);
-                    continue;
-                }
-                p.observe_ts(incoming.id.ts);
-                if p.get(st, &key).is_some_and(|cur| cur.id >= incoming.id) {
-                    continue;
-                }
-                let dot = p.next_dot(st);
-                let v = Version {
-                    id: incoming.id,
-                    dot,
-                    epoch: st.view.epoch,
-                    past: prior_past(),
-                    value: incoming.value,
-                };
-                p.versions.insert(key, Some(v));
-            }
+            let refused = p.migrate(st, versions);
             Reply::Migrate(reply, refused)
         }
         Job::Reclaim { keys, now, reply } => {
-            let mut n = 0;
-            for (key, id) in keys {
-                let Some(cur) = p.get(st, &key) else { continue };
-                if cur.id == id && cur.expires().is_some_and(|at| now >= at) {
-                    let tomb = cur.reclaimed();
-                    p.versions.insert(key, Some(tomb));
-                    n += 1;
-                }
-            }
+            let n = p.reclaim(st, keys, now);
             Reply::Remove(reply, n)
         }
         Job::Remove { keys, epoch, reply } => {
-            let mut n = 0;
-            for (key, id) in keys {
-                if removal_holds(epoch, st.view.epoch, p.get(st, &key), id) {
-                    p.versions.insert(key, None);
-                    n += 1;
-                }
-            }
+            let n = p.remove(st, keys, epoch);
             Reply::Remove(reply, n)
         }
         Job::HandedOver {
@@ -578,169 +446,19 @@ fn compute(job: Job, st: &State, p: &mut Pending) -> Reply {
             nodes,
             reply,
         } => {
-            if epoch == st.view.epoch {
-                let mut h = p.handover.clone().unwrap_or_else(|| st.pending.clone());
-                let before = h.len();
-                for n in &nodes {
-                    h.remove(n);
-                }
-                if h.len() != before {
-                    p.handover = Some(h);
-                }
-            }
+            p.handed_over(st, epoch, &nodes);
             Reply::HandedOver(reply)
         }
         Job::SetView { view, reply } => {
-            let newer = view.rank() > st.view.rank();
-            if newer {
-                let outstanding = p.handover.as_ref().unwrap_or(&st.pending);
-                p.handover = Some(view.hand_over_sources(&st.view, &st.me, outstanding));
-                // Our clock covers writes of keys we no longer hold (handed over when
-                // we left their shard, or covered by a peer's claim). In a view that may
-                // give us such keys again it would tell our new peers, who send only
-                // what it does not cover, that we have them. So start a clock that
-                // covers only what we hold: re-dot every version as this epoch's own
-                // (as a hand-over does), and our peers send us everything else.
-                if !view.owns_only_what_it_owned_in(&st.view, &st.me) {
-                    let origin = origin_for(st.incarnation, view.epoch);
-                    let mut counter = p.clock.get(origin);
-                    for (key, v) in &st.keys {
-                        counter += 1;
-                        let v = Version {
-                            dot: Dot { origin, counter },
-                            epoch: view.epoch,
-                            past: prior_past(),
-                            ..v.clone()
-                        };
-                        p.versions.insert(key.to_string(), Some(v));
-                    }
-                    p.clock = [(origin, counter)].into_iter().collect();
-                    p.clock_dirty = true;
-                }
-                p.view = Some(view);
-            }
-            Reply::SetView(reply, newer)
+            let installed = p.set_view(st, view);
+            Reply::SetView(reply, installed)
         }
     }
 }
 
-/// Whether a removal of a key's version `id`, decided in the view with epoch
-/// `decided_in`, still holds when the view in force has epoch `now_in` and the key's
-/// version is `current`: only in the view it was decided in, and only while the version
-/// is still that one.
-///
-/// A hand-over drops a key once a new owner has it; but a newer view that overtakes the
-/// hand-over may make this node an owner of the key again. It then holds the key
-/// (re-dotted for the new view, or merged with the copies its new peers and the key's
-/// other old owners send it), its clock covers every copy, and no peer would ever send
-/// the key back: dropping it then would leave this replica short of the key for good
-/// (or, when the other side handed the key back here and dropped it, lose it). Likewise
-/// a tombstone is collected because the shard peers of one view hold it. So a removal
-/// that meets a newer view is skipped; the hand-over looks at its keys again in the
-/// view now in force (and the collector at its tombstones).
-pub fn removal_holds(decided_in: u64, now_in: u64, current: Option<&Version>, id: WriteId) -> bool {
-    decided_in == now_in && current.is_some_and(|v| v.id == id)
-}
-
-/// Applies a client write. `forwarded` is the identity a forwarding node gave it; such
-/// a write may be a second copy of one applied elsewhere (an attempt whose answer was
-/// lost), or may be older than what this replica holds, so it merges like replicated
-/// versions do. A write this replica names itself is newer than everything it holds.
-fn write(
-    key: &str,
-    value: Option<Value>,
-    ttl_ms: Option<u64>,
-    ctx: Context,
-    forwarded: Option<WriteId>,
-    st: &State,
-    p: &mut Pending,
-) -> Result<WriteDone, CommitError> {
-    let view = &st.view;
-    let shard = match st.my_shard() {
-        Some(s) if s == view.shard_of_key(key) => s,
-        _ => return Err(CommitError::NotOwner(view.epoch)),
-    };
-    // A context of a later view than ours (we lag) names nothing we can record.
-    let ctx = if ctx.epoch > view.epoch {
-        Context {
-            epoch: view.epoch,
-            ts: ctx.ts,
-            ..Context::default()
-        }
-    } else {
-        ctx.in_epoch(view.epoch)
-    };
-    let dot = p.next_dot(st);
-    let id = forwarded.unwrap_or_else(|| WriteId {
-        ts: next_ts(p.last_ts, ctx.ts),
-        origin: dot.origin,
-        counter: dot.counter,
-    });
-    p.observe_ts(id.ts);
-    // Expiry is part of the write: its own timestamp plus the ttl, the same on every
-    // replica (and on every attempt of a forwarded write, which keeps its id).
-    let value = match (value, ttl_ms) {
-        (Some(v), Some(ttl)) => Some(Value::expiring(
-            v,
-            id.ts.saturating_add(crate::causal::version::ts_of_ms(ttl)),
-        )),
-        (Some(Value::Expiring(v, _)), None) => Some(*v),
-        (Some(v), None) => Some(v),
-        (None, _) => None,
-    };
-    // The write's causal past: what the client depended on, and what the version it
-    // replaces already superseded.
-    let mut past = ctx.all_deps();
-    // Our own earlier writes are implied by the new dot.
-    past.remove(shard, dot.origin);
-    let version = Version {
-        id,
-        dot,
-        epoch: view.epoch,
-        past,
-        value,
-    };
-    let prev = p.get(st, key);
-    // Whether the key existed, as the client knows it: its context may name a later
-    // write of the key than this replica has received (made through another replica).
-    let known = ctx.recent_of(shard, key).filter(|r| {
-        !p.clock.contains(r.dot)
-            && !prev.is_some_and(|v| v.supersedes(shard, r.dot.origin, r.dot.counter))
-    });
-    let existed = match known {
-        Some(r) => r.live,
-        // An expired write left no key behind.
-        None => prev.is_some_and(|v| v.is_live(id.ts)),
-    };
-    let survivor = match crate::causal::version::merge(prev, &version, shard) {
-        Some(v) => v,
-        // What this replica holds wins; it now also supersedes this write.
-        None => {
-            let mut v = prev.expect("merge keeps an existing version").clone();
-            v.absorb(shard, &version);
-            v
-        }
-    };
-    let done = WriteDone {
-        existed,
-        dot,
-        ts: id.ts,
-        epoch: view.epoch,
-    };
-    p.versions.insert(key.to_string(), Some(survivor));
-    Ok(done)
-}
-
-/// The timestamp for a new write: after the wall clock, after `last` (the last one
-/// this node issued or saw) and after the client's context timestamp, however far
-/// ahead of our clock that lies (another node's clock may be minutes ahead): a causal
-/// successor is always ordered after what it follows. Only a timestamp no node could
-/// have issued (at or above 2^53) is ignored.
+/// The timestamp for a new write, now (see [`causeway_core::changes::next_ts`]).
 pub fn next_ts(last: u64, ctx_ts: u64) -> u64 {
-    let ctx_ts = if ctx_ts < MAX_TS { ctx_ts } else { 0 };
-    hlc_now()
-        .max(ctx_ts.saturating_add(1))
-        .max(last.saturating_add(1))
+    causeway_core::changes::next_ts(last, ctx_ts, hlc_now())
 }
 
 /// Hybrid logical clock reading: wall-clock milliseconds shifted left [`HLC_SHIFT`] bits.
@@ -750,63 +468,4 @@ pub fn hlc_now() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     ms << HLC_SHIFT
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::causal::Deps;
-
-    #[test]
-    fn a_successor_follows_a_timestamp_minutes_ahead() {
-        for minutes in [1u64, 2, 10, 60 * 24] {
-            let ahead = hlc_now() + ((minutes * 60_000) << HLC_SHIFT);
-            assert!(next_ts(0, ahead) > ahead, "{minutes} min ahead");
-            assert!(
-                next_ts(ahead, 0) > ahead,
-                "{minutes} min ahead, seen before"
-            );
-        }
-    }
-
-    #[test]
-    fn timestamps_only_grow() {
-        let mut last = 0;
-        for ctx in [0, 5, hlc_now() + (1 << 40), 3] {
-            let ts = next_ts(last, ctx);
-            assert!(ts > last && ts > ctx);
-            last = ts;
-        }
-    }
-
-    #[test]
-    fn a_removal_holds_only_in_its_view_and_for_its_version() {
-        let id = |counter| WriteId {
-            ts: 10,
-            origin: 1,
-            counter,
-        };
-        let v = Version {
-            id: id(1),
-            dot: Dot {
-                origin: 2,
-                counter: 7,
-            },
-            epoch: 5,
-            past: Deps::new(),
-            value: Some(Value::Str("x".into())),
-        };
-        assert!(removal_holds(5, 5, Some(&v), id(1)));
-        // A newer view overtook the hand-over (it may give the key back to this node).
-        assert!(!removal_holds(4, 5, Some(&v), id(1)));
-        // The key changed since, or is gone already.
-        assert!(!removal_holds(5, 5, Some(&v), id(2)));
-        assert!(!removal_holds(5, 5, None, id(1)));
-    }
-
-    #[test]
-    fn a_timestamp_no_node_could_issue_is_ignored() {
-        let ts = next_ts(0, u64::MAX - 1);
-        assert!(ts < MAX_TS);
-    }
 }

@@ -1,0 +1,454 @@
+//! How a replica's state changes: every decision the single writer makes, as plain
+//! functions of the state, the change so far and the inputs (time included).
+//!
+//! A [`Changes`] gathers the effects of one batch of jobs against a [`State`] before
+//! anything is written; the shell makes them durable, then applies them with
+//! [`State::apply`]. Invariants:
+//! - counters (dots) are assigned here, in order, and the clock covers every dot;
+//! - a write this replica names itself gets a timestamp above everything it issued or
+//!   saw and above the client's context ([`next_ts`]): a causal successor is ordered
+//!   after what it follows;
+//! - versions from peers, hand-overs and forwarded writes merge by
+//!   [`crate::causal::version::merge`], so two copies of one write are one;
+//! - a peer's clock claim is joined only in the view it was made in, and only if our
+//!   clock still covers what the peer assumed we had;
+//! - a removal (a handed-over key, a collected tombstone) holds only in the view it
+//!   was decided in, and only for the version it was decided for ([`removal_holds`]);
+//! - a view that may give this replica keys it did not own restarts its clock, so new
+//!   peers send it everything it lacks.
+
+use crate::causal::context::prior_past;
+use crate::causal::version::{ts_of_ms, MAX_TS};
+use crate::causal::{Context, Dot, VClock, Value, Version, WriteId};
+use crate::placement::View;
+use crate::state::{origin_for, State};
+use std::collections::{BTreeSet, HashMap};
+
+/// A client write's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteDone {
+    /// The key held a live value before this write.
+    pub existed: bool,
+    /// The write's dot, timestamp and view epoch (what the client's context learns).
+    pub dot: Dot,
+    pub ts: u64,
+    pub epoch: u64,
+}
+
+/// A client PUT (`value` is `Some`) or DELETE (`None`).
+#[derive(Debug, Clone)]
+pub struct ClientWrite<'a> {
+    pub key: &'a str,
+    pub value: Option<Value>,
+    /// A PUT that expires this many milliseconds after its timestamp.
+    pub ttl_ms: Option<u64>,
+    /// The client's causal context.
+    pub ctx: Context,
+    /// The identity a forwarding node (or an idempotency key) gave the write; else
+    /// this replica names it.
+    pub id: Option<WriteId>,
+}
+
+/// A write refused because this replica does not own the key in the view with this
+/// epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotOwner(pub u64);
+
+/// The effects of one batch, computed before anything is written.
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// New versions by key (`None`: the key is removed).
+    pub versions: HashMap<String, Option<Version>>,
+    pub clock: VClock,
+    pub last_ts: u64,
+    /// A newer view to install.
+    pub view: Option<View>,
+    /// The new set of nodes that may still hand keys over (when it changed).
+    pub handover: Option<BTreeSet<String>>,
+    /// The clock changed (it must be written).
+    pub clock_dirty: bool,
+}
+
+impl Changes {
+    pub fn new(st: &State) -> Changes {
+        Changes {
+            versions: HashMap::new(),
+            clock: st.clock.clone(),
+            last_ts: st.last_ts,
+            view: None,
+            handover: None,
+            clock_dirty: false,
+        }
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+            && !self.clock_dirty
+            && self.view.is_none()
+            && self.handover.is_none()
+    }
+
+    /// The key's version as of this batch so far.
+    pub fn get<'a>(&'a self, st: &'a State, key: &str) -> Option<&'a Version> {
+        match self.versions.get(key) {
+            Some(v) => v.as_ref(),
+            None => st.get(key),
+        }
+    }
+
+    fn next_dot(&mut self, st: &State) -> Dot {
+        let origin = st.origin();
+        let counter = self.clock.get(origin) + 1;
+        self.clock.raise(origin, counter);
+        self.clock_dirty = true;
+        Dot { origin, counter }
+    }
+
+    fn observe_ts(&mut self, ts: u64) {
+        if ts > self.last_ts {
+            self.last_ts = ts;
+        }
+    }
+
+    /// Versions from a shard peer, sent in view `sent_in`, with the peer's clock
+    /// `claim.0` when the batch was complete relative to `claim.1` (our clock as the
+    /// peer last knew it).
+    pub fn sync(
+        &mut self,
+        st: &State,
+        sent_in: u64,
+        versions: Vec<(String, Version)>,
+        claim: Option<(VClock, VClock)>,
+    ) {
+        let epoch = st.view.epoch;
+        for (key, mut incoming) in versions {
+            self.observe_ts(incoming.id.ts);
+            // A peer still handing over keys of an old view may send some this
+            // shard does not own; their old owners hand them to the right place.
+            if !st.owns(&key) {
+                continue;
+            }
+            if incoming.epoch != epoch {
+                incoming.epoch = epoch;
+                incoming.past = prior_past();
+            }
+            let current = self.get(st, &key);
+            // Our clock covers this write yet we hold nothing for the key: we held
+            // it or a version that superseded it, and that was collected (a delete
+            // whose tombstone every replica had). The message is a late one (held
+            // in the network, say); taking the version back would undo the delete.
+            if current.is_none() && self.clock.contains(incoming.dot) {
+                continue;
+            }
+            let shard = st.view.shard_of_key(&key);
+            if let Some(mut v) = crate::causal::version::merge(current, &incoming, shard) {
+                if sent_in != epoch {
+                    // Sent before a view change that reached us first: its claim is
+                    // ignored, so its dot may be one no clock of this epoch covers
+                    // (ours may have been reset), and peers would send it back and
+                    // forth forever. Keep it as our own, as a hand-over does.
+                    v.dot = self.next_dot(st);
+                }
+                self.versions.insert(key, Some(v));
+            }
+        }
+        if let Some((clock, assumed)) = claim.filter(|_| sent_in == epoch) {
+            // The peer's claim holds only if we still have what it assumed we have
+            // (a replica restarted with an empty disk does not), and only in the
+            // view it was made in (a new view may have reset our clock).
+            if self.clock.covers(&assumed) && !self.clock.covers(&clock) {
+                self.clock.join(&clock);
+                self.clock_dirty = true;
+            }
+        }
+    }
+
+    /// Versions handed over by a previous owner during a view change; each accepted
+    /// one is re-dotted as this replica's own. Returns the keys refused (not owned).
+    pub fn migrate(&mut self, st: &State, versions: Vec<(String, Version)>) -> Vec<String> {
+        let mut refused = Vec::new();
+        for (key, incoming) in versions {
+            if !st.owns(&key) {
+                refused.push(key);
+                continue;
+            }
+            self.observe_ts(incoming.id.ts);
+            if self.get(st, &key).is_some_and(|cur| cur.id >= incoming.id) {
+                continue;
+            }
+            let dot = self.next_dot(st);
+            let v = Version {
+                id: incoming.id,
+                dot,
+                epoch: st.view.epoch,
+                past: prior_past(),
+                value: incoming.value,
+            };
+            self.versions.insert(key, Some(v));
+        }
+        refused
+    }
+
+    /// Reclaims expired writes whose version is still the given one: each becomes a
+    /// tombstone of the same write ([`Version::reclaimed`]). `now`: the timestamp they
+    /// must have expired by. Returns how many.
+    pub fn reclaim(&mut self, st: &State, keys: Vec<(String, WriteId)>, now: u64) -> usize {
+        let mut n = 0;
+        for (key, id) in keys {
+            let Some(cur) = self.get(st, &key) else {
+                continue;
+            };
+            if cur.id == id && cur.expires().is_some_and(|at| now >= at) {
+                let tomb = cur.reclaimed();
+                self.versions.insert(key, Some(tomb));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes keys whose version is still the given one (moved away, or collected),
+    /// if the view in force is still `epoch`, the one the removal was decided in.
+    /// Returns how many.
+    pub fn remove(&mut self, st: &State, keys: Vec<(String, WriteId)>, epoch: u64) -> usize {
+        let mut n = 0;
+        for (key, id) in keys {
+            if removal_holds(epoch, st.view.epoch, self.get(st, &key), id) {
+                self.versions.insert(key, None);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// These nodes told us, in view `epoch`, that they hold no more keys to hand over
+    /// to this replica's shard.
+    pub fn handed_over(&mut self, st: &State, epoch: u64, nodes: &[String]) {
+        if epoch == st.view.epoch {
+            let mut h = self.handover.clone().unwrap_or_else(|| st.pending.clone());
+            let before = h.len();
+            for n in nodes {
+                h.remove(n);
+            }
+            if h.len() != before {
+                self.handover = Some(h);
+            }
+        }
+    }
+
+    /// Installs `view` if it ranks higher than the one in force. Returns whether it does.
+    pub fn set_view(&mut self, st: &State, view: View) -> bool {
+        let newer = view.rank() > st.view.rank();
+        if newer {
+            let outstanding = self.handover.as_ref().unwrap_or(&st.pending);
+            self.handover = Some(view.hand_over_sources(&st.view, &st.me, outstanding));
+            // Our clock covers writes of keys we no longer hold (handed over when
+            // we left their shard, or covered by a peer's claim). In a view that may
+            // give us such keys again it would tell our new peers, who send only
+            // what it does not cover, that we have them. So start a clock that
+            // covers only what we hold: re-dot every version as this epoch's own
+            // (as a hand-over does), and our peers send us everything else.
+            if !view.owns_only_what_it_owned_in(&st.view, &st.me) {
+                let origin = origin_for(st.incarnation, view.epoch);
+                let mut counter = self.clock.get(origin);
+                for (key, v) in &st.keys {
+                    counter += 1;
+                    let v = Version {
+                        dot: Dot { origin, counter },
+                        epoch: view.epoch,
+                        past: prior_past(),
+                        ..v.clone()
+                    };
+                    self.versions.insert(key.to_string(), Some(v));
+                }
+                self.clock = [(origin, counter)].into_iter().collect();
+                self.clock_dirty = true;
+            }
+            self.view = Some(view);
+        }
+        newer
+    }
+
+    /// Applies a client write. `forwarded` is the identity a forwarding node gave it; such
+    /// a write may be a second copy of one applied elsewhere (an attempt whose answer was
+    /// lost), or may be older than what this replica holds, so it merges like replicated
+    /// versions do. A write this replica names itself is newer than everything it holds.
+    pub fn write(
+        &mut self,
+        st: &State,
+        write: ClientWrite<'_>,
+        now: u64,
+    ) -> Result<WriteDone, NotOwner> {
+        let ClientWrite {
+            key,
+            value,
+            ttl_ms,
+            ctx,
+            id: forwarded,
+        } = write;
+        let view = &st.view;
+        let shard = match st.my_shard() {
+            Some(s) if s == view.shard_of_key(key) => s,
+            _ => return Err(NotOwner(view.epoch)),
+        };
+        // A context of a later view than ours (we lag) names nothing we can record.
+        let ctx = if ctx.epoch > view.epoch {
+            Context {
+                epoch: view.epoch,
+                ts: ctx.ts,
+                ..Context::default()
+            }
+        } else {
+            ctx.in_epoch(view.epoch)
+        };
+        let dot = self.next_dot(st);
+        let id = forwarded.unwrap_or_else(|| WriteId {
+            ts: next_ts(self.last_ts, ctx.ts, now),
+            origin: dot.origin,
+            counter: dot.counter,
+        });
+        self.observe_ts(id.ts);
+        // Expiry is part of the write: its own timestamp plus the ttl, the same on every
+        // replica (and on every attempt of a forwarded write, which keeps its id).
+        let value = match (value, ttl_ms) {
+            (Some(v), Some(ttl)) => Some(Value::expiring(v, id.ts.saturating_add(ts_of_ms(ttl)))),
+            (Some(Value::Expiring(v, _)), None) => Some(*v),
+            (Some(v), None) => Some(v),
+            (None, _) => None,
+        };
+        // The write's causal past: what the client depended on, and what the version it
+        // replaces already superseded.
+        let mut past = ctx.all_deps();
+        // Our own earlier writes are implied by the new dot.
+        past.remove(shard, dot.origin);
+        let version = Version {
+            id,
+            dot,
+            epoch: view.epoch,
+            past,
+            value,
+        };
+        let prev = self.get(st, key);
+        // Whether the key existed, as the client knows it: its context may name a later
+        // write of the key than this replica has received (made through another replica).
+        let known = ctx.recent_of(shard, key).filter(|r| {
+            !self.clock.contains(r.dot)
+                && !prev.is_some_and(|v| v.supersedes(shard, r.dot.origin, r.dot.counter))
+        });
+        let existed = match known {
+            Some(r) => r.live,
+            // An expired write left no key behind.
+            None => prev.is_some_and(|v| v.is_live(id.ts)),
+        };
+        let survivor = match crate::causal::version::merge(prev, &version, shard) {
+            Some(v) => v,
+            // What this replica holds wins; it now also supersedes this write.
+            None => {
+                let mut v = prev.expect("merge keeps an existing version").clone();
+                v.absorb(shard, &version);
+                v
+            }
+        };
+        let done = WriteDone {
+            existed,
+            dot,
+            ts: id.ts,
+            epoch: view.epoch,
+        };
+        self.versions.insert(key.to_string(), Some(survivor));
+        Ok(done)
+    }
+}
+
+/// Whether a removal of a key's version `id`, decided in the view with epoch
+/// `decided_in`, still holds when the view in force has epoch `now_in` and the key's
+/// version is `current`: only in the view it was decided in, and only while the version
+/// is still that one.
+///
+/// A hand-over drops a key once a new owner has it; but a newer view that overtakes the
+/// hand-over may make this node an owner of the key again. It then holds the key
+/// (re-dotted for the new view, or merged with the copies its new peers and the key's
+/// other old owners send it), its clock covers every copy, and no peer would ever send
+/// the key back: dropping it then would leave this replica short of the key for good
+/// (or, when the other side handed the key back here and dropped it, lose it). Likewise
+/// a tombstone is collected because the shard peers of one view hold it. So a removal
+/// that meets a newer view is skipped; the hand-over looks at its keys again in the
+/// view now in force (and the collector at its tombstones).
+pub fn removal_holds(decided_in: u64, now_in: u64, current: Option<&Version>, id: WriteId) -> bool {
+    decided_in == now_in && current.is_some_and(|v| v.id == id)
+}
+
+/// The timestamp for a new write: after `now` (the hybrid clock's reading), after `last` (the last one
+/// this node issued or saw) and after the client's context timestamp, however far
+/// ahead of our clock that lies (another node's clock may be minutes ahead): a causal
+/// successor is always ordered after what it follows. Only a timestamp no node could
+/// have issued (at or above 2^53) is ignored.
+pub fn next_ts(last: u64, ctx_ts: u64, now: u64) -> u64 {
+    let ctx_ts = if ctx_ts < MAX_TS { ctx_ts } else { 0 };
+    now.max(ctx_ts.saturating_add(1))
+        .max(last.saturating_add(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::version::HLC_SHIFT;
+    use crate::causal::Deps;
+
+    /// A wall-clock reading (2026), as the hybrid clock gives it.
+    const NOW: u64 = 1_780_000_000_000 << HLC_SHIFT;
+
+    #[test]
+    fn a_successor_follows_a_timestamp_minutes_ahead() {
+        for minutes in [1u64, 2, 10, 60 * 24] {
+            let ahead = NOW + ((minutes * 60_000) << HLC_SHIFT);
+            assert!(next_ts(0, ahead, NOW) > ahead, "{minutes} min ahead");
+            assert!(
+                next_ts(ahead, 0, NOW) > ahead,
+                "{minutes} min ahead, seen before"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_only_grow() {
+        let mut last = 0;
+        for ctx in [0, 5, NOW + (1 << 40), 3] {
+            let ts = next_ts(last, ctx, NOW);
+            assert!(ts > last && ts > ctx);
+            last = ts;
+        }
+    }
+
+    #[test]
+    fn a_removal_holds_only_in_its_view_and_for_its_version() {
+        let id = |counter| WriteId {
+            ts: 10,
+            origin: 1,
+            counter,
+        };
+        let v = Version {
+            id: id(1),
+            dot: Dot {
+                origin: 2,
+                counter: 7,
+            },
+            epoch: 5,
+            past: Deps::new(),
+            value: Some(Value::Str("x".into())),
+        };
+        assert!(removal_holds(5, 5, Some(&v), id(1)));
+        // A newer view overtook the hand-over (it may give the key back to this node).
+        assert!(!removal_holds(4, 5, Some(&v), id(1)));
+        // The key changed since, or is gone already.
+        assert!(!removal_holds(5, 5, Some(&v), id(2)));
+        assert!(!removal_holds(5, 5, None, id(1)));
+    }
+
+    #[test]
+    fn a_timestamp_no_node_could_issue_is_ignored() {
+        let ts = next_ts(0, u64::MAX - 1, NOW);
+        assert!(ts < MAX_TS);
+    }
+}
