@@ -126,6 +126,42 @@ fn error_answers_keep_the_sessions_history() {
     .expect("the write arrives once the partition heals");
 }
 
+/// A session that read a write depends on everything the writing session did before
+/// it, whatever keys those earlier writes touched: here a write of `c` then one of
+/// `a`, both made at node 0. A second session reads `a` there, then `c` at node 1,
+/// which has received neither (partitioned): it must not answer 404 for `c` (the first
+/// write happened before the one it read) but refuse (400) until the partition heals.
+#[test]
+fn a_read_depends_on_the_earlier_writes_of_what_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(101, 2);
+    let _n: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start(x, &a, 2, dir.path()))
+        .collect();
+    let cut = Partition::new(&a[..1], &a[1..]);
+    let mut writer = Session::new();
+    assert_eq!(writer.put(&a[0], "c", "first").0, 201);
+    assert_eq!(writer.put(&a[0], "a", "second").0, 201);
+    let mut reader = Session::new();
+    let (code, j) = reader.get(&a[0], "a");
+    assert_eq!(
+        (code, value_of(&j).as_deref()),
+        (200, Some("second")),
+        "{j}"
+    );
+    let (code, j) = reader.get(&a[1], "c");
+    assert_eq!(
+        code, 400,
+        "node 1 answered {code} for c, written before the a the session read: {j}"
+    );
+    cut.heal();
+    wait_until(Duration::from_secs(5), || {
+        value_of(&reader.get(&a[1], "c").1).as_deref() == Some("first")
+    })
+    .expect("the earlier write arrives once the partition heals");
+}
+
 /// libfaketime, from Debian's `faketime` package (installed by `scripts/test.sh`).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 

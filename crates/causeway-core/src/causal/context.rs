@@ -260,6 +260,16 @@ impl Context {
         self.ts = self.ts.max(version.id.ts);
         if version.epoch == self.epoch {
             self.deps.join(&version.past);
+            // A version's past leaves out the earlier writes of its own origin: its dot
+            // implies them (see `changes::Changes::write`). They are in the reader's
+            // past too, whatever keys they wrote.
+            if version.dot.counter > 1 {
+                let before = Dot {
+                    origin: version.dot.origin,
+                    counter: version.dot.counter - 1,
+                };
+                self.deps.add(shard, before);
+            }
             self.add_recent(shard, version.dot, key, !version.is_tombstone());
         } else if version.epoch < self.epoch {
             // Written before this view (kept as it was by a replica that stayed): its
