@@ -321,9 +321,9 @@ proptest! {
         }
         for s in 0..SESSIONS {
             for r in 0..REPLICAS {
-                for k in 0..KEYS.len() {
+                for (k, key) in KEYS.iter().enumerate() {
                     let admitted = h.read(s, r, k).map_err(TestCaseError::fail)?;
-                    prop_assert!(admitted, "session {} refused {} at replica {} after full exchange", s, KEYS[k], r);
+                    prop_assert!(admitted, "session {} refused {} at replica {} after full exchange", s, key, r);
                 }
             }
         }
