@@ -44,7 +44,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_value_bytes: 1024 * 1024,
-            max_internal_bytes: 1024 * 1024 * 1024,
+            max_internal_bytes: crate::transport::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! [`crate::view_change`]; both are `impl Node` blocks or tasks over an `Arc<Node>`.
 
 pub mod committer;
+pub mod replication;
+pub mod view_change;
 pub use causeway_core::state;
 pub mod watches;
 
@@ -1490,6 +1492,16 @@ impl Node {
             }
         }
         None
+    }
+}
+
+impl crate::transport::Handler for Node {
+    fn address(&self) -> &str {
+        Node::address(self)
+    }
+
+    fn handle(self: Arc<Self>, msg: Envelope) -> crate::transport::ReplyFuture {
+        Box::pin(async move { self.handle_rpc(msg).await })
     }
 }
 

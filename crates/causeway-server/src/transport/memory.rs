@@ -9,15 +9,14 @@
 //! than the network's limit (1 GiB unless set otherwise), so in-process clusters see
 //! oversize messages too. Replies are not limited, as over HTTP.
 
-use super::{Envelope, RpcFuture, Transport, TransportError};
-use crate::node::Node;
+use super::{Envelope, Handler, RpcFuture, Transport, TransportError};
 use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub struct Network {
-    nodes: RwLock<HashMap<String, Weak<Node>>>,
+    nodes: RwLock<HashMap<String, Weak<dyn Handler>>>,
     /// (from, to) pairs that drop traffic.
     cut: RwLock<HashSet<(String, String)>>,
     /// (from, to) pairs whose requests arrive but whose replies are lost.
@@ -29,7 +28,7 @@ pub struct Network {
 impl Network {
     /// A network with the real transport's default message limit.
     pub fn new() -> Arc<Network> {
-        Self::with_max_message_bytes(crate::api::Limits::default().max_internal_bytes)
+        Self::with_max_message_bytes(super::DEFAULT_MAX_MESSAGE_BYTES)
     }
 
     /// A network that refuses requests larger than `max_message_bytes` once encoded.
@@ -42,10 +41,11 @@ impl Network {
         })
     }
 
-    pub fn register(&self, node: &Arc<Node>) {
+    pub fn register<H: Handler>(&self, node: &Arc<H>) {
+        let node: Arc<dyn Handler> = node.clone();
         self.nodes
             .write()
-            .insert(node.address().to_string(), Arc::downgrade(node));
+            .insert(node.address().to_string(), Arc::downgrade(&node));
     }
 
     pub fn unregister(&self, address: &str) {
@@ -118,7 +118,7 @@ impl Transport for MemoryTransport {
             }
             let msg: Envelope = postcard::from_bytes(&bytes).expect("envelopes round-trip");
             let started = tokio::time::Instant::now();
-            match tokio::time::timeout(timeout, node.handle_rpc(msg)).await {
+            match tokio::time::timeout(timeout, node.handle(msg)).await {
                 Ok(_) if mute => {
                     tokio::time::sleep_until(started + timeout).await;
                     Err(TransportError::Timeout(to))

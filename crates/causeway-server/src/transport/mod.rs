@@ -1,7 +1,7 @@
 //! The transport seam: every node-to-node message goes through [`Transport`].
 //!
 //! The protocol is one request enum ([`Rpc`]) and one reply enum ([`RpcReply`]),
-//! handled by one `match` in [`crate::node::Node::handle_rpc`]. [`http::HttpTransport`]
+//! delivered to a [`Handler`] (a node, which answers them in one `match`). [`http::HttpTransport`]
 //! carries them as postcard over pooled keep-alive HTTP connections to
 //! `POST /internal/rpc`; [`stream::StreamTransport`], what nodes use, sends the
 //! small requests on a client's path over one multiplexed connection per peer and
@@ -254,6 +254,21 @@ pub enum TransportError {
 }
 
 pub type RpcFuture = Pin<Box<dyn Future<Output = Result<RpcReply, TransportError>> + Send>>;
+
+/// A handled message's reply, to come.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = RpcReply> + Send>>;
+
+/// What the receiving side of a transport hands messages to: a node. The transport
+/// knows nothing else of it.
+pub trait Handler: Send + Sync + 'static {
+    /// The address the handler is reached at.
+    fn address(&self) -> &str;
+    /// Handles one message and answers it.
+    fn handle(self: std::sync::Arc<Self>, msg: Envelope) -> ReplyFuture;
+}
+
+/// Largest internal (node-to-node) message a node accepts unless configured otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Sends one request to one node and waits (at most `timeout`) for its reply.
 pub trait Transport: Send + Sync + 'static {

@@ -22,7 +22,6 @@
 
 use super::http::{HttpTransport, SECRET_HEADER};
 use super::{Envelope, Rpc, RpcFuture, RpcReply, Transport, TransportError};
-use crate::node::Node;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -289,9 +288,10 @@ async fn dial(
 /// Serves an upgraded connection: every request frame is handled in its own task (at
 /// most [`MAX_IN_FLIGHT`] at once; see [`admit`]) and answered on the same connection.
 /// Ends when the peer closes it or sends garbage.
-pub async fn serve<S>(io: S, node: Arc<Node>, max_frame: usize)
+pub async fn serve<S, H>(io: S, node: Arc<H>, max_frame: usize)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
+    H: super::Handler,
 {
     let (r, w) = tokio::io::split(io);
     let (replies, queued) = mpsc::channel(QUEUE);
@@ -316,7 +316,7 @@ where
         let node = node.clone();
         let replies = replies.clone();
         tokio::spawn(async move {
-            let reply = node.handle_rpc(env).await;
+            let reply = node.handle(env).await;
             let _ = replies.send(frame(&(id, reply))).await;
             drop(permit);
         });
