@@ -446,6 +446,53 @@ mod tests {
         assert!(!removal_holds(5, 5, None, id(1)));
     }
 
+    /// A session writes `a` then `b` on one replica (the write of `b` depends on `a`,
+    /// its own origin's earlier write, which its dot implies). Another session reads `b`
+    /// there: a replica that has not received `a`'s write must not answer a read of `a`
+    /// with an older version.
+    #[test]
+    fn reading_a_write_makes_the_writers_earlier_writes_a_dependency() {
+        use crate::causal::read_is_safe;
+        use crate::placement::View;
+        let view = View::new(0, vec!["n1".into(), "n2".into()], 2);
+        let mut writer = State::new("n1".into(), 1, view.clone(), VClock::new(), 0);
+        let lagging = State::new("n2".into(), 2, view, VClock::new(), 0);
+        let shard = writer.my_shard().unwrap();
+        let put = |st: &mut State, key: &str, ctx: Context| {
+            let mut c = Changes::new(st);
+            let done = c
+                .write(
+                    st,
+                    ClientWrite {
+                        key,
+                        value: Some(Value::Str("v".into())),
+                        ttl_ms: None,
+                        ctx: ctx.clone(),
+                        id: None,
+                    },
+                    NOW,
+                )
+                .unwrap();
+            st.apply(c);
+            crate::replica::context_after_write(&ctx, &done, shard, key, true, st.last_ts)
+        };
+        let after_a = put(&mut writer, "a", Context::default());
+        put(&mut writer, "b", after_a);
+        let mut reader = Context::default();
+        reader.observe(writer.get("b").unwrap(), shard, "b");
+        assert!(
+            !read_is_safe(&reader, shard, "a", &lagging.clock, None),
+            "the reader depends on the write of a"
+        );
+        assert!(read_is_safe(
+            &reader,
+            shard,
+            "a",
+            &writer.clock,
+            writer.get("a")
+        ));
+    }
+
     #[test]
     fn a_timestamp_no_node_could_issue_is_ignored() {
         let ts = next_ts(0, u64::MAX - 1, NOW);

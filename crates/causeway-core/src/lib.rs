@@ -13,11 +13,16 @@
 //! - [`changes`]: how that state changes (writes, replicated and handed-over versions,
 //!   removals, a new view), computed before anything is written;
 //! - [`identity`]: the identity of a write that carries an idempotency key;
-//! - [`listing`]: pages of keys across shards, and what a listing teaches a session.
+//! - [`listing`]: pages of keys across shards, and what a listing teaches a session;
+//! - [`replica`]: a replica's rules around its state (shard completeness, tombstone
+//!   collection, a read's answer, a forwarded write's identity);
+//! - [`plant`]: deliberately broken rules, only with the `planted-bugs` feature.
 
 pub mod causal;
 pub mod changes;
 pub mod identity;
 pub mod listing;
 pub mod placement;
+pub mod plant;
+pub mod replica;
 pub mod state;

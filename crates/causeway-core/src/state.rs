@@ -186,7 +186,11 @@ impl State {
     pub fn delta(&self, known: &VClock, budget: Budget) -> Option<Vec<(String, Version)>> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (&origin, by_counter) in &self.dots {
+        // In origin order: what a peer receives does not depend on hashing.
+        let mut origins: Vec<&Origin> = self.dots.keys().collect();
+        origins.sort();
+        for origin in origins {
+            let (origin, by_counter) = (*origin, &self.dots[origin]);
             for (_, key) in by_counter.range(known.get(origin) + 1..) {
                 let v = &self.keys[key];
                 bytes += weight(key, v);

@@ -436,6 +436,9 @@ pub fn read_is_safe(
     clock: &VClock,
     local: Option<&Version>,
 ) -> bool {
+    if crate::plant::active(crate::plant::Plant::ReadRuleSkipped) {
+        return true;
+    }
     let local = local.filter(|v| v.epoch == ctx.epoch);
     let has = |origin: u64, counter: u64| {
         clock.get(origin) >= counter || local.is_some_and(|v| v.supersedes(shard, origin, counter))

@@ -221,7 +221,12 @@ pub fn merge(current: Option<&Version>, incoming: &Version, shard: ShardNo) -> O
         None => Some(incoming.clone()),
         // Equal ids are two copies of one forwarded write (see
         // `transport::Forwarding::write_id`); the dot settles which copy stays.
-        Some(cur) if (incoming.id, incoming.dot) > (cur.id, cur.dot) => {
+        Some(cur)
+            if (incoming.id, incoming.dot) > (cur.id, cur.dot)
+                || (crate::plant::active(crate::plant::Plant::MergeTieByArrival)
+                    && incoming.id.ts == cur.id.ts
+                    && incoming.id != cur.id) =>
+        {
             let mut v = incoming.clone();
             // The survivor supersedes the loser too; keep that knowledge.
             v.absorb(shard, cur);

@@ -215,36 +215,7 @@ pub struct Node {
     settled: Mutex<Settled>,
 }
 
-/// Shard peers' clocks from when they had received all their hand-overs, in `epoch`:
-/// the first one each sent (any after that moment will do, and the first is the one
-/// this replica catches up with soonest).
-#[derive(Default, Debug)]
-pub struct Settled {
-    pub epoch: u64,
-    pub clocks: HashMap<String, VClock>,
-}
-
-/// Whether this replica has its whole shard as of the view change (so it may serve
-/// contexts from before it): nothing more to receive from old owners (`pending`
-/// empty), and its clock covers what every shard peer held once that peer had
-/// received everything too. Whoever accepted an old owner's keys did so before the
-/// owner said it was done, so before any peer settled: covering every peer's settled
-/// clock covers them, and the keys peers kept from before the change.
-pub fn shard_complete(
-    pending_empty: bool,
-    epoch: u64,
-    clock: &VClock,
-    peers: &[&String],
-    settled: &Settled,
-) -> bool {
-    // The first view has no earlier one: nothing was handed over or kept from before.
-    let first_view = epoch == 0;
-    pending_empty
-        && (first_view
-            || peers.iter().all(|p| {
-                settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
-            }))
-}
+pub use causeway_core::replica::{shard_complete, Settled};
 
 /// The keys a listing page of `q` scans on this replica, in byte order: from the
 /// prefix, or after the cursor when that lies within it.
@@ -516,13 +487,15 @@ impl Node {
     /// every identity this node handed out before.
     fn forwarded_write_id(&self, ctx: &Context) -> WriteId {
         let mut last = self.fwd_last_ts.lock();
-        let ts = committer::next_ts(*last, ctx.ts);
-        *last = ts;
-        WriteId {
-            ts,
-            origin: self.fwd_origin,
-            counter: self.fwd_counter.fetch_add(1, Ordering::Relaxed),
-        }
+        let id = causeway_core::replica::forwarded_write_id(
+            *last,
+            ctx.ts,
+            committer::hlc_now(),
+            self.fwd_origin,
+            self.fwd_counter.fetch_add(1, Ordering::Relaxed),
+        );
+        *last = id.ts;
+        id
     }
 
     /// Forwards to the replicas of the key's shard, spreading load over them and failing
@@ -565,6 +538,11 @@ impl Node {
                     break;
                 }
                 let attempt = left.min(t.proxy_attempt + wait);
+                let write_id = write_id.map(|first| {
+                    causeway_core::replica::attempt_write_id(first, i, || {
+                        self.forwarded_write_id(&req.ctx)
+                    })
+                });
                 let msg = self.envelope(Rpc::Key {
                     epoch: view.epoch,
                     hops: hops + 1,
@@ -737,6 +715,7 @@ impl Node {
     ) -> Option<KeyResponse> {
         let is_put = value.is_some();
         let tag = crate::causal::context::key_tag(&key);
+        let written = key.clone();
         let idem = fwd
             .and_then(|f| f.write_id)
             .filter(crate::idempotency::is_idempotent)
@@ -755,15 +734,14 @@ impl Node {
             .await;
         match res {
             Ok(done) => {
-                let mut out = ctx.in_epoch(done.epoch);
-                out.ts = out.ts.max(done.ts);
-                let shard = self
-                    .state
-                    .read()
-                    .view
-                    .shard_of_node(&self.cfg.address)
-                    .unwrap_or(0);
-                out.add_recent_tagged(shard, done.dot, tag, is_put);
+                let (shard, last_ts) = {
+                    let st = self.state.read();
+                    let shard = st.view.shard_of_node(&self.cfg.address).unwrap_or(0);
+                    (shard, st.last_ts)
+                };
+                let out = causeway_core::replica::context_after_write(
+                    &ctx, &done, shard, &written, is_put, last_ts,
+                );
                 let result = if is_put {
                     KeyOutcome::Put {
                         replaced: done.existed,
@@ -839,7 +817,7 @@ impl Node {
         key: &str,
         ctx: &Context,
     ) -> Option<Result<(Option<Version>, Context), KeyError>> {
-        let (shard, ctx, local, safe, view) = {
+        let (shard, ctx, local, safe, view, last_ts) = {
             let st = self.state.read();
             let shard = st.my_shard()?;
             if st.view.shard_of_key(key) != shard {
@@ -852,11 +830,12 @@ impl Node {
             let complete = self.complete(&st) || self.ignores_old_contexts();
             let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref())
                 && epochs_allow(&ctx, complete);
-            (shard, ctx, local, safe, st.view.clone())
+            (shard, ctx, local, safe, st.view.clone(), st.last_ts)
         };
         let answer = |v: Option<Version>, mut ctx: Context| {
             if let Some(v) = &v {
                 ctx.observe(v, shard, key);
+                ctx.ts = causeway_core::replica::answer_ts(ctx.ts, last_ts);
             }
             Ok((v, ctx))
         };
@@ -875,10 +854,7 @@ impl Node {
                     .read_fetches
                     .get_or_create(&OutcomeLabels { outcome: "ok" })
                     .inc();
-                let best = match (local, fetched) {
-                    (Some(l), Some(f)) => Some(if f.id > l.id { f } else { l }),
-                    (l, f) => f.or(l),
-                };
+                let best = causeway_core::replica::read_answer(local, fetched);
                 Some(answer(best, ctx))
             }
             None => {
@@ -1508,34 +1484,6 @@ impl crate::transport::Handler for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_shard_is_complete_once_handed_over_and_every_peers_settled_state_is_covered() {
-        let (p, q) = ("p".to_string(), "q".to_string());
-        let peers = [&p, &q];
-        let clock = |pairs: &[(u64, u64)]| pairs.iter().copied().collect::<VClock>();
-        let mut settled = Settled {
-            epoch: 7,
-            clocks: HashMap::new(),
-        };
-        let mine = clock(&[(1, 5), (2, 3)]);
-        // Nobody settled yet; then only one peer.
-        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
-        settled.clocks.insert(p.clone(), clock(&[(1, 5)]));
-        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
-        // q holds a write we lack.
-        settled.clocks.insert(q.clone(), clock(&[(2, 4)]));
-        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
-        settled.clocks.insert(q.clone(), clock(&[(2, 3)]));
-        assert!(shard_complete(true, 7, &mine, &peers, &settled));
-        // Old owners still to hand over, or another view's news: not complete.
-        assert!(!shard_complete(false, 7, &mine, &peers, &settled));
-        assert!(!shard_complete(true, 8, &mine, &peers, &settled));
-        // A replica alone in its shard: complete once handed over.
-        assert!(shard_complete(true, 8, &mine, &[], &Settled::default()));
-        // The first view (epoch 0) has nothing from before it.
-        assert!(shard_complete(true, 0, &mine, &peers, &Settled::default()));
-    }
 
     #[test]
     fn a_write_not_committed_in_time_or_without_a_committer_is_unavailable() {

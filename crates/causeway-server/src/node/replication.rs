@@ -529,16 +529,12 @@ async fn collect_tombstones(node: Arc<Node>) {
                 crate::node::committer::hlc_now().saturating_sub(crate::causal::version::ts_of_ms(
                     2 * node.cfg.idempotency_window.as_millis() as u64,
                 ));
-            let doomed = st
-                .tombstones
-                .iter()
-                .filter_map(|k| {
-                    let v = st.keys.get(k)?;
-                    (v.id.ts <= old_enough && peer_clocks.iter().all(|c| c.contains(v.dot)))
-                        .then(|| (k.to_string(), v.id))
-                })
-                .take(10_000)
-                .collect();
+            let doomed = causeway_core::replica::collectable_tombstones(
+                &st,
+                &peer_clocks,
+                old_enough,
+                10_000,
+            );
             (st.view.epoch, doomed)
         };
         if doomed.is_empty() {

@@ -251,22 +251,7 @@ impl Node {
     /// Keys held here that the current view places elsewhere, grouped by new shard.
     fn foreign_keys(&self) -> (Arc<View>, ByShard) {
         let st = self.state.read();
-        let view = st.view.clone();
-        let mine = st.my_shard();
-        let mut groups = ByShard::new();
-        if view.shard_count() == 0 {
-            return (view, groups);
-        }
-        for (k, v) in &st.keys {
-            let s = view.shard_of_key(k);
-            if Some(s) != mine {
-                groups
-                    .entry(s)
-                    .or_default()
-                    .push((k.to_string(), v.clone()));
-            }
-        }
-        (view, groups)
+        (st.view.clone(), causeway_core::replica::foreign_keys(&st))
     }
 
     /// Sends one chunk to every replica of its new shard; returns the keys (with the

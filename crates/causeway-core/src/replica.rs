@@ -1,0 +1,367 @@
+//! Rules a replica's shells apply around its state: whether its shard is complete (so it
+//! may serve contexts from before a view change), which tombstones it may collect, which
+//! version a read answers with when it asked its peers, the identity a forwarding node
+//! gives a write, and the context a client gets back after a write.
+//!
+//! Invariants kept here: a tombstone is collected only once every shard peer's clock of
+//! the current view covers it and it is older than any idempotent retry of what it
+//! deleted; every attempt of one forwarded write carries one identity; a read answers
+//! with the newer of its own and a peer's version. All of it is plain data in, data out:
+//! the node and the simulator call the same functions.
+
+use crate::causal::context::key_tag;
+use crate::causal::{Context, ShardNo, VClock, Version, WriteId};
+use crate::changes::{next_ts, WriteDone};
+use crate::plant::{active, Plant};
+use crate::state::State;
+use std::collections::{BTreeMap, HashMap};
+
+/// Shard peers' clocks from when they had received all their hand-overs, in `epoch`:
+/// the first one each sent (any after that moment will do, and the first is the one
+/// this replica catches up with soonest).
+#[derive(Default, Debug, Clone)]
+pub struct Settled {
+    pub epoch: u64,
+    pub clocks: HashMap<String, VClock>,
+}
+
+/// Whether this replica has its whole shard as of the view change (so it may serve
+/// contexts from before it): nothing more to receive from old owners (`pending`
+/// empty), and its clock covers what every shard peer held once that peer had
+/// received everything too. Whoever accepted an old owner's keys did so before the
+/// owner said it was done, so before any peer settled: covering every peer's settled
+/// clock covers them, and the keys peers kept from before the change.
+pub fn shard_complete(
+    pending_empty: bool,
+    epoch: u64,
+    clock: &VClock,
+    peers: &[&String],
+    settled: &Settled,
+) -> bool {
+    if active(Plant::IgnoresOldContexts) {
+        return true;
+    }
+    // The first view has no earlier one: nothing was handed over or kept from before.
+    let first_view = epoch == 0;
+    pending_empty
+        && (first_view
+            || peers.iter().all(|p| {
+                settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
+            }))
+}
+
+/// The tombstones of `st` that may be collected, at most `limit`, in key order:
+/// those every shard peer's clock (`peer_clocks`, one per peer, all of the current
+/// view) covers, and written at or before `old_enough` (a tombstone outlives every
+/// idempotent retry of what it deleted: such a retry is that write again, which the
+/// tombstone supersedes, and would bring the key back without it).
+pub fn collectable_tombstones(
+    st: &State,
+    peer_clocks: &[&VClock],
+    old_enough: u64,
+    limit: usize,
+) -> Vec<(String, WriteId)> {
+    let mut keys: Vec<&crate::state::Key> = st.tombstones.iter().collect();
+    keys.sort();
+    let acknowledged = |v: &Version| {
+        if active(Plant::EarlyTombstoneCollection) {
+            peer_clocks.iter().any(|c| c.contains(v.dot))
+        } else {
+            peer_clocks.iter().all(|c| c.contains(v.dot))
+        }
+    };
+    keys.into_iter()
+        .filter_map(|k| {
+            let v = st.keys.get(k)?;
+            (v.id.ts <= old_enough && acknowledged(v)).then(|| (k.to_string(), v.id))
+        })
+        .take(limit)
+        .collect()
+}
+
+/// Keys `st` holds that its view places in another shard (its own shard's keys stay;
+/// a node outside the view holds only foreign keys), grouped by their new shard, in key
+/// order: what a hand-over sends.
+pub fn foreign_keys(st: &State) -> BTreeMap<ShardNo, Vec<(String, Version)>> {
+    let mine = st.my_shard();
+    let mut groups: BTreeMap<ShardNo, Vec<(String, Version)>> = BTreeMap::new();
+    if st.view.shard_count() == 0 {
+        return groups;
+    }
+    for (k, v) in &st.keys {
+        let s = st.view.shard_of_key(k);
+        if Some(s) != mine {
+            groups
+                .entry(s)
+                .or_default()
+                .push((k.to_string(), v.clone()));
+        }
+    }
+    groups
+}
+
+/// One pass of a hand-over: `groups` (see [`foreign_keys`]) cut into batches within
+/// `budget`, each for one shard's replicas. Every key goes in exactly one batch.
+/// Returns the batches, and keys to drop without sending (always none: only a
+/// planted bug drops any).
+#[allow(clippy::type_complexity)]
+pub fn hand_over_plan(
+    groups: BTreeMap<ShardNo, Vec<(String, Version)>>,
+    budget: crate::state::Budget,
+) -> (
+    Vec<(ShardNo, Vec<(String, Version)>)>,
+    Vec<(String, WriteId)>,
+) {
+    let mut batches = Vec::new();
+    for (shard, items) in groups {
+        for run in crate::state::split_by_budget(&items, budget) {
+            batches.push((shard, run.to_vec()));
+        }
+    }
+    let mut dropped = Vec::new();
+    if active(Plant::HandOverDropsLastBatch) {
+        if let Some((_, last)) = batches.pop() {
+            dropped = last.into_iter().map(|(k, v)| (k, v.id)).collect();
+        }
+    }
+    (batches, dropped)
+}
+
+/// The version a read answers with, given this replica's own (`local`) and the one a
+/// shard peer safely answered with (`fetched`): the later write.
+pub fn read_answer(local: Option<Version>, fetched: Option<Version>) -> Option<Version> {
+    match (local, fetched) {
+        (Some(l), Some(f)) => Some(if f.id > l.id { f } else { l }),
+        (l, f) => f.or(l),
+    }
+}
+
+/// A fresh identity for a write a node forwards: its timestamp is above the client's
+/// context (`ctx_ts`, so the write beats everything the client has seen), above every
+/// identity this node handed out before (`last_ts`) and at least `now` (the node's
+/// hybrid clock); `origin` is the forwarding node's and `counter` its next number.
+pub fn forwarded_write_id(
+    last_ts: u64,
+    ctx_ts: u64,
+    now: u64,
+    origin: u64,
+    counter: u64,
+) -> WriteId {
+    WriteId {
+        ts: next_ts(last_ts, ctx_ts, now),
+        origin,
+        counter,
+    }
+}
+
+/// The identity attempt number `attempt` (0 for the first) of a forwarded write
+/// carries: always the first attempt's, `first`, so that copies applied by different
+/// replicas (an attempt whose answer was lost) are one write. `mint` makes a new one.
+pub fn attempt_write_id(first: WriteId, attempt: usize, mint: impl FnOnce() -> WriteId) -> WriteId {
+    if attempt > 0 && active(Plant::RetryMintsNewIdentity) {
+        return mint();
+    }
+    first
+}
+
+/// The context a client gets back after its write `done` of `key` (in `shard`; a PUT
+/// when `is_put`), sent with context `ctx`, on a replica whose last timestamp is
+/// `last_ts`: the write's view, the write itself as the client's recent write of the
+/// key, and a timestamp at least the write's and the replica's ([`answer_ts`]).
+pub fn context_after_write(
+    ctx: &Context,
+    done: &WriteDone,
+    shard: ShardNo,
+    key: &str,
+    is_put: bool,
+    last_ts: u64,
+) -> Context {
+    let mut out = ctx.in_epoch(done.epoch);
+    out.ts = answer_ts(out.ts.max(done.ts), last_ts);
+    out.add_recent_tagged(shard, done.dot, key_tag(key), is_put);
+    out
+}
+
+/// The timestamp of the context a replica answers with, from `ts` (the context's so
+/// far) and `last_ts` (the latest timestamp the replica issued or saw): at least both.
+///
+/// A write's dot names, by prefix, every earlier write of its origin; a client that
+/// depends on the write depends on those too (the read rule and every later write's
+/// past say so). A write whose identity was fixed elsewhere (forwarded, or by an
+/// idempotency key) may carry a timestamp below those earlier writes'; were the
+/// client's context to stay below them, its next write could be ordered before a write
+/// it supersedes, and a replica would answer a read with a version older than one the
+/// client depends on. The replica's last timestamp covers every write it holds.
+pub fn answer_ts(ts: u64, last_ts: u64) -> u64 {
+    ts.max(last_ts.min(crate::causal::version::MAX_TS - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::{Deps, Dot, Value};
+    use crate::placement::View;
+
+    fn version(origin: u64, counter: u64, ts: u64, value: Option<&str>) -> Version {
+        Version {
+            id: WriteId {
+                ts,
+                origin,
+                counter,
+            },
+            dot: Dot { origin, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: value.map(|s| Value::Str(s.into())),
+        }
+    }
+
+    #[test]
+    fn a_shard_is_complete_once_handed_over_and_every_peers_settled_state_is_covered() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        let peers = [&a, &b];
+        let mine: VClock = [(1, 5), (2, 5)].into_iter().collect();
+        let mut settled = Settled {
+            epoch: 7,
+            clocks: HashMap::new(),
+        };
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        settled
+            .clocks
+            .insert(a.clone(), [(1, 5)].into_iter().collect());
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        settled
+            .clocks
+            .insert(b.clone(), [(2, 6)].into_iter().collect());
+        assert!(!shard_complete(true, 7, &mine, &peers, &settled));
+        settled
+            .clocks
+            .insert(b.clone(), [(2, 4)].into_iter().collect());
+        assert!(shard_complete(true, 7, &mine, &peers, &settled));
+        assert!(!shard_complete(false, 7, &mine, &peers, &settled));
+        assert!(!shard_complete(true, 8, &mine, &peers, &settled));
+        assert!(shard_complete(true, 8, &mine, &[], &Settled::default()));
+        assert!(shard_complete(true, 0, &mine, &peers, &Settled::default()));
+    }
+
+    #[test]
+    fn a_tombstone_goes_once_every_peer_has_it_and_it_is_old_enough() {
+        let mut st = State::new(
+            "a".into(),
+            1,
+            View::new(0, vec!["a".into()], 1),
+            VClock::new(),
+            0,
+        );
+        st.set("x", Some(version(1, 1, 10, None)));
+        st.set("y", Some(version(1, 2, 20, None)));
+        st.set("z", Some(version(1, 3, 30, Some("live"))));
+        let both: VClock = [(1, 3)].into_iter().collect();
+        let one: VClock = [(1, 1)].into_iter().collect();
+        let names = |v: Vec<(String, WriteId)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            names(collectable_tombstones(&st, &[&both, &both], 100, 10)),
+            ["x", "y"]
+        );
+        assert_eq!(
+            names(collectable_tombstones(&st, &[&both, &one], 100, 10)),
+            ["x"]
+        );
+        assert_eq!(
+            names(collectable_tombstones(&st, &[&both], 15, 10)),
+            ["x"],
+            "too young"
+        );
+        assert_eq!(names(collectable_tombstones(&st, &[&both], 100, 1)), ["x"]);
+        assert_eq!(names(collectable_tombstones(&st, &[], 100, 10)), ["x", "y"]);
+    }
+
+    #[test]
+    fn a_read_answers_with_the_later_write() {
+        let old = version(1, 1, 10, Some("old"));
+        let new = version(2, 1, 20, Some("new"));
+        assert_eq!(
+            read_answer(Some(old.clone()), Some(new.clone())),
+            Some(new.clone())
+        );
+        assert_eq!(
+            read_answer(Some(new.clone()), Some(old.clone())),
+            Some(new.clone())
+        );
+        assert_eq!(read_answer(None, Some(old.clone())), Some(old.clone()));
+        assert_eq!(read_answer(Some(old.clone()), None), Some(old));
+        assert_eq!(read_answer(None, None), None);
+    }
+
+    #[test]
+    fn every_attempt_of_a_forwarded_write_has_the_first_ones_identity() {
+        let first = forwarded_write_id(5, 9, 7, 42, 0);
+        assert_eq!(first.ts, 10, "above the context and the last one");
+        assert_eq!(forwarded_write_id(50, 9, 7, 42, 1).ts, 51);
+        assert_eq!(forwarded_write_id(5, 9, 70, 42, 1).ts, 70);
+        for attempt in 0..3 {
+            let id = attempt_write_id(first, attempt, || forwarded_write_id(10, 9, 7, 42, 1));
+            assert_eq!(id, first);
+        }
+    }
+
+    /// A replica wrote `a` with its clock ahead, then applied a forwarded write of `b`
+    /// whose identity was minted on a slower clock. Its dot names `a`'s write by prefix,
+    /// so a client of `b` depends on `a`: its next write of `a`, forwarded from a slow
+    /// node too, must win over it.
+    #[test]
+    fn a_client_of_a_forwarded_write_orders_its_next_writes_after_what_it_depends_on() {
+        use crate::causal::version::HLC_SHIFT;
+        use crate::changes::{Changes, ClientWrite};
+        let slow = 1_780_000_000_000u64 << HLC_SHIFT;
+        let fast = slow + (2_000 << HLC_SHIFT);
+        let view = View::new(0, vec!["n1".into()], 1);
+        let mut st = State::new("n1".into(), 1, view, VClock::new(), 0);
+        let shard = st.my_shard().unwrap();
+        let write = |st: &mut State, key: &str, ctx: &Context, id: Option<WriteId>, now| {
+            let mut c = Changes::new(st);
+            let w = ClientWrite {
+                key,
+                value: Some(Value::Str(key.into())),
+                ttl_ms: None,
+                ctx: ctx.clone(),
+                id,
+            };
+            let done = c.write(st, w, now).unwrap();
+            st.apply(c);
+            context_after_write(ctx, &done, shard, key, true, st.last_ts)
+        };
+        write(&mut st, "a", &Context::default(), None, fast);
+        let first_a = st.get("a").unwrap().id;
+        let fwd = forwarded_write_id(0, 0, slow, 77, 0);
+        let ctx = write(&mut st, "b", &Context::default(), Some(fwd), fast);
+        let next = forwarded_write_id(0, ctx.ts, slow, 77, 1);
+        assert!(
+            next > first_a,
+            "the client's next write of a is ordered after a's first"
+        );
+    }
+
+    #[test]
+    fn a_write_becomes_the_clients_recent_write_of_its_key() {
+        let done = WriteDone {
+            existed: false,
+            dot: Dot {
+                origin: 3,
+                counter: 4,
+            },
+            ts: 99,
+            epoch: 2,
+        };
+        let ctx = Context {
+            epoch: 2,
+            ts: 50,
+            ..Context::default()
+        };
+        let out = context_after_write(&ctx, &done, 1, "k", true, 0);
+        assert_eq!(out.ts, 99);
+        assert_eq!(context_after_write(&ctx, &done, 1, "k", true, 120).ts, 120);
+        let r = out.recent_of(1, "k").unwrap();
+        assert_eq!((r.dot, r.live), (done.dot, true));
+    }
+}
