@@ -89,6 +89,7 @@ pub struct Faults(Arc<FaultState>);
 struct FaultState {
     commit_delay_ms: AtomicU64,
     panic_on_commit: AtomicBool,
+    background_sync_paused: AtomicBool,
 }
 
 impl Faults {
@@ -96,6 +97,19 @@ impl Faults {
     pub fn set_commit_delay(&self, d: std::time::Duration) {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self.0.commit_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Under `os` durability, stops (or resumes) the background sync: what is committed
+    /// meanwhile is in the operating system's hands only, as in the instants before a
+    /// power loss.
+    pub fn pause_background_sync(&self, paused: bool) {
+        self.0
+            .background_sync_paused
+            .store(paused, Ordering::Relaxed);
+    }
+
+    fn background_sync_paused(&self) -> bool {
+        self.0.background_sync_paused.load(Ordering::Relaxed)
     }
 
     /// The next commit panics (in the committer thread, as an engine bug would).
@@ -122,6 +136,19 @@ pub struct Storage {
     closed: std::sync::atomic::AtomicBool,
     /// Under `os` durability, the thread that syncs every 50 ms (stopped on drop).
     _syncer: Option<Syncer>,
+    /// Under `os` durability, the clocks of what was committed and of what is synced.
+    marks: Arc<Marks>,
+}
+
+/// Under `os` durability a commit is acknowledged before it is synced, so a replica's
+/// clock says what it holds, not what a power loss leaves it with. The syncer records
+/// the clock committed before each sync once that sync succeeds: the *durable clock*,
+/// which peers use to decide what this replica will never lose (a tombstone may be
+/// collected only once every peer holds it durably).
+#[derive(Default)]
+struct Marks {
+    committed: parking_lot::Mutex<Option<VClock>>,
+    durable: parking_lot::Mutex<Option<VClock>>,
 }
 
 /// Syncs the database every 50 ms until dropped; dropping it waits for the thread, so
@@ -132,7 +159,7 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn start(db: Database) -> Syncer {
+    fn start(db: Database, marks: Arc<Marks>, faults: Faults) -> Syncer {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("causeway-syncer".into())
@@ -140,8 +167,19 @@ impl Syncer {
                 use std::sync::mpsc::RecvTimeoutError;
                 let period = std::time::Duration::from_millis(50);
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                    if let Err(e) = db.persist(PersistMode::SyncData) {
-                        tracing::error!(error = %e, "background sync failed");
+                    if faults.background_sync_paused() {
+                        continue;
+                    }
+                    // Everything committed before this point is in the journal the
+                    // sync below makes durable.
+                    let mark = marks.committed.lock().clone();
+                    match db.persist(PersistMode::SyncData) {
+                        Ok(()) => {
+                            if mark.is_some() {
+                                *marks.durable.lock() = mark;
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "background sync failed"),
                     }
                 }
             })
@@ -181,6 +219,7 @@ impl Storage {
                 durability: Durability::Sync,
                 closed: Default::default(),
                 _syncer: None,
+                marks: Default::default(),
             },
             Loaded { meta },
         )
@@ -212,7 +251,14 @@ impl Storage {
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
-        let syncer = (durability == Durability::Os).then(|| Syncer::start(db.clone()));
+        // What was loaded is synced (the open above synced everything).
+        let marks = Arc::new(Marks {
+            committed: parking_lot::Mutex::new(Some(meta.clock.clone())),
+            durable: parking_lot::Mutex::new(Some(meta.clock.clone())),
+        });
+        let faults = Faults::default();
+        let syncer = (durability == Durability::Os)
+            .then(|| Syncer::start(db.clone(), marks.clone(), faults.clone()));
         Ok((
             Storage {
                 engine: Some(Engine {
@@ -220,10 +266,11 @@ impl Storage {
                     kv,
                     meta: meta_ks,
                 }),
-                faults: Faults::default(),
+                faults,
                 durability,
                 closed: Default::default(),
                 _syncer: syncer,
+                marks,
             },
             Loaded { meta },
         ))
@@ -241,6 +288,16 @@ impl Storage {
             f(&key, version);
         }
         Ok(())
+    }
+
+    /// Under `os` durability, the clock of what is synced to disk (see [`Marks`]);
+    /// `None` when every commit is synced before it is acknowledged (or nothing is on
+    /// disk at all), so that the replica's clock itself is what it will keep.
+    pub fn durable_clock(&self) -> Option<VClock> {
+        if self.engine.is_none() || self.durability != Durability::Os {
+            return None;
+        }
+        self.marks.durable.lock().clone()
     }
 
     pub fn is_durable(&self) -> bool {
@@ -285,6 +342,9 @@ impl Storage {
             b.insert(&e.meta, "view", encode(v));
         }
         b.commit()?;
+        if let (Durability::Os, Some(c)) = (self.durability, batch.clock) {
+            *self.marks.committed.lock() = Some(c.clone());
+        }
         Ok(())
     }
 

@@ -191,7 +191,8 @@ pub struct Node {
     pub(crate) transport: Arc<dyn Transport>,
     pub metrics: Arc<Metrics>,
     pub(crate) view_tx: watch::Sender<Arc<View>>,
-    /// Shard peers' clocks as last reported to our replication loops (for tombstone GC).
+    /// Shard peers' durable clocks as last reported to our replication loops (for
+    /// tombstone collection and settling): what each will keep even after a power loss.
     pub(crate) peer_clocks: Mutex<HashMap<String, (u64, VClock)>>,
     pub(crate) migrate_lock: tokio::sync::Mutex<()>,
     /// Background tasks, aborted by [`Node::stop`].
@@ -1024,7 +1025,10 @@ impl Node {
                     })
                     .await
                 {
-                    Ok(clock) => RpcReply::Synced { clock },
+                    Ok(clock) => match self.storage.durable_clock() {
+                        Some(durable) => RpcReply::SyncedDurable { clock, durable },
+                        None => RpcReply::Synced { clock },
+                    },
                     Err(e) => RpcReply::Error(e.to_string()),
                 }
             }

@@ -16,7 +16,9 @@
 //! and its timeout grows with its size. When the difference is too large for one
 //! message it falls back to a full transfer in key order, which resumes after the
 //! last key the peer stored when a message fails, and claims at the end the clock
-//! taken at the start. A tombstone is collected once every shard peer's clock covers it.
+//! taken at the start. A tombstone is collected once every shard peer's durable clock
+//! covers it (under `os` durability a peer reports the clock of what it has synced as
+//! well, since a power loss would take the rest: see `storage`).
 //!
 //! Each loop also tracks how far its peer is behind (versions and bytes it has not
 //! acknowledged, from the delta against `known`, or during a full transfer from a walk
@@ -379,14 +381,21 @@ async fn send(
         claim,
     });
     match node.transport.call(peer, msg, timeout).await {
-        Ok(RpcReply::Synced { clock }) => {
+        Ok(reply @ (RpcReply::Synced { .. } | RpcReply::SyncedDurable { .. })) => {
             node.metrics
                 .sync_rounds
                 .get_or_create(&OutcomeLabels { outcome: "ok" })
                 .inc();
+            // What the peer holds tells what to send it next; what it holds durably
+            // is what tombstone collection and settling may count on.
+            let (clock, durable) = match reply {
+                RpcReply::SyncedDurable { clock, durable } => (clock, durable),
+                RpcReply::Synced { clock } => (clock.clone(), clock),
+                _ => unreachable!("matched above"),
+            };
             node.peer_clocks
                 .lock()
-                .insert(peer.to_string(), (epoch, clock.clone()));
+                .insert(peer.to_string(), (epoch, durable));
             Ok(clock)
         }
         Ok(RpcReply::WrongEpoch { view }) => {

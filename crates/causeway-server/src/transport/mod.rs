@@ -241,6 +241,14 @@ pub enum RpcReply {
     },
     /// The replica cannot list its shard alone: its hand-over still runs.
     Incomplete,
+    /// [`RpcReply::Synced`] from a replica whose commits are not synced before they are
+    /// acknowledged (`os` durability): `durable` is the clock of what it has synced,
+    /// what a power loss leaves it with (see `storage`). (Last variant: the encodings
+    /// of the others are unchanged.)
+    SyncedDurable {
+        clock: VClock,
+        durable: VClock,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
