@@ -22,6 +22,7 @@ use crate::causal::version::{ts_of_ms, MAX_TS};
 use crate::causal::{Context, Dot, VClock, Value, Version, WriteId};
 use crate::placement::View;
 use crate::state::{origin_for, State};
+use crate::views::{offer, Offer};
 use std::collections::{BTreeSet, HashMap};
 
 /// A client write's result.
@@ -67,6 +68,8 @@ pub struct Changes {
     pub handover: Option<BTreeSet<String>>,
     /// The clock changed (it must be written).
     pub clock_dirty: bool,
+    /// The epoch of a view now known completed (see [`crate::views`]).
+    pub completed: Option<u64>,
 }
 
 impl Changes {
@@ -78,6 +81,7 @@ impl Changes {
             view: None,
             handover: None,
             clock_dirty: false,
+            completed: None,
         }
     }
 
@@ -87,6 +91,7 @@ impl Changes {
             && !self.clock_dirty
             && self.view.is_none()
             && self.handover.is_none()
+            && self.completed.is_none()
     }
 
     /// The key's version as of this batch so far.
@@ -237,10 +242,19 @@ impl Changes {
         }
     }
 
-    /// Installs `view` if it ranks higher than the one in force. Returns whether it does.
-    pub fn set_view(&mut self, st: &State, view: View) -> bool {
-        let newer = view.rank() > st.view.rank();
+    /// Installs `view` if it wins over the one in force under the rule of
+    /// [`crate::views`], given whether it is known `completed`; records a completion of
+    /// the view in force. Returns whether `view` was installed.
+    pub fn set_view(&mut self, st: &State, view: View, completed: bool) -> bool {
+        let decision = offer(&st.view, st.view_completed(), &view, completed);
+        if decision == Offer::Complete {
+            self.completed = Some(view.epoch);
+        }
+        let newer = decision == Offer::Install;
         if newer {
+            if completed {
+                self.completed = Some(view.epoch);
+            }
             let outstanding = self.handover.as_ref().unwrap_or(&st.pending);
             self.handover = Some(view.hand_over_sources(&st.view, &st.me, outstanding));
             // Our clock covers writes of keys we no longer hold (handed over when
@@ -419,6 +433,34 @@ mod tests {
             assert!(ts > last && ts > ctx);
             last = ts;
         }
+    }
+
+    #[test]
+    fn a_view_known_completed_is_kept_against_a_stale_one_of_its_generation() {
+        let nodes = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let base = View::new(0, nodes(&["a:1", "b:1"]), 1);
+        let mut st = State::new("a:1".into(), 1, base.clone(), VClock::new(), 0);
+        let x = base.successor(nodes(&["a:1", "b:1"]), 2);
+        let y = base.successor(nodes(&["b:1", "a:1"]), 1);
+        let (low, high) = if x.rank() < y.rank() { (x, y) } else { (y, x) };
+        // Install the lower-ranked view, then learn that its change completed.
+        for (view, completed, installs) in [(low.clone(), false, true), (low.clone(), true, false)]
+        {
+            let mut p = Changes::new(&st);
+            assert_eq!(p.set_view(&st, view, completed), installs);
+            st.apply(p);
+        }
+        assert!(st.view_completed() && *st.view == low);
+        // The stale, higher-ranked view of the same generation is refused...
+        let mut p = Changes::new(&st);
+        assert!(!p.set_view(&st, high.clone(), false));
+        assert!(p.is_empty(), "nothing to write");
+        // ...but the next generation is installed, not yet known completed.
+        let next = high.successor(nodes(&["a:1"]), 1);
+        let mut p = Changes::new(&st);
+        assert!(p.set_view(&st, next.clone(), false));
+        st.apply(p);
+        assert!(*st.view == next && !st.view_completed());
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! - [`listing`]: pages of keys across shards, and what a listing teaches a session;
 //! - [`replica`]: a replica's rules around its state (shard completeness, tombstone
 //!   collection, a read's answer, a forwarded write's identity);
-//! - [`plant`]: deliberately broken rules, only with the `planted-bugs` feature.
+//! - [`plant`]: deliberately broken rules, only with the `planted-bugs` feature;
+//! - [`views`]: which of two racing or stale views a node keeps, given what it knows
+//!   of their completion.
 
 pub mod causal;
 pub mod changes;
@@ -26,3 +28,4 @@ pub mod placement;
 pub mod plant;
 pub mod replica;
 pub mod state;
+pub mod views;

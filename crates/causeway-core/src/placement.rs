@@ -5,8 +5,8 @@
 //! consistent hashing of a 64-bit key hash, which keeps shards balanced and, when the
 //! shard count grows from `n` to `n + 1`, moves only about `1 / (n + 1)` of the keys.
 //!
-//! Views are totally ordered by `(epoch, fingerprint)`, so two view changes racing
-//! for the same epoch resolve to the same winner on every node.
+//! Views are totally ordered by `(epoch, fingerprint)`; which view a node keeps also
+//! depends on what it knows of their completion (see [`crate::views`]).
 
 use crate::causal::ShardNo;
 use serde::{Deserialize, Serialize};

@@ -35,6 +35,9 @@ pub struct State {
     pub pending: std::collections::BTreeSet<String>,
     /// Versions that expire, by expiry timestamp.
     pub expiring: BTreeSet<(u64, Key)>,
+    /// The epoch of the newest view this node knows completed (see [`crate::views`]).
+    /// Durable with the view.
+    pub completed: Option<u64>,
 }
 
 impl State {
@@ -51,7 +54,13 @@ impl State {
             live: 0,
             pending: Default::default(),
             expiring: BTreeSet::new(),
+            completed: None,
         }
+    }
+
+    /// Whether this node knows the change to the view in force completed.
+    pub fn view_completed(&self) -> bool {
+        self.completed == Some(self.view.epoch)
     }
 
     /// This node's origin in the current epoch.
@@ -137,6 +146,9 @@ impl State {
         }
         if let Some(h) = changes.handover {
             self.pending = h;
+        }
+        if let Some(e) = changes.completed {
+            self.completed = Some(e);
         }
     }
 

@@ -11,8 +11,10 @@
 //! on disk and is meant for tests and demos.
 //!
 //! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`]; keyspace
-//! `meta` holds `incarnation`, `clock`, `last_ts`, `view` and `pending` (the nodes that
-//! may still hand keys over to this one, see `node::state`).
+//! `meta` holds `incarnation`, `clock`, `last_ts`, `view`, `pending` (the nodes that
+//! may still hand keys over to this one, see `node::state`) and `completed` (the epoch
+//! of the newest view known completed, see `causeway_core::views`; a data directory
+//! from before it has none, which means no view is known completed).
 //!
 //! Incarnations: a replica numbers its writes under an origin derived from its
 //! incarnation, and its peers count those numbers as received. A disk can come back
@@ -60,6 +62,8 @@ pub struct Meta {
     pub view: Option<View>,
     /// Nodes that may still hand keys of this node's shard over to it.
     pub pending: std::collections::BTreeSet<String>,
+    /// The epoch of the newest view known completed.
+    pub completed: Option<u64>,
 }
 
 /// What a restart finds on disk besides the versions (read with
@@ -77,6 +81,8 @@ pub struct Batch<'a> {
     pub last_ts: Option<u64>,
     pub view: Option<&'a View>,
     pub pending: Option<&'a std::collections::BTreeSet<String>>,
+    /// The epoch of a view now known completed.
+    pub completed: Option<u64>,
 }
 
 /// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
@@ -248,6 +254,9 @@ impl Storage {
         if let Some(b) = meta_ks.get("pending")? {
             meta.pending = decode("pending", &b)?;
         }
+        if let Some(b) = meta_ks.get("completed")? {
+            meta.completed = Some(decode("completed", &b)?);
+        }
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
@@ -341,6 +350,9 @@ impl Storage {
         if let Some(v) = batch.view {
             b.insert(&e.meta, "view", encode(v));
         }
+        if let Some(c) = batch.completed {
+            b.insert(&e.meta, "completed", encode(&c));
+        }
         b.commit()?;
         if let (Durability::Os, Some(c)) = (self.durability, batch.clock) {
             *self.marks.committed.lock() = Some(c.clone());
@@ -400,6 +412,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_view_completion_is_kept_and_absent_from_older_data_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let view = View::new(5, vec!["a:1".into()], 1);
+        {
+            // As a data directory written before completions were kept.
+            let (s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+            assert_eq!(loaded.meta.completed, None);
+            s.commit(&Batch {
+                view: Some(&view),
+                ..Batch::default()
+            })
+            .unwrap();
+            s.close().unwrap();
+        }
+        let (s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(loaded.meta.view.as_ref(), Some(&view));
+        assert_eq!(loaded.meta.completed, None, "no view known completed");
+        s.commit(&Batch {
+            completed: Some(5),
+            ..Batch::default()
+        })
+        .unwrap();
+        s.close().unwrap();
+        drop(s);
+        let (_s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(loaded.meta.completed, Some(5));
     }
 
     #[test]

@@ -344,7 +344,8 @@ impl SimNode {
             return false;
         }
         let mut c = Changes::new(&self.st);
-        if !c.set_view(&self.st, view.clone()) {
+        // The simulator does not model completion announcements (see its README).
+        if !c.set_view(&self.st, view.clone(), false) {
             return false;
         }
         self.st.apply(c);

@@ -1116,3 +1116,224 @@ async fn new_replicas_cut_off_from_old_owners_never_lose_a_sessions_writes() {
     assert_eq!(incomplete, [3], "{shards:?}");
     eprintln!("during the partition: {answered} answered, {refused} refused");
 }
+
+/// Polls until every node serves every key of `acked` as acknowledged (with an empty
+/// context) and all of them are in one view; returns that view.
+async fn await_one_view_with(
+    c: &Cluster,
+    nodes: &[usize],
+    acked: &HashMap<String, String>,
+    within: Duration,
+) -> View {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let views: Vec<View> = nodes.iter().map(|&i| (*c.node(i).view()).clone()).collect();
+        let mut missing = Vec::new();
+        if views.iter().all(|v| *v == views[0]) {
+            for (k, v) in acked {
+                for &i in nodes {
+                    let got = value(&c.get(i, k, &Context::default()).await);
+                    if got.as_deref() != Some(v.as_str()) {
+                        missing.push(format!("{k} at node {i}: {got:?}, not {v}"));
+                    }
+                }
+            }
+            if missing.is_empty() {
+                return views[0].clone();
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence: views {:?}; {} reads wrong, e.g. {:?}",
+            views
+                .iter()
+                .map(|v| (v.generation(), v.epoch, v.nodes.len(), v.repl_factor))
+                .collect::<Vec<_>>(),
+            missing.len(),
+            missing.first()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A stale coordinator cannot undo a completed change. Node 5 (outside the view, so
+/// no view change involves it) is cut off while view A (nodes 1-4, one replica each)
+/// is installed and completes. Still cut off, node 5 coordinates a change of its own
+/// from the view it knows, to the same generation, with a membership that includes it
+/// and whose epoch ranks above A's. Once healed, every node is in A, node 5 (not in A)
+/// holds nothing, and every write made before and after A is readable from every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_coordinator_cannot_undo_a_completed_change() {
+    let mut c = Cluster::start(4, 2);
+    let v0 = (*c.node(1).view()).clone();
+    c.boot(&addr(5), v0.clone());
+    let mut acked: HashMap<String, String> = HashMap::new();
+    let mut ctx = Context::default();
+    for i in 0..40 {
+        let (k, v) = (format!("key{i}"), format!("v{i}"));
+        ctx = c.put(1 + i % 4, &k, &v, &ctx).await.ctx;
+        acked.insert(k, v);
+    }
+    let total = || -> u64 { (1..=4).map(|i| c.node(i).key_count().1).sum() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while total() != 80 {
+        assert!(tokio::time::Instant::now() < deadline, "not replicated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let members: Vec<String> = (1..=4).map(addr).collect();
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    c.net.partition(&[&addr(5)], &members);
+    let shards = c
+        .node(1)
+        .view_change((1..=4).map(addr).collect(), 1)
+        .await
+        .expect("view A");
+    assert!(shards.iter().all(|s| s.complete), "A completes: {shards:?}");
+    let a = (*c.node(1).view()).clone();
+    for i in 40..60 {
+        let (k, v) = (format!("key{i}"), format!("v{i}"));
+        let r = c.put(1 + i % 4, &k, &v, &ctx).await;
+        assert!(r.result.is_ok(), "write in A: {:?}", r.result);
+        ctx = r.ctx;
+        acked.insert(k, v);
+    }
+    // A membership with node 5 for the same generation whose epoch ranks above A's.
+    let candidates: Vec<(Vec<String>, usize)> = [
+        [5, 1, 2, 3],
+        [1, 5, 3, 2],
+        [5, 4, 3, 2],
+        [2, 3, 5, 1],
+        [4, 5, 1, 3],
+        [3, 1, 5, 4],
+    ]
+    .iter()
+    .flat_map(|order| {
+        let nodes: Vec<String> = order.iter().map(|&i| addr(i)).collect();
+        [(nodes.clone(), 1), (nodes, 2)]
+    })
+    .collect();
+    let (b_nodes, b_repl) = candidates
+        .into_iter()
+        .find(|(n, r)| v0.successor(n.clone(), *r).rank() > a.rank())
+        .expect("some membership ranks above A");
+    let b = v0.successor(b_nodes.clone(), b_repl);
+    let rb = c.node(5).view_change(b_nodes, b_repl).await;
+    eprintln!("stale coordinator: {rb:?}");
+    assert_eq!(*c.node(5).view(), b, "node 5 installed its own view");
+    assert_eq!(b.generation(), a.generation());
+    c.net.heal();
+    let end = await_one_view_with(&c, &[1, 2, 3, 4, 5], &acked, Duration::from_secs(10)).await;
+    assert_eq!(end, a, "the completed view stays in force");
+    assert_eq!(c.node(5).key_count().1, 0, "node 5 holds nothing");
+    assert_eq!(total(), 60, "one copy of each key in A");
+}
+
+/// Two coordinators race for the same generation and each reaches only some nodes:
+/// node 1 (view A) cannot reach nodes 5 and 6, node 6 (view B) cannot reach nodes 1
+/// and 2, so nodes 2 and 5 hear one view each and nodes 3 and 4 hear both. Writes
+/// continue meanwhile; once healed, all nodes end in one view with every acknowledged
+/// write readable everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_views_with_partial_delivery_converge_without_losing_writes() {
+    let c = Cluster::start(6, 2);
+    let mut acked: HashMap<String, String> = HashMap::new();
+    let mut ctx = Context::default();
+    for i in 0..60 {
+        let (k, v) = (format!("key{i}"), format!("v{i}"));
+        ctx = c.put(1 + i % 6, &k, &v, &ctx).await.ctx;
+        acked.insert(k, v);
+    }
+    c.net.partition(&[&addr(1)], &[&addr(5), &addr(6)]);
+    c.net.partition(&[&addr(6)], &[&addr(2)]);
+    let a: Vec<String> = (1..=6).map(addr).collect();
+    let b: Vec<String> = [6, 5, 4, 3, 2, 1].iter().map(|&i| addr(i)).collect();
+    let (n1, n6) = (c.node(1).clone(), c.node(6).clone());
+    let writes = async {
+        let mut acked = Vec::new();
+        let mut ctx = Context::default();
+        for i in 0..60 {
+            let (k, v) = (format!("key{}", i * 7 % 90), format!("w{i}"));
+            let resp = c.put(2 + i % 4, &k, &v, &ctx).await;
+            if resp.result.is_ok() {
+                ctx = resp.ctx;
+                acked.push((k, v));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    };
+    let (ra, rb, during) = tokio::join!(n1.view_change(a, 3), n6.view_change(b, 1), writes);
+    eprintln!("A: {ra:?}, B: {rb:?}");
+    let heard: Vec<u64> = (1..=6).map(|i| c.node(i).view().epoch).collect();
+    eprintln!("epochs before healing: {heard:?}");
+    acked.extend(during);
+    c.net.heal();
+    let end = await_one_view_with(&c, &[1, 2, 3, 4, 5, 6], &acked, Duration::from_secs(15)).await;
+    assert_eq!(end.generation(), 1);
+    let expected = acked.len() as u64 * end.repl_factor as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let total: u64 = (1..=6).map(|i| c.node(i).key_count().1).sum();
+        if total == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{total} copies, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A node that missed its `ApplyView` is brought into the view by the coordinator.
+/// Node 5 (started outside the view; it asks node 1, the view's first node, for news)
+/// is cut off while node 2 grows the view to nodes 1-6, where nodes 5 and 6 form a new
+/// shard. Node 6 takes every key handed over. Then only node 5's link to the
+/// coordinator comes back: node 2 has nothing more to hand over and does not replicate
+/// with node 5, so only a repeated `ApplyView` tells it. It must be in the view within
+/// a few seconds, and once healed it serves every key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_apply_view_is_brought_in_by_the_coordinator() {
+    let mut c = Cluster::start(4, 2);
+    let v0 = (*c.node(1).view()).clone();
+    for i in 5..=6 {
+        c.boot(&addr(i), v0.clone());
+    }
+    let mut ctx = Context::default();
+    for i in 0..40 {
+        ctx = c
+            .put(1 + i % 4, &format!("key{i}"), &format!("v{i}"), &ctx)
+            .await
+            .ctx;
+    }
+    let others: Vec<String> = [1, 2, 3, 4, 6].iter().map(|&i| addr(i)).collect();
+    let others: Vec<&str> = others.iter().map(String::as_str).collect();
+    c.net.partition(&[&addr(5)], &others);
+    let new_nodes: Vec<String> = (1..=6).map(addr).collect();
+    c.node(2)
+        .view_change(new_nodes, 2)
+        .await
+        .expect("view change without node 5");
+    let new_view = (*c.node(2).view()).clone();
+    assert_ne!(*c.node(5).view(), new_view, "node 5 did not hear of it");
+    c.net.reconnect(&addr(5), &addr(2));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while *c.node(5).view() != new_view {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 5 still in epoch {}",
+            c.node(5).view().epoch
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.net.heal();
+    for k in 0..40 {
+        c.await_value(
+            &[5],
+            &format!("key{k}"),
+            Some(&format!("v{k}")),
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+}

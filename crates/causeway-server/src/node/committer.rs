@@ -107,9 +107,11 @@ pub enum Job {
         nodes: Vec<String>,
         reply: oneshot::Sender<Result<(), CommitError>>,
     },
-    /// Installs a newer view. Replies whether it was installed.
+    /// Installs a view that wins over the one in force, or records that the view in
+    /// force completed (see `causeway_core::views`). Replies whether it was installed.
     SetView {
         view: View,
+        completed: bool,
         reply: oneshot::Sender<Result<bool, CommitError>>,
     },
 }
@@ -317,12 +319,14 @@ fn commit_batch(
             last_ts: Some(pending.last_ts),
             view: pending.view.as_ref(),
             pending: pending.handover.as_ref(),
+            completed: pending.completed,
         };
         if batch.puts.is_empty()
             && batch.removes.is_empty()
             && batch.clock.is_none()
             && batch.view.is_none()
             && batch.pending.is_none()
+            && batch.completed.is_none()
         {
             Ok(())
         } else {
@@ -449,8 +453,12 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
             p.handed_over(st, epoch, &nodes);
             Reply::HandedOver(reply)
         }
-        Job::SetView { view, reply } => {
-            let installed = p.set_view(st, view);
+        Job::SetView {
+            view,
+            completed,
+            reply,
+        } => {
+            let installed = p.set_view(st, view, completed);
             Reply::SetView(reply, installed)
         }
     }

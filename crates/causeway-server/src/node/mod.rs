@@ -291,6 +291,7 @@ impl Node {
         })?;
         st.bulk_load(versions);
         st.pending = loaded.meta.pending;
+        st.completed = loaded.meta.completed;
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
@@ -1042,8 +1043,8 @@ impl Node {
                 let deadline = self.arrival_deadline(sender, sent_ms, budget_ms);
                 // A view first heard of in a hand-over (its coordinator's word may never
                 // come) is adopted like any other: with a hand-over of its own.
-                if view.rank() > self.view().rank() {
-                    self.adopt_view(view).await;
+                if view != *self.view() {
+                    self.offer_view(&from, view).await;
                 }
                 let by = tokio::time::Instant::from_std(deadline);
                 match self
@@ -1097,14 +1098,14 @@ impl Node {
                 }
             }
             Rpc::ApplyView { view } => {
-                let current = self.apply_view(view).await;
-                RpcReply::View {
-                    view: (*current).clone(),
-                }
+                self.receive_view(view, false).await;
+                self.view_reply()
             }
-            Rpc::GetView => RpcReply::View {
-                view: (*self.view()).clone(),
-            },
+            Rpc::ViewCompleted { view } => {
+                self.receive_view(view, true).await;
+                self.view_reply()
+            }
+            Rpc::GetView => self.view_reply(),
             Rpc::Settle => RpcReply::Settled {
                 complete: self.settle(self.cfg.timeouts.settle).await,
             },

@@ -399,18 +399,9 @@ async fn send(
             Ok(clock)
         }
         Ok(RpcReply::WrongEpoch { view }) => {
-            let mine = node.view();
-            if view.rank() > mine.rank() {
-                node.adopt_view(view).await;
-            } else if view.rank() < mine.rank() {
-                // The peer is behind: tell it (it hands over what it must when it switches).
-                let msg = node.envelope(Rpc::ApplyView {
-                    view: (*mine).clone(),
-                });
-                let wait = node.cfg.timeouts.apply_view + Duration::from_secs(1);
-                let fut = node.transport.call(peer, msg, wait);
-                tokio::spawn(fut);
-            }
+            // Adopt the peer's view if it wins; tell the peer ours if it loses (it
+            // hands over what it must when it switches).
+            node.offer_view(peer, view).await;
             Err(())
         }
         Ok(other) => {

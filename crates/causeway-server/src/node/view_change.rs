@@ -6,8 +6,10 @@
 //!    newest one, never raced from behind), then builds the new view with the next
 //!    epoch and sends `ApplyView` to every node of the old and the new view (itself
 //!    included).
-//! 2. Each node installs the view if it ranks higher than its own (epoch, then a
-//!    fingerprint: racing changes resolve to the same winner everywhere), then hands
+//! 2. Each node installs the view if it wins over its own under the rule of
+//!    [`causeway_core::views`] (a later generation; within one, a view known completed;
+//!    then the epoch: racing changes resolve to the same winner everywhere, and a stale
+//!    coordinator cannot undo a completed change), then hands
 //!    every key it holds but no longer owns to all replicas of the key's new shard
 //!    (`Migrate`, in messages bounded by bytes as well as by count, each with a timeout
 //!    that grows with its size), and drops a key only once a new owner has it, and
@@ -16,8 +18,13 @@
 //!    `committer::removal_holds`). The new owner re-dots what it receives as its own
 //!    write, so normal replication spreads it to its peers. A node that first hears of
 //!    a view in a hand-over adopts it (and hands over) as if told by its coordinator.
-//! 3. The coordinator answers with each shard's key count once all reachable nodes
-//!    have finished.
+//! 3. The coordinator sends the view again (every [`RESEND_EVERY`], in the background)
+//!    to the nodes that did not answer, until each answers or a newer view is in force.
+//!    It answers with each shard's key count once all reachable nodes have finished; if
+//!    every shard is complete, the change is completed: it says so (`ViewCompleted`,
+//!    again until each node answers), and nodes keep that with the view (on disk too)
+//!    and answer `CompletedView` wherever they answer with their view. A node refuses a
+//!    view that loses; its answer names the winner, which the sender adopts.
 //!
 //! Writes are never lost in between: a write reaching a node that no longer owns the
 //! key is forwarded to the new owners; a write accepted by an old owner before it
@@ -33,6 +40,7 @@ use crate::node::Node;
 use crate::placement::View;
 use crate::replication::sized_timeout;
 use crate::transport::{Rpc, RpcReply};
+use causeway_core::views::{offer, Offer};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,6 +73,10 @@ pub struct ShardSummary {
     /// owners (see [`incomplete_shards`]).
     pub complete: bool,
 }
+
+/// How often a view change's coordinator sends its view again to the nodes that did
+/// not answer (see `Node::resend_view`).
+pub const RESEND_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a view change's coordinator keeps asking whether shards are complete
 /// before it answers 202 (see [`incomplete_shards`]).
@@ -123,27 +135,57 @@ pub fn validate_view(nodes: &[String], repl_factor: usize) -> Result<(), ViewCha
 }
 
 impl Node {
-    /// Installs `view` if it ranks higher than the current one (durably, in commit
-    /// order). Returns whether it was installed.
-    pub(crate) async fn install_view(&self, view: View) -> bool {
+    /// Installs `view` if it wins over the current one under the rule of
+    /// [`causeway_core::views`], knowing it `completed` or not (durably, in commit
+    /// order); records a completion of the view in force. Returns whether `view` was
+    /// installed.
+    pub(crate) async fn install_view(&self, view: View, completed: bool) -> bool {
         let installed = self
             .committer
-            .submit(|reply| Job::SetView { view, reply })
+            .submit(|reply| Job::SetView {
+                view,
+                completed,
+                reply,
+            })
             .await
             .unwrap_or(false);
         if installed {
             let v = self.view();
-            tracing::info!(epoch = v.epoch, nodes = ?v.nodes, repl_factor = v.repl_factor, "installed view");
+            tracing::info!(epoch = v.epoch, nodes = ?v.nodes, repl_factor = v.repl_factor, completed, "installed view");
             self.metrics.view_epoch.set(v.epoch as i64);
             self.view_tx.send_replace(v);
         }
         installed
     }
 
-    /// Installs `view` if newer, then hands over what this node no longer owns (waiting
-    /// a bounded time for that). Returns the view in force afterwards.
+    /// The view in force and whether this node knows its change completed.
+    pub fn view_knowledge(&self) -> (Arc<View>, bool) {
+        let st = self.state.read();
+        (st.view.clone(), st.view_completed())
+    }
+
+    /// This node's answer to `GetView`, `ApplyView` and `ViewCompleted`: its view, with
+    /// what it knows of its completion.
+    pub(crate) fn view_reply(&self) -> RpcReply {
+        let (view, completed) = self.view_knowledge();
+        let view = (*view).clone();
+        if completed {
+            RpcReply::CompletedView { view }
+        } else {
+            RpcReply::View { view }
+        }
+    }
+
+    /// Installs `view` if it wins, then hands over what this node no longer owns
+    /// (waiting a bounded time for that). Returns the view in force afterwards.
     pub async fn apply_view(self: &Arc<Self>, view: View) -> Arc<View> {
-        self.install_view(view).await;
+        self.receive_view(view, false).await
+    }
+
+    /// [`Node::apply_view`], knowing whether the view's change `completed`. A view that
+    /// loses is refused; the sender learns the winner from the answer ([`Node::view_reply`]).
+    pub(crate) async fn receive_view(self: &Arc<Self>, view: View, completed: bool) -> Arc<View> {
+        self.install_view(view, completed).await;
         let me = self.clone();
         let handover = tokio::spawn(async move { me.migrate_out().await });
         self.tasks.lock().push(handover.abort_handle());
@@ -151,21 +193,82 @@ impl Node {
         self.view()
     }
 
-    /// Learns the view of `peer` (which claims a newer epoch) and adopts it if newer.
+    /// Learns the view of `peer` (which claims a newer epoch) and adopts it if it wins.
     pub(crate) async fn refresh_view_from(self: &Arc<Self>, peer: &str) {
         let msg = self.envelope(Rpc::GetView);
-        if let Ok(RpcReply::View { view }) =
-            self.transport.call(peer, msg, self.cfg.timeouts.sync).await
-        {
-            if view.rank() > self.view().rank() {
-                self.adopt_view(view).await;
+        let reply = self.transport.call(peer, msg, self.cfg.timeouts.sync).await;
+        self.learn_from_reply(peer, reply).await;
+    }
+
+    /// Takes in the view a peer answered with (`View` or `CompletedView`), if any.
+    /// Returns whether the answer carried a view.
+    pub(crate) async fn learn_from_reply(
+        self: &Arc<Self>,
+        peer: &str,
+        reply: Result<RpcReply, crate::transport::TransportError>,
+    ) -> bool {
+        match reply {
+            Ok(RpcReply::View { view }) => {
+                self.consider_view(peer, view, false).await;
+                true
             }
+            Ok(RpcReply::CompletedView { view }) => {
+                self.consider_view(peer, view, true).await;
+                true
+            }
+            _ => false,
         }
     }
 
-    /// Installs a newer view learned from a peer and starts the hand-over in the background.
-    pub(crate) async fn adopt_view(self: &Arc<Self>, view: View) {
-        if self.install_view(view).await {
+    /// Considers the view a peer holds (whose completion it does not know): adopts it
+    /// if it wins; tells the peer ours if it loses.
+    pub(crate) async fn offer_view(self: &Arc<Self>, peer: &str, view: View) {
+        self.consider_view(peer, view, false).await;
+    }
+
+    /// Considers the view `peer` holds, knowing it `completed` or not (see
+    /// [`causeway_core::views::offer`]): adopts it (with a hand-over) if it wins,
+    /// records its completion if it is ours, and tells the peer ours if it loses.
+    async fn consider_view(self: &Arc<Self>, peer: &str, view: View, completed: bool) {
+        let (current, current_completed) = self.view_knowledge();
+        match offer(&current, current_completed, &view, completed) {
+            Offer::Install => self.adopt_view(view, completed).await,
+            Offer::Complete => {
+                self.install_view(view, true).await;
+            }
+            Offer::Keep { tell: true } => self.tell_view(peer),
+            Offer::Keep { tell: false } => {}
+        }
+    }
+
+    /// Tells `peer` (in the background) the view in force, as a completed view if this
+    /// node knows it completed; takes in the view the peer answers with.
+    fn tell_view(self: &Arc<Self>, peer: &str) {
+        let me = self.clone();
+        let peer = peer.to_string();
+        tokio::spawn(async move {
+            let (view, completed) = me.view_knowledge();
+            let view = (*view).clone();
+            let rpc = if completed {
+                Rpc::ViewCompleted { view }
+            } else {
+                Rpc::ApplyView { view }
+            };
+            let wait = me.cfg.timeouts.apply_view + Duration::from_secs(1);
+            let reply = me.transport.call(&peer, me.envelope(rpc), wait).await;
+            // The peer answers with the view it keeps: the winner, unless it is ours.
+            if let Ok(RpcReply::View { view } | RpcReply::CompletedView { view }) = &reply {
+                if *view != *me.view() {
+                    me.learn_from_reply(&peer, reply).await;
+                }
+            }
+        });
+    }
+
+    /// Installs a view learned from a peer if it wins and starts the hand-over in the
+    /// background.
+    pub(crate) async fn adopt_view(self: &Arc<Self>, view: View, completed: bool) {
+        if self.install_view(view, completed).await {
             let me = self.clone();
             let h = tokio::spawn(async move { me.migrate_out().await });
             self.tasks.lock().push(h.abort_handle());
@@ -216,26 +319,79 @@ impl Node {
     }
 
     /// Asks every member of the current view for its view (in parallel, bounded) and
-    /// adopts the newest if it ranks above ours.
+    /// adopts each that wins over ours (see [`causeway_core::views`]).
     async fn learn_newest_view(self: &Arc<Self>) {
         let mine = self.view();
         let mut asks = tokio::task::JoinSet::new();
         for n in mine.nodes.iter().filter(|n| **n != self.cfg.address) {
             let msg = self.envelope(Rpc::GetView);
-            asks.spawn(self.transport.call(n, msg, self.cfg.timeouts.proxy_attempt));
+            let call = self.transport.call(n, msg, self.cfg.timeouts.proxy_attempt);
+            let n = n.clone();
+            asks.spawn(async move { (n, call.await) });
         }
-        let mut newest: Option<View> = None;
         while let Some(r) = asks.join_next().await {
-            if let Ok(Ok(RpcReply::View { view })) = r {
-                if view.rank() > newest.as_ref().map_or(mine.rank(), View::rank) {
-                    newest = Some(view);
-                }
+            if let Ok((n, reply)) = r {
+                self.learn_from_reply(&n, reply).await;
             }
         }
-        if let Some(v) = newest {
-            tracing::info!(epoch = v.epoch, "learned a newer view before coordinating");
-            self.adopt_view(v).await;
+        if self.view().rank() != mine.rank() {
+            tracing::info!(
+                epoch = self.view().epoch,
+                "learned a newer view before coordinating"
+            );
         }
+    }
+
+    /// Sends `view` to each of `targets` that has not answered yet, again and again in
+    /// the background (every [`RESEND_EVERY`], the first time at once unless
+    /// `wait_first`; one call per target at a time), until each answers, this node
+    /// leaves `view`, or [`Timeouts::handover_grace`] passes (the patience given to old
+    /// owners that never answer: a node removed while dead); as `ViewCompleted` when
+    /// this node knows the change completed. Each answer's view is taken in (a refusal
+    /// names the winner).
+    ///
+    /// [`Timeouts::handover_grace`]: crate::node::Timeouts::handover_grace
+    fn resend_view(self: &Arc<Self>, view: View, mut targets: Vec<String>, wait_first: bool) {
+        if targets.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        let h = tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + me.cfg.timeouts.handover_grace;
+            let mut first = true;
+            while !targets.is_empty() && tokio::time::Instant::now() < give_up {
+                if wait_first || !first {
+                    tokio::time::sleep(RESEND_EVERY).await;
+                }
+                first = false;
+                let (current, completed) = me.view_knowledge();
+                if *current != view {
+                    return;
+                }
+                let mut tasks = tokio::task::JoinSet::new();
+                for t in targets.drain(..) {
+                    let view = view.clone();
+                    let rpc = if completed {
+                        Rpc::ViewCompleted { view }
+                    } else {
+                        Rpc::ApplyView { view }
+                    };
+                    let call = me.transport.call(
+                        &t,
+                        me.envelope(rpc),
+                        me.cfg.timeouts.apply_view + Duration::from_secs(1),
+                    );
+                    tasks.spawn(async move { (t, call.await) });
+                }
+                while let Some(r) = tasks.join_next().await {
+                    let Ok((t, reply)) = r else { continue };
+                    if !me.learn_from_reply(&t, reply).await {
+                        targets.push(t);
+                    }
+                }
+            }
+        });
+        self.tasks.lock().push(h.abort_handle());
     }
 
     /// Tells every member of `view` (best effort, in the background) that this node
@@ -314,7 +470,7 @@ impl Node {
         }
         tracing::info!(epoch = view.epoch, nodes = ?view.nodes, repl_factor, "coordinating view change");
         let mut tasks = tokio::task::JoinSet::new();
-        for t in targets {
+        for t in targets.clone() {
             let msg = self.envelope(Rpc::ApplyView { view: view.clone() });
             let fut = self.transport.call(
                 &t,
@@ -323,27 +479,33 @@ impl Node {
             );
             tasks.spawn(async move { (t, fut.await) });
         }
-        let local = self.apply_view(view.clone()).await;
-        let mut winner = local;
+        self.apply_view(view.clone()).await;
+        // Each answer names the view its node keeps: ours, or one that wins over it (a
+        // racing change, or a completed one this coordinator did not know of), which
+        // this node then adopts too.
+        let mut unanswered = Vec::new();
         while let Some(r) = tasks.join_next().await {
             match r {
-                Ok((_, Ok(RpcReply::View { view: v }))) => {
-                    if v.rank() > winner.rank() {
-                        winner = Arc::new(v);
+                Ok((t, reply)) => {
+                    if !matches!(
+                        reply,
+                        Ok(RpcReply::View { .. } | RpcReply::CompletedView { .. })
+                    ) {
+                        tracing::warn!(node = %t, ?reply, "node did not confirm the view change");
                     }
-                }
-                Ok((t, other)) => {
-                    tracing::warn!(node = %t, ?other, "node did not confirm the view change")
+                    if !self.learn_from_reply(&t, reply).await {
+                        unanswered.push(t);
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "view change task failed"),
             }
         }
-        if winner.rank() != view.rank() {
-            if winner.rank() > self.view().rank() {
-                self.adopt_view((*winner).clone()).await;
-            }
-            return Err(ViewChangeError::Superseded(winner.epoch));
+        if *self.view() != view {
+            return Err(ViewChangeError::Superseded(self.view().epoch));
         }
+        // Nodes that did not answer (cut off, or their answer was lost) are told again
+        // until they answer: nothing else may reach them soon.
+        self.resend_view(view.clone(), unanswered, true);
         // Every key has reached at least one new owner; now let each shard's replicas
         // bring each other up to date, so the answer describes a finished change.
         let mut settling = tokio::task::JoinSet::new();
@@ -370,6 +532,13 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
+        if incomplete.is_empty() && *self.view() == view {
+            // Every shard is complete: the change to this view is final for its
+            // generation. Say so to every node it concerned, until each has heard.
+            self.install_view(view.clone(), true).await;
+            tracing::info!(epoch = view.epoch, "view change completed");
+            self.resend_view(view.clone(), targets, false);
+        }
         let mut shards = Vec::new();
         for id in 1..=view.shard_count() as ShardNo {
             shards.push(ShardSummary {

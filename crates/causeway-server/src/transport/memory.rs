@@ -71,6 +71,13 @@ impl Network {
         }
     }
 
+    /// Restores traffic both ways between `a` and `b` only.
+    pub fn reconnect(&self, a: &str, b: &str) {
+        let mut cut = self.cut.write();
+        cut.remove(&(a.to_string(), b.to_string()));
+        cut.remove(&(b.to_string(), a.to_string()));
+    }
+
     pub fn heal(&self) {
         self.cut.write().clear();
         self.mute.write().clear();

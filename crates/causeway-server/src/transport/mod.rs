@@ -197,6 +197,11 @@ pub enum Rpc {
         shard: ShardNo,
         query: crate::listing::Query,
     },
+    /// Install `view` (if it wins) knowing that its change completed: its coordinator
+    /// saw every shard complete (see `causeway_core::views`). Answered like `ApplyView`.
+    ViewCompleted {
+        view: View,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -215,6 +220,7 @@ pub enum RpcReply {
     WrongEpoch {
         view: View,
     },
+    /// The receiver's view (it does not know whether that view's change completed).
     View {
         view: View,
     },
@@ -243,11 +249,16 @@ pub enum RpcReply {
     Incomplete,
     /// [`RpcReply::Synced`] from a replica whose commits are not synced before they are
     /// acknowledged (`os` durability): `durable` is the clock of what it has synced,
-    /// what a power loss leaves it with (see `storage`). (Last variant: the encodings
-    /// of the others are unchanged.)
+    /// what a power loss leaves it with (see `storage`). (Variants are only ever
+    /// appended: the encodings of the earlier ones stay as they were.)
     SyncedDurable {
         clock: VClock,
         durable: VClock,
+    },
+    /// The receiver's view, which it knows completed (see `causeway_core::views`); the
+    /// answer to `GetView`, `ApplyView` and `ViewCompleted` instead of `View` then.
+    CompletedView {
+        view: View,
     },
 }
 
