@@ -48,12 +48,12 @@ AREAS = [
     ("storage engine (fjall, lsm-tree, its skiplist memtable)", r"fjall::|lsm_tree::|crossbeam_skiplist|crossbeam_epoch|value_log::|byteview::"),
     ("JSON (serde_json)", r"serde_json::"),
     ("hashing / hash maps", r"[Hh]ash|sip|ahash|xxh|crc32"),
-    ("tracing and metrics", r"tracing|causeway::metrics|prometheus|metrics::"),
-    ("Causeway committer (node::committer)", r"causeway::node::committer"),
-    ("Causeway state and index (node::state)", r"causeway::node::state"),
-    ("Causeway causality (causal::)", r"causeway::causal"),
-    ("Causeway API handlers (api::)", r"causeway::api"),
-    ("Causeway, other", r"causeway::"),
+    ("tracing and metrics", r"tracing|causeway_server::metrics|prometheus|metrics::"),
+    ("Causeway committer (node::committer)", r"causeway_server::node::committer"),
+    ("Causeway state and index (core state, changes)", r"causeway_core::(state|changes)|causeway_server::node::state"),
+    ("Causeway causality (causal::)", r"causeway_core::causal"),
+    ("Causeway API handlers (api::)", r"causeway_server::api"),
+    ("Causeway, other", r"causeway(_server|_core)?::"),
     ("HTTP (hyper, httparse, http)", r"hyper::|httparse|\bhttp::|h2::"),
     ("axum / tower", r"axum|tower"),
     ("tokio runtime, channels, futures", r"tokio::|futures_|mio::"),
@@ -66,7 +66,7 @@ SWITCH = [("futex: thread hand-off / lock", r"futex"), ("epoll: idle, waiting fo
 INCLUSIVE = [
     ("fdatasync / fsync", r"fdatasync|fsync"),
     ("storage engine (fjall / lsm-tree)", r"fjall::|lsm_tree::"),
-    ("committer (causeway::node::committer)", r"causeway::node::committer"),
+    ("committer (causeway_server::node::committer)", r"causeway_server::node::committer"),
     ("JSON (serde_json)", r"serde_json::"),
     ("HTTP (hyper)", r"hyper::"),
 ]
@@ -99,7 +99,7 @@ for line in open(sys.argv[1]):
         if re.search(pat, stack):
             incl[name] += n
     for f in set(frames):
-        if f.startswith("causeway::") and "{{closure}}" not in f:
+        if re.match(r"causeway(_server|_core)?::", f) and "{{closure}}" not in f:
             causeway_fn[f] += n
 pct = lambda n: f"{n / total:6.1%}"
 # perf's cpu-clock samples are weighted by their period in ns, so the totals are CPU time.

@@ -5,7 +5,8 @@
 # to the mean of the two reference runs, with its target and PASS/MISS. See BENCHMARKS.md.
 #
 # Usage: bench/suite.sh [quick] [section ...]
-#   sections: single replicas cluster latency memory viewchange anchors (default: all)
+#   sections: single replicas cluster latency memory viewchange anchors (default: all), and ci
+#             (only the durable PUT and GET ratios: the short comparison scripts/test.sh runs)
 #   quick:    3 s per figure, 100,000 keys for memory/restart, 20,000 for the view change
 # Environment: DURATION (s per figure), MEM_KEYS, VC_KEYS, NET (loopback prefix, default
 #   127.0.10), NO_BUILD=1 (use the binaries as built), CAUSEWAY_BIN, REF_BIN (binaries to use;
@@ -36,7 +37,7 @@ SECTIONS=()
 for arg in "$@"; do
   case $arg in
     quick) QUICK=1 ;;
-    single | replicas | cluster | latency | memory | viewchange | anchors) SECTIONS+=("$arg") ;;
+    single | replicas | cluster | latency | memory | viewchange | anchors | ci) SECTIONS+=("$arg") ;;
     all) ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; usage >&2; exit 2 ;;
@@ -148,6 +149,18 @@ start_cluster() {
 
 rss_mb() { awk '/^VmRSS/ {printf "%.1f\n", $2 / 1024}' "/proc/$1/status"; }
 
+# cpu_us <pid>...: user plus system CPU time of the processes so far, in microseconds (utime and
+# stime of /proc/<pid>/stat, clock ticks; the command name is cut first, it may hold spaces).
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_us() {
+  local p t=0
+  for p in "$@"; do t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat"))); done
+  echo $((t * 1000000 / CLK_TCK))
+}
+# cpu_per_op <cpu us before> <cpu us after> <req/s>: microseconds of CPU per operation served
+# over one load of $DURATION seconds.
+cpu_per_op() { calc "round(($2 - $1) / ($3 * $DURATION), 2)"; }
+
 # ---------------------------------------------------------------- load
 # Profile the named Causeway phase with perf while it runs (PROFILE=1).
 profile_start() { # <name> <comma-separated pids>
@@ -165,6 +178,7 @@ profile_stop() {
   PERF_PID=""
 }
 node_pids() { local i out=(); for i in "$@"; do out+=("${PID_OF[n$i]}"); done; (IFS=,; echo "${out[*]}"); }
+node_pids_list() { local i; for i in "$@"; do echo "${PID_OF[n$i]}"; done; }
 
 # wrk_run <script> <addr> [connections] -> "req/s errors"; scripts are run from
 # ../shared/bench as given.
@@ -197,7 +211,7 @@ hdr() { printf '\n== %s\n   (load average %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/l
 # ---------------------------------------------------------------- sections
 section_single() {
   hdr "single: one node; wrk -t1 -d${DURATION}s put.lua at -c$CONC and -c$CONC_HIGH (durable, sync), put.lua -c$CONC with --durability os, get.lua -c$CONC (all keys preloaded)"
-  local rp1 rq1 rg1 cp cq co cg rp2 rq2 rg2 e
+  local rp1 rq1 rg1 cp cq co cg cb rp2 rq2 rg2 e c0 c1 r0 r1
   start_ref
   rp1=$(wrk_run put.lua "$REF_ADDR"); rq1=$(wrk_run put.lua "$REF_ADDR" $CONC_HIGH)
   preload "$REF_ADDR" $KEYS; rg1=$(wrk_run get.lua "$REF_ADDR")
@@ -210,7 +224,12 @@ section_single() {
   profile_stop
   preload "$(node_addr 1)" $KEYS
   profile_start single-get "$(node_pids 1)"
+  c0=$(cpu_us "${PID_OF[n1]}")
   cg=$(wrk_run get.lua "$(node_addr 1)")
+  c1=$(cpu_us "${PID_OF[n1]}")
+  profile_stop
+  profile_start single-put-1m "$(node_pids 1)"
+  cb=$(wrk_run "$HERE/put-1m.lua" "$(node_addr 1)" 4)
   profile_stop
   stop n1
   NODE_DURABILITY=os start_cluster 1 1
@@ -218,12 +237,37 @@ section_single() {
   co=$(wrk_run put.lua "$(node_addr 1)")
   profile_stop
   stop n1
-  rp2=$(wrk_run put.lua "$REF_ADDR"); rq2=$(wrk_run put.lua "$REF_ADDR" $CONC_HIGH); rg2=$(wrk_run get.lua "$REF_ADDR")
+  rp2=$(wrk_run put.lua "$REF_ADDR"); rq2=$(wrk_run put.lua "$REF_ADDR" $CONC_HIGH)
+  r0=$(cpu_us "${PID_OF[ref]}")
+  rg2=$(wrk_run get.lua "$REF_ADDR")
+  r1=$(cpu_us "${PID_OF[ref]}")
   stop ref
   e=${cp#* }; rec single "PUT throughput, 1 node" req/s "${cp% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.6" --note "durable (sync), -c$CONC; $(errnote "$e")"
   e=${cq#* }; rec single "PUT throughput, 1 node, $CONC_HIGH conns" req/s "${cq% *}" --ref "${rq1% *}" --ref "${rq2% *}" --target ">=0.8" --note "durable (sync), -c$CONC_HIGH; $(errnote "$e")"
   e=${co#* }; rec single "PUT throughput, 1 node, os" req/s "${co% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.9" --note "--durability os, -c$CONC; $(errnote "$e")"
   e=${cg#* }; rec single "GET throughput, 1 node" req/s "${cg% *}" --ref "${rg1% *}" --ref "${rg2% *}" --target ">=0.95" --note "$(errnote "$e")"
+  rec single "CPU per GET, 1 node" us "$(cpu_per_op "$c0" "$c1" "${cg% *}")" --ref "$(cpu_per_op "$r0" "$r1" "${rg2% *}")" \
+    --target "<=1.5" --note "utime+stime of the node over the GET load / GETs served (the reference: its second GET run)"
+  e=${cb#* }; rec single "PUT 1 MiB values, 1 node" MB/s "$(calc "round(${cb% *} * 1.048576, 1)")" --target ">=200" --target-on-value \
+    --note "durable (sync); wrk -c4 bench/put-1m.lua, 64 keys; $(errnote "$e")"
+}
+
+# The short comparison CI runs (scripts/test.sh): durable PUT and GET on one node against the
+# reference, side by side; figures only (CI does not gate on them: its machine is noisy).
+section_ci() {
+  hdr "ci: one durable node, wrk -t1 -c$CONC -d${DURATION}s put.lua then get.lua, against the reference before and after"
+  local rp1 rg1 cp cg rp2 rg2
+  start_ref
+  rp1=$(wrk_run put.lua "$REF_ADDR"); preload "$REF_ADDR" $KEYS; rg1=$(wrk_run get.lua "$REF_ADDR")
+  start_cluster 1 1
+  cp=$(wrk_run put.lua "$(node_addr 1)")
+  preload "$(node_addr 1)" $KEYS
+  cg=$(wrk_run get.lua "$(node_addr 1)")
+  stop n1
+  rp2=$(wrk_run put.lua "$REF_ADDR"); rg2=$(wrk_run get.lua "$REF_ADDR")
+  stop ref
+  rec ci "PUT throughput, 1 node" req/s "${cp% *}" --ref "${rp1% *}" --ref "${rp2% *}" --target ">=0.6" --note "durable (sync); $(errnote "${cp#* }")"
+  rec ci "GET throughput, 1 node" req/s "${cg% *}" --ref "${rg1% *}" --ref "${rg2% *}" --target ">=0.95" --note "$(errnote "${cg#* }")"
 }
 
 section_replicas() {
@@ -231,12 +275,15 @@ section_replicas() {
   for r in 2 3; do
     [[ $r == 2 ]] && target=0.55 || target=0.45
     hdr "replicas: one shard of $r replicas, wrk put-seq.lua (fresh keys s1, s2, ...) on replica 1; then time until every replica has every write"
-    local ref1 ref2 cw t_stop conv others secs count conv_note
+    local ref1 ref2 cw t_stop conv others secs count conv_note c0 c1 r0 r1
     start_ref
+    r0=$(cpu_us "${PID_OF[ref]}")
     ref1=$(wrk_run "$HERE/put-seq.lua" "$REF_ADDR")
+    r1=$(cpu_us "${PID_OF[ref]}")
     stop ref
     start_cluster "$r" "$r"
     profile_start "replicas-$r" "$(node_pids $(seq 1 "$r"))"
+    c0=$(cpu_us $(node_pids_list $(seq 1 "$r")))
     cw=$(wrk_run "$HERE/put-seq.lua" "$(node_addr 1)")
     t_stop=$(date +%s.%N)
     others=$(view_of 2 "$r")
@@ -246,6 +293,8 @@ section_replicas() {
     else
       secs=60; conv_note="NOT converged within 60 s"
     fi
+    # Every replica's CPU until it has every write (replication included).
+    c1=$(cpu_us $(node_pids_list $(seq 1 "$r")))
     profile_stop
     stop_all
     start_ref
@@ -253,6 +302,10 @@ section_replicas() {
     stop ref
     rec replicas "PUT throughput, $r replicas" req/s "${cw% *}" --ref "${ref1% *}" --ref "${ref2% *}" --target ">=$target" --note "$(errnote "${cw#* }")"
     rec replicas "replicas complete, $r replicas" s "$secs" --target "<=1" --note "after the load stopped; $conv_note"
+    local cpu_target=()
+    [[ $r == 2 ]] && cpu_target=(--target "<=3")
+    rec replicas "CPU per PUT, $r replicas" us "$(cpu_per_op "$c0" "$c1" "${cw% *}")" --ref "$(cpu_per_op "$r0" "$r1" "${ref1% *}")" \
+      "${cpu_target[@]}" --note "utime+stime of every replica until all have every write / PUTs served; the reference: its first run"
   done
 }
 

@@ -56,5 +56,21 @@ if [ -f crates/causeway-torture/Cargo.toml ] && [ "${SKIP_CAMPAIGN:-0}" != 1 ]; 
   stages=$((stages + 1))
 fi
 
+# A short performance comparison (durable PUT and GET against the reference server, about
+# 30 s): it prints its figures for the log and never fails the run (the machine is noisy, and
+# wrk or the reference may be missing). SKIP_BENCH=1 leaves it out.
+if [ "${SKIP_BENCH:-0}" != 1 ] && [ -d ../shared/bench/reference ]; then
+  echo "== performance comparison (bench/suite.sh ci; figures only, not gating)"
+  ref_target="$PWD/target/bench-reference"
+  if command -v wrk >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 \
+    && cargo build --release -q -p causeway \
+    && (cd ../shared/bench/reference && CARGO_TARGET_DIR="$ref_target" cargo build --release -q); then
+    NO_BUILD=1 DURATION=3 NET=127.0.30 REF_BIN="$ref_target/release/reference-kv" \
+      timeout 120 bench/suite.sh ci || echo "   (the comparison did not complete; not gating)"
+  else
+    echo "   skipped: wrk, python3 or a release build is missing"
+  fi
+fi
+
 # Every stage above stops the script on failure, so reaching here means all passed.
 echo "stages: ${stages} passed, 0 failed"

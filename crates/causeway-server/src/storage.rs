@@ -379,8 +379,15 @@ impl Storage {
     }
 }
 
+/// Postcard of `v` in one allocation of its exact size (a size pass first: growing the
+/// buffer by doubling copied a large value several times over).
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_allocvec(v).expect("in-memory structures always encode")
+    let size = postcard::serialize_with_flavor(v, postcard::ser_flavors::Size::default())
+        .expect("in-memory structures always encode");
+    let out = postcard::to_extend(v, Vec::with_capacity(size))
+        .expect("in-memory structures always encode");
+    debug_assert_eq!(out.len(), size);
+    out
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, StorageError> {
@@ -441,6 +448,44 @@ mod tests {
         drop(s);
         let (_s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
         assert_eq!(loaded.meta.completed, Some(5));
+    }
+
+    #[test]
+    fn encoding_in_one_exact_allocation_is_postcard() {
+        use crate::causal::{Dot, Value, WriteId};
+        let mut past = crate::causal::context::prior_past();
+        past.add(
+            3,
+            Dot {
+                origin: 9,
+                counter: 4,
+            },
+        );
+        for value in [
+            None,
+            Some(Value::Str("v".repeat(100).into())),
+            Some(Value::Num("-1.5e3".into())),
+            Some(Value::Str("x".repeat(1 << 20).into())),
+        ] {
+            let v = Version {
+                id: WriteId {
+                    ts: 1 << 40,
+                    origin: 7,
+                    counter: 300,
+                },
+                dot: Dot {
+                    origin: 7,
+                    counter: 300,
+                },
+                epoch: 2,
+                past: past.clone(),
+                value,
+            };
+            let bytes = encode(&v);
+            assert_eq!(bytes, postcard::to_allocvec(&v).unwrap());
+            assert_eq!(bytes.len(), bytes.capacity());
+            assert_eq!(decode::<Version>("v", &bytes).unwrap(), v);
+        }
     }
 
     #[test]

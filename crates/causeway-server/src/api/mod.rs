@@ -234,8 +234,12 @@ async fn read_bytes(
     what: &'static str,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
+    use axum::body::HttpBody as _;
     use http_body_util::BodyExt;
     let mut body = body;
+    // A body that arrives in one frame (a small one, usually) is kept as it is; a longer
+    // one is gathered into one buffer sized from its length, when the request gives it.
+    let mut first: Option<Bytes> = None;
     let mut buf: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
@@ -245,6 +249,20 @@ async fn read_bytes(
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= limit {
+                if first.is_none() && buf.is_empty() {
+                    first = Some(data);
+                    continue;
+                }
+                if let Some(f) = first.take() {
+                    let expected = usize::try_from(body.size_hint().lower()).unwrap_or(0);
+                    buf.reserve(
+                        f.len()
+                            .saturating_add(data.len())
+                            .saturating_add(expected)
+                            .min(limit),
+                    );
+                    buf.extend_from_slice(&f);
+                }
                 buf.extend_from_slice(&data);
             } else if seen > DRAIN_LIMIT {
                 break;
@@ -258,20 +276,23 @@ async fn read_bytes(
             limit,
         });
     }
-    Ok(Bytes::from(buf))
+    Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }
 
+/// The single-key route, the hot path: the request's parts are read in place (no copy
+/// of its headers, and its query is parsed only when it has one).
 async fn key_op(
     State(app): State<App>,
-    method: Method,
-    headers: HeaderMap,
     key: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    query: Result<
-        axum::extract::Query<Vec<(String, String)>>,
-        axum::extract::rejection::QueryRejection,
-    >,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let headers = &parts.headers;
+    let query = parts
+        .uri
+        .query()
+        .map(|_| axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri));
     let name = method_name(&method);
     let (bytes, mut body) = match read_json_bytes(body, name, app.limits.max_body_bytes).await {
         Ok(b) => b,
@@ -292,11 +313,11 @@ async fn key_op(
         });
     };
     let wait = match query {
-        Ok(axum::extract::Query(params)) => params
+        Some(Ok(axum::extract::Query(params))) => params
             .iter()
             .find(|(k, _)| k == "wait")
             .map(|(_, v)| parse_wait(v)),
-        Err(_) => None,
+        Some(Err(_)) | None => None,
     };
     let wait = match (wait, &method) {
         (None, _) => None,
@@ -345,7 +366,7 @@ async fn key_op(
     };
     let idem = match &op {
         KeyOp::Put(_) | KeyOp::PutExpiring { .. } | KeyOp::Delete => {
-            match idempotency_key(&headers, name) {
+            match idempotency_key(headers, name) {
                 Ok(k) => k,
                 Err(e) => return refuse(e),
             }
@@ -744,7 +765,74 @@ async fn internal_rpc(State(app): State<App>, headers: HeaderMap, body: Body) ->
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_ttl, parse_wait};
+    use super::{parse_ttl, parse_wait, read_bytes, ApiError};
+    use axum::body::{Body, Bytes};
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body delivered in the given frames, the way a client's chunks arrive.
+    struct Frames(VecDeque<Bytes>);
+
+    impl axum::body::HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+
+    fn body(frames: &[&'static str]) -> Body {
+        Body::new(Frames(
+            frames
+                .iter()
+                .map(|f| Bytes::from_static(f.as_bytes()))
+                .collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_body_reads_whole_in_one_frame_or_many_and_over_its_limit_is_refused() {
+        let one = read_bytes(body(&[r#"{"value":"v"}"#]), "PUT", "Request body", 64).await;
+        assert_eq!(one.unwrap(), Bytes::from_static(br#"{"value":"v"}"#));
+        let many = read_bytes(
+            body(&[r#"{"val"#, "", r#"ue":"#, r#""v"}"#]),
+            "PUT",
+            "Request body",
+            64,
+        );
+        assert_eq!(many.await.unwrap(), Bytes::from_static(br#"{"value":"v"}"#));
+        assert!(read_bytes(body(&[]), "PUT", "Request body", 64)
+            .await
+            .unwrap()
+            .is_empty());
+        for frames in [
+            &["0123456789"][..],
+            &["01234", "56789"],
+            &["0123", "", "456789"],
+        ] {
+            assert_eq!(
+                read_bytes(body(frames), "PUT", "Request body", 10)
+                    .await
+                    .unwrap(),
+                Bytes::from_static(b"0123456789")
+            );
+        }
+        for frames in [
+            &["0123456789x"][..],
+            &["01234", "56789", "x"],
+            &["0123456789", "x"],
+        ] {
+            let over = read_bytes(body(frames), "PUT", "Request body", 10).await;
+            assert!(
+                matches!(over, Err(ApiError::TooLarge { limit: 10, .. })),
+                "{frames:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_ttl_is_a_positive_number_of_seconds_up_to_ten_years() {
