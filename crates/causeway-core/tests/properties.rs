@@ -5,7 +5,10 @@
 //!   write in the session's causal past) and live (once replicas have exchanged
 //!   everything, every read is admitted);
 //! - placement spreads keys within 10% of even for 1 to 256 shards, and growing the
-//!   shard count by one moves exactly the keys that the new shard takes.
+//!   shard count by one moves exactly the keys that the new shard takes;
+//! - tombstone collection, under random delivery (late, reordered, duplicated and lost
+//!   messages, a replica cut off for a while), never collects a delete some replica
+//!   lacks, and never lets a deleted key come back.
 
 use causeway_core::causal::version::{merge, HLC_SHIFT};
 use causeway_core::causal::{read_is_safe, Context, Deps, Dot, VClock, Value, Version, WriteId};
@@ -364,5 +367,220 @@ proptest! {
         let worst = counts.iter().map(|&c| (c as f64 - mean).abs() / mean).fold(0.0, f64::max);
         prop_assert!(worst <= 0.10, "{} shards: imbalance {:.3}", shards + 1, worst);
         prop_assert_eq!(moved, counts[shards], "exactly the new shard's keys moved");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tombstone collection under random delivery
+
+/// One replication message in flight: versions with the sender's clock claim.
+#[derive(Clone)]
+struct InFlight {
+    to: usize,
+    epoch: u64,
+    versions: Vec<(String, Version)>,
+    claim: Option<(VClock, VClock)>,
+}
+
+#[derive(Debug, Clone)]
+enum GcStep {
+    /// Replica `r` writes (or deletes) key `k` (one key: its writes and deletes race).
+    Write { r: usize, k: usize, delete: bool },
+    /// Replica `from` sends `to` what `to` lacks as `from` last heard (the message is
+    /// put in flight, with its claim when whole).
+    Send { from: usize, to: usize, all: bool },
+    /// The `i`-th message in flight (modulo) arrives; it stays in flight when `dup`
+    /// (it will arrive again).
+    Deliver { i: usize, dup: bool },
+    /// Replica `to` hears `from`'s clock (a reply to a replication message).
+    Report { from: usize, to: usize },
+    /// Replica `r` collects the tombstones every peer's clock (as it last heard them)
+    /// covers.
+    Collect { r: usize },
+}
+
+fn gc_step() -> impl Strategy<Value = GcStep> {
+    prop_oneof![
+        2 => (0..REPLICAS, any::<bool>()).prop_map(|(r, delete)| GcStep::Write { r, k: 0, delete }),
+        3 => (0..REPLICAS, 0..REPLICAS, any::<bool>())
+            .prop_map(|(from, to, all)| GcStep::Send { from, to, all }),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(i, dup)| GcStep::Deliver { i, dup }),
+        3 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| GcStep::Report { from, to }),
+        2 => (0..REPLICAS).prop_map(|r| GcStep::Collect { r }),
+    ]
+}
+
+struct Gc {
+    replicas: Vec<State>,
+    /// `heard[to][from]`: `from`'s clock as `to` last heard it.
+    heard: Vec<Vec<VClock>>,
+    flight: Vec<InFlight>,
+    /// Every write: key, id, live.
+    writes: Vec<(usize, WriteId, bool)>,
+    now: u64,
+    /// The replica cut off, if any.
+    cut: Option<usize>,
+}
+
+impl Gc {
+    fn new() -> Gc {
+        let h = History::new();
+        Gc {
+            replicas: h.replicas,
+            heard: vec![vec![VClock::new(); REPLICAS]; REPLICAS],
+            flight: Vec::new(),
+            writes: Vec::new(),
+            now: h.now,
+            cut: None,
+        }
+    }
+
+    fn write(&mut self, r: usize, k: usize, delete: bool) {
+        self.now += 1 << HLC_SHIFT;
+        let st = &mut self.replicas[r];
+        let mut c = Changes::new(st);
+        let w = ClientWrite {
+            key: KEYS[k],
+            value: (!delete).then(|| Value::Str(format!("{r}").into())),
+            ttl_ms: None,
+            ctx: Context::default(),
+            id: None,
+        };
+        let done = c.write(st, w, self.now).expect("owned");
+        st.apply(c);
+        let id = WriteId {
+            ts: done.ts,
+            origin: done.dot.origin,
+            counter: done.dot.counter,
+        };
+        self.writes.push((k, id, !delete));
+    }
+
+    fn send(&mut self, from: usize, to: usize, all: bool) {
+        if from == to || self.cut.is_some_and(|c| c == from || c == to) {
+            return;
+        }
+        let known = self.heard[from][to].clone();
+        let st = &self.replicas[from];
+        let Some(mut versions) = st.delta(&known, BUDGET) else {
+            return;
+        };
+        if !all {
+            versions.truncate(1);
+        }
+        self.flight.push(InFlight {
+            to,
+            epoch: st.view.epoch,
+            versions,
+            claim: all.then(|| (st.clock.clone(), known)),
+        });
+    }
+
+    fn deliver(&mut self, i: usize, dup: bool) {
+        if self.flight.is_empty() {
+            return;
+        }
+        let i = i % self.flight.len();
+        let m = if dup {
+            self.flight[i].clone()
+        } else {
+            self.flight.remove(i)
+        };
+        let st = &mut self.replicas[m.to];
+        let mut c = Changes::new(st);
+        c.sync(st, m.epoch, m.versions, m.claim);
+        st.apply(c);
+    }
+
+    fn report(&mut self, from: usize, to: usize) {
+        if from != to && !self.cut.is_some_and(|c| c == from || c == to) {
+            self.heard[to][from] = self.replicas[from].clock.clone();
+        }
+    }
+
+    /// Collects at `r`; fails if it collected a tombstone some peer does not hold (nor
+    /// anything newer of its key): once every copy is gone, nothing could stop that
+    /// peer's older version from coming back.
+    fn collect(&mut self, r: usize) -> Result<(), TestCaseError> {
+        let peers: Vec<&VClock> = (0..REPLICAS)
+            .filter(|&p| p != r)
+            .map(|p| &self.heard[r][p])
+            .collect();
+        let st = &self.replicas[r];
+        let doomed = causeway_core::replica::collectable_tombstones(st, &peers, u64::MAX, 100);
+        for (key, id) in &doomed {
+            for (p, peer) in self.replicas.iter().enumerate() {
+                let holds = peer.get(key).is_some_and(|v| v.id >= *id)
+                    || (peer.get(key).is_none() && peer.clock.contains(st.keys[key.as_str()].dot));
+                prop_assert!(
+                    holds,
+                    "replica {} collected the delete of {} that replica {} lacks",
+                    r,
+                    key,
+                    p
+                );
+            }
+        }
+        let epoch = st.view.epoch;
+        let st = &mut self.replicas[r];
+        let mut c = Changes::new(st);
+        c.remove(st, doomed, epoch);
+        st.apply(c);
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn tombstone_collection_never_brings_a_delete_back(
+        before in prop::collection::vec(gc_step(), 0..40),
+        cut in 0..REPLICAS,
+        during in prop::collection::vec(gc_step(), 0..100),
+    ) {
+        // Replicas exchange, then one is cut off (nothing sent to it or heard from it)
+        // while the others go on; then every late message arrives and all exchange.
+        let mut g = Gc::new();
+        for (i, step) in before.into_iter().chain(during).enumerate() {
+            if i == 40 {
+                g.cut = Some(cut);
+            }
+            match step {
+                GcStep::Write { r, k, delete } => g.write(r, k, delete),
+                GcStep::Send { from, to, all } => g.send(from, to, all),
+                GcStep::Deliver { i, dup } => g.deliver(i, dup),
+                GcStep::Report { from, to } => g.report(from, to),
+                GcStep::Collect { r } => g.collect(r)?,
+            }
+        }
+        g.cut = None;
+        // Heal: every late message arrives, then replicas exchange everything and
+        // collect until nothing changes.
+        while !g.flight.is_empty() {
+            g.deliver(0, false);
+        }
+        for _ in 0..4 {
+            for from in 0..REPLICAS {
+                for to in 0..REPLICAS {
+                    g.send(from, to, true);
+                    g.deliver(usize::MAX, false);
+                    g.report(to, from);
+                }
+            }
+            for r in 0..REPLICAS {
+                g.collect(r)?;
+            }
+        }
+        for (k, key) in KEYS.iter().enumerate().take(1) {
+            let last = g.writes.iter().filter(|w| w.0 == k).max_by_key(|w| w.1);
+            for (r, st) in g.replicas.iter().enumerate() {
+                let live = st.get(key).filter(|v| !v.is_tombstone()).map(|v| v.id);
+                match last {
+                    Some((_, id, true)) => prop_assert_eq!(live, Some(*id), "replica {} key {}", r, key),
+                    _ => prop_assert_eq!(live, None, "replica {} brought back {}", r, key),
+                }
+            }
+        }
     }
 }
