@@ -14,10 +14,11 @@
 //! the replicas' states after healing.
 //!
 //! Modules: [`node`] (one node's handlers), [`session`] (clients), [`world`] (time,
-//! network, faults, lifecycles). A run is a function of its [`Config`]: the same seed
-//! gives the same history, byte for byte.
+//! network, faults, lifecycles), [`scale`] (scale figures from fault-free runs). A run
+//! is a function of its [`Config`]: the same seed gives the same history, byte for byte.
 
 pub mod node;
+pub mod scale;
 pub mod session;
 pub mod world;
 
@@ -62,6 +63,15 @@ pub struct Config {
     pub idempotent: f64,
     /// A planted bug (only with the `planted-bugs` feature).
     pub plant: Option<Plant>,
+    /// Replicas per shard (3; fewer nodes than that make one shard of all of them).
+    pub repl_factor: usize,
+    /// Count the bytes of every message the network carries, per sending node and
+    /// kind (`world::Counts::traffic`). Off by default: sizing costs an encoding.
+    pub count_bytes: bool,
+    /// A node announces that it handed everything over once per view, as the server
+    /// does, instead of every [`node::ANNOUNCE_EVERY_MS`] (the default, which makes up
+    /// for lost messages in runs with faults).
+    pub announce_once: bool,
 }
 
 impl Config {
@@ -82,6 +92,9 @@ impl Config {
             tombstone_age_ms: 30_000,
             idempotent: 0.5,
             plant: None,
+            repl_factor: 3,
+            count_bytes: false,
+            announce_once: false,
         }
     }
 

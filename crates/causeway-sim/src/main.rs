@@ -2,6 +2,7 @@
 //! seed with the command that reproduces it and the shortest history excerpt that
 //! shows its anomaly.
 
+use causeway_sim::scale::{self, ScaleOptions};
 use causeway_sim::{run, Config, Plant};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -47,6 +48,58 @@ struct Args {
     /// Write the (last) run's history to this file.
     #[arg(long)]
     history: Option<std::path::PathBuf>,
+    /// Scale figures instead of a sweep: keys moved, view change time, per-node traffic
+    /// and messages per write for each cluster size and replication factor, without
+    /// faults (a markdown table on stdout, and a CSV).
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: fewer keys (20,000) and 5 s traffic windows instead of 1M and 60 s.
+    #[arg(long)]
+    quick: bool,
+    /// With --scale: cluster sizes.
+    #[arg(long, value_delimiter = ',', default_value = "6,24,64,128")]
+    scale_nodes: Vec<usize>,
+    /// With --scale: replication factors.
+    #[arg(long, value_delimiter = ',', default_value = "2,3")]
+    scale_rf: Vec<usize>,
+    /// With --scale: keys loaded before the view changes (overrides the default).
+    #[arg(long)]
+    scale_keys: Option<usize>,
+    /// With --scale: where to write the CSV.
+    #[arg(long, default_value = "docs/bench/scale.csv")]
+    csv: std::path::PathBuf,
+}
+
+fn scale(args: &Args) {
+    let mut opts = if args.quick {
+        ScaleOptions::quick()
+    } else {
+        ScaleOptions::full()
+    };
+    if let Some(k) = args.scale_keys {
+        opts.keys = k;
+    }
+    let mut rows = Vec::new();
+    for &rf in &args.scale_rf {
+        for &n in &args.scale_nodes {
+            let started = Instant::now();
+            let r = scale::row(n, rf, &opts);
+            eprintln!(
+                "{n} nodes, rf {rf}: {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            rows.push(r);
+        }
+    }
+    print!("{}", scale::markdown(&rows, &opts));
+    if let Some(dir) = args.csv.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(&args.csv, scale::csv(&rows, &opts)) {
+        eprintln!("writing {}: {e}", args.csv.display());
+        std::process::exit(1);
+    }
+    eprintln!("wrote {}", args.csv.display());
 }
 
 fn seeds(spec: &str) -> Result<Vec<u64>, String> {
@@ -64,6 +117,10 @@ fn seeds(spec: &str) -> Result<Vec<u64>, String> {
 
 fn main() {
     let args = Args::parse();
+    if args.scale {
+        scale(&args);
+        return;
+    }
     let seeds = match seeds(&args.seeds) {
         Ok(s) => s,
         Err(e) => {

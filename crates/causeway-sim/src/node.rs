@@ -36,6 +36,11 @@ pub const COLLECT_EVERY_MS: u64 = 1000;
 pub const DISK_SYNC_EVERY_MS: u64 = 1000;
 pub const HAND_OVER_EVERY_MS: u64 = 200;
 pub const ANNOUNCE_EVERY_MS: u64 = 1000;
+/// With `announce_once`, how many times a node announces the end of its hand-over in
+/// one view (a second apart): the server announces once and asks old owners (`Holds`)
+/// when the word is lost; the simulator has no `Holds`, so it repeats a few times, for
+/// members that had not installed the view yet.
+pub const ANNOUNCE_ONCE_TIMES: u32 = 5;
 /// Most versions in one hand-over message.
 const HAND_OVER_BATCH: Budget = Budget {
     versions: 4,
@@ -181,6 +186,59 @@ impl Msg {
     }
 }
 
+/// Bytes of message framing counted on top of each message's payload: the sender's
+/// address and process id, the epoch, a request id and the message kind, as the
+/// server's envelope carries them (an estimate; the transport's own headers are not
+/// counted).
+pub const HEADER_BYTES: usize = 48;
+
+fn encoded<T: serde::Serialize + ?Sized>(x: &T) -> usize {
+    postcard::to_allocvec(x).map_or(0, |b| b.len())
+}
+
+fn req_bytes(req: &KeyReq) -> usize {
+    let value = match &req.op {
+        Op::Put(v) => v.len(),
+        Op::Get | Op::Delete => 0,
+    };
+    1 + req.key.len() + value + encoded(&req.ctx)
+}
+
+impl Msg {
+    /// The message's size on the wire: [`HEADER_BYTES`] plus its payload, the
+    /// versions, clocks, views and contexts in the postcard encoding the server uses,
+    /// integers as 8 bytes.
+    pub fn wire_bytes(&self) -> usize {
+        HEADER_BYTES
+            + match self {
+                Msg::Sync {
+                    versions, claim, ..
+                } => 8 + encoded(versions) + encoded(claim),
+                Msg::Synced { clock, view, .. } => 8 + encoded(clock) + encoded(view),
+                Msg::ApplyView { view } => encoded(view),
+                Msg::Migrate { view, versions, .. } => 8 + encoded(view) + encoded(versions),
+                Msg::Migrated { refused, .. } => 8 + encoded(refused),
+                Msg::HandedOver { .. } => 8,
+                Msg::Settled { clock, .. } => 8 + encoded(clock),
+                Msg::Fetch { key, ctx, .. } => 8 + key.len() + encoded(ctx),
+                Msg::Fetched { version, .. } => 8 + encoded(version),
+                Msg::Key {
+                    view,
+                    req,
+                    write_id,
+                    ..
+                } => 33 + encoded(view) + req_bytes(req) + encoded(write_id),
+                Msg::KeyReply { resp, .. } => {
+                    let value = match &resp.result {
+                        KeyResult::Found(v) => v.len(),
+                        _ => 0,
+                    };
+                    17 + value + encoded(&resp.ctx)
+                }
+            }
+    }
+}
+
 /// Node timers.
 #[derive(Clone, Copy, Debug)]
 pub enum Timer {
@@ -279,6 +337,13 @@ pub struct SimNode {
     fwd_last_ts: u64,
     /// How old a tombstone must be to be collected (ms).
     pub tombstone_age_ms: u64,
+    /// Keep a copy of the state as the disk holds it (needed only when a crash may lose
+    /// what was not synced; off, [`Self::synced`] is left as it was).
+    pub disk_copies: bool,
+    /// Announce the end of the hand-over once per view (see `Config::announce_once`).
+    pub announce_once: bool,
+    /// The view epoch whose end of hand-over this node announced, and how often.
+    announced: Option<(u64, u32)>,
 }
 
 impl SimNode {
@@ -309,6 +374,9 @@ impl SimNode {
             fwd_counter: 0,
             fwd_last_ts: 0,
             tombstone_age_ms,
+            disk_copies: true,
+            announce_once: false,
+            announced: None,
         }
     }
 
@@ -385,7 +453,9 @@ impl SimNode {
             .collect()
     }
 
-    fn complete(&self) -> bool {
+    /// Whether this node's shard is complete in its view: nothing pending from old
+    /// owners and every shard peer settled (`replica::shard_complete`).
+    pub fn complete(&self) -> bool {
         let Some(shard) = self.st.my_shard() else {
             return false;
         };
@@ -626,6 +696,13 @@ impl SimNode {
         }
     }
 
+    /// A client's write with an empty context, served here (the node must own `key`):
+    /// how the scale runs load keys without client traffic.
+    pub fn load(&mut self, now: u64, key: &str, value: String) -> bool {
+        let resp = self.write(now, key, Some(value), &Context::default(), None);
+        matches!(resp.result, KeyResult::Put { .. })
+    }
+
     fn mint_id(&mut self, now: u64, ctx: &Context) -> WriteId {
         let id = replica::forwarded_write_id(
             self.fwd_last_ts,
@@ -763,7 +840,9 @@ impl SimNode {
                 });
             }
             Timer::DiskSync => {
-                self.synced = copy_state(&self.st);
+                if self.disk_copies {
+                    self.synced = copy_state(&self.st);
+                }
                 out.push(Out::Timer {
                     after: DISK_SYNC_EVERY_MS,
                     timer: Timer::DiskSync,
@@ -840,7 +919,13 @@ impl SimNode {
     /// `announce_handed_over` and `announce_settled`, repeated as messages get lost).
     fn announce(&mut self, out: &mut Vec<Out>) {
         let view = self.st.view.clone();
-        if replica::foreign_keys(&self.st).is_empty() {
+        let times = match self.announced {
+            Some((epoch, n)) if epoch == view.epoch => n,
+            _ => 0,
+        };
+        let repeat = !self.announce_once || times < ANNOUNCE_ONCE_TIMES;
+        if repeat && replica::foreign_keys(&self.st).is_empty() {
+            self.announced = Some((view.epoch, times + 1));
             for n in view.nodes.iter().filter(|n| **n != self.st.me) {
                 let to = self.index_of(n);
                 out.push(Out::Send {

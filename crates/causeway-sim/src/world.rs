@@ -113,6 +113,16 @@ pub struct Counts {
     pub dropped: u64,
     pub steps: u64,
     pub sim_ms: u64,
+    /// With `Config::count_bytes`: messages and bytes sent, by sending node and kind
+    /// (counted when sent, whether or not the network then loses them).
+    pub traffic: BTreeMap<(usize, &'static str), Traffic>,
+}
+
+/// Messages and bytes of one kind from one node.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 pub struct World {
@@ -151,19 +161,22 @@ impl World {
         let names: Vec<String> = (0..n)
             .map(|i| format!("10.0.{}.{}:8080", i / 250, 1 + i % 250))
             .collect();
-        let rf = n.min(3);
+        let rf = n.min(cfg.repl_factor);
         let view = View::new(0, names.clone(), rf);
         let age = cfg.tombstone_age_ms;
         let nodes = (0..n)
             .map(|i| {
-                SimNode::new(
+                let mut node = SimNode::new(
                     i,
                     names.clone(),
                     view.clone(),
                     rng.next_u64(),
                     rng.next_u64(),
                     age,
-                )
+                );
+                node.disk_copies = cfg.lossy_crashes;
+                node.announce_once = cfg.announce_once;
+                node
             })
             .collect();
         let sessions_n = cfg.sessions.unwrap_or((n as u32 / 2).clamp(3, 16));
@@ -274,6 +287,60 @@ impl World {
         self
     }
 
+    /// Simulated time (ms).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Runs every event up to simulated time `t` (for the scale runs, which drive the
+    /// world themselves: no sessions, no faults).
+    pub fn run_until(&mut self, t: u64) {
+        while self.queue.peek().is_some_and(|i| i.t <= t) {
+            let item = self.queue.pop().expect("peeked");
+            self.now = item.t;
+            self.counts.steps += 1;
+            self.dispatch(item.ev);
+        }
+        self.now = self.now.max(t);
+    }
+
+    /// A client's write of `key` arriving at `node` now (the request path of any
+    /// client write: served there, or forwarded to a replica). Its answer goes nowhere.
+    pub fn client_write(&mut self, node: usize, key: &str, value: String) {
+        let req = KeyReq {
+            key: key.to_string(),
+            op: Op::Put(value),
+            ctx: causeway_core::causal::Context::default(),
+        };
+        let to = ReplyTo::Client {
+            session: u32::MAX,
+            op: 0,
+        };
+        let outs = self.nodes[node].client_request(self.now, req, None, to);
+        self.perform(node, outs);
+    }
+
+    /// A coordinator (`node`) proposes `view`: it installs it and sends it to every
+    /// member of its old view and of the new one.
+    pub fn propose(&mut self, node: usize, view: &View) {
+        let old = self.nodes[node].st.view.clone();
+        let mut outs = Vec::new();
+        self.nodes[node].adopt(view, &mut outs);
+        self.perform(node, outs);
+        let mut to: BTreeSet<usize> = BTreeSet::new();
+        for n in old.nodes.iter().chain(view.nodes.iter()) {
+            to.insert(self.index_of(n));
+        }
+        for t in to.into_iter().filter(|&t| t != node) {
+            self.send(node, t, Msg::ApplyView { view: view.clone() });
+        }
+    }
+
+    /// The index of the node at address `name`.
+    pub fn index_of(&self, name: &str) -> usize {
+        self.names.iter().position(|x| x == name).expect("a node")
+    }
+
     fn node_of(ev: &Ev) -> Option<usize> {
         match ev {
             Ev::Deliver { to, .. } => Some(*to),
@@ -375,6 +442,11 @@ impl World {
     /// delayed (and so reordered) or duplicated.
     fn send(&mut self, from: usize, to: usize, msg: Msg) {
         self.counts.messages += 1;
+        if self.cfg.count_bytes {
+            let t = self.counts.traffic.entry((from, msg.kind())).or_default();
+            t.messages += 1;
+            t.bytes += msg.wire_bytes() as u64;
+        }
         if self.cuts.contains_key(&(from, to)) || (self.loss > 0.0 && self.rng.chance(self.loss)) {
             self.counts.dropped += 1;
             return;
@@ -477,7 +549,10 @@ impl World {
     }
 
     fn answer(&mut self, s: u32, op: u64, resp: Option<KeyResp>) {
-        let sess = &mut self.sessions[s as usize];
+        // Writes of the scale runs come from no session: their answers go nowhere.
+        let Some(sess) = self.sessions.get_mut(s as usize) else {
+            return;
+        };
         let Some(call) = sess.call.as_mut() else {
             return;
         };
