@@ -50,6 +50,28 @@ pub fn shard_complete(
             }))
 }
 
+/// The clocks tombstone collection counts on: one per shard peer of `st` (the other
+/// replicas of its shard in the view in force), each as the peer reported it in that
+/// view (`reported` gives a peer's last report and the epoch it was made in). `None`
+/// when `st` has no shard or some peer has not reported in this view: nothing may be
+/// collected then.
+pub fn shard_peer_clocks<'a>(
+    st: &State,
+    reported: impl Fn(&str) -> Option<&'a (u64, VClock)>,
+) -> Option<Vec<&'a VClock>> {
+    let shard = st.my_shard()?;
+    st.view
+        .replicas(shard)
+        .iter()
+        .filter(|p| **p != st.me)
+        .map(|p| {
+            reported(p)
+                .filter(|(e, _)| *e == st.view.epoch)
+                .map(|(_, c)| c)
+        })
+        .collect()
+}
+
 /// The tombstones of `st` that may be collected, at most `limit`, in key order:
 /// those every shard peer's clock (`peer_clocks`, one per peer, all of the current
 /// view) covers, and written at or before `old_enough` (a tombstone outlives every

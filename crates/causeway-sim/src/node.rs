@@ -993,23 +993,7 @@ impl SimNode {
         if st.tombstones.is_empty() || !st.pending.is_empty() {
             return;
         }
-        let Some(shard) = st.my_shard() else { return };
-        let peers: Vec<&String> = st
-            .view
-            .replicas(shard)
-            .iter()
-            .filter(|p| **p != st.me)
-            .collect();
-        let peer_clocks: Option<Vec<&VClock>> = peers
-            .iter()
-            .map(|p| {
-                self.peer_clocks
-                    .get(*p)
-                    .filter(|(e, _)| *e == st.view.epoch)
-                    .map(|(_, c)| c)
-            })
-            .collect();
-        let Some(peer_clocks) = peer_clocks else {
+        let Some(peer_clocks) = replica::shard_peer_clocks(st, |p| self.peer_clocks.get(p)) else {
             return;
         };
         let old_enough = self

@@ -248,34 +248,12 @@ pub fn next_view(
     (nodes, rf)
 }
 
-/// The shard (1-based) that owns `key` in a view of `shards` shards: the
-/// store's placement (`causeway::placement::View::shard_of_key`, jump
-/// consistent hashing of an FNV-1a hash with a splitmix64 finaliser), mirrored
-/// here so the campaign can tell which keys a view change moves where.
+/// The shard (1-based) that owns `key` in a view of `shards` shards: the store's
+/// placement (`causeway_core::placement`), so the campaign can tell which keys a view
+/// change moves where.
 pub fn shard_of_key(key: &str, shards: usize) -> usize {
+    use causeway_core::placement::{jump_hash, key_hash};
     jump_hash(key_hash(key), shards.max(1) as u32) as usize + 1
-}
-
-fn key_hash(key: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = h;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn jump_hash(mut key: u64, buckets: u32) -> u32 {
-    let (mut b, mut j): (i64, i64) = (-1, 0);
-    while j < i64::from(buckets) {
-        b = j;
-        key = key.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
-        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((key >> 33) + 1) as f64)) as i64;
-    }
-    b as u32
 }
 
 /// The replicas of `shard` (1-based) in `view` grouped `rf` at a time, as the

@@ -502,24 +502,10 @@ async fn collect_tombstones(node: Arc<Node>) {
             if st.tombstones.is_empty() {
                 continue;
             }
-            let Some(shard) = st.my_shard() else { continue };
-            let peers: Vec<&String> = st
-                .view
-                .replicas(shard)
-                .iter()
-                .filter(|p| **p != st.me)
-                .collect();
             let clocks = node.peer_clocks.lock();
-            let peer_clocks: Option<Vec<&VClock>> = peers
-                .iter()
-                .map(|p| {
-                    clocks
-                        .get(*p)
-                        .filter(|(e, _)| *e == st.view.epoch)
-                        .map(|(_, c)| c)
-                })
-                .collect();
-            let Some(peer_clocks) = peer_clocks else {
+            let Some(peer_clocks) =
+                causeway_core::replica::shard_peer_clocks(&st, |p| clocks.get(p))
+            else {
                 continue;
             };
             // A tombstone outlives every idempotent retry of what it deleted (twice the
