@@ -37,6 +37,7 @@ stages=$((stages + 1))
 echo "== deterministic simulation: planted bugs, 200-seed sweep"
 cargo test -p causeway-sim --features planted-bugs --test planted
 cargo run -p causeway-sim -- --seeds 1..201
+cargo run -p causeway-sim -- --seeds 1..201 --view-changes
 stages=$((stages + 1))
 
 if [ "${SKIP_DOCKER:-0}" != 1 ] && command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then

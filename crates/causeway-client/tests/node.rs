@@ -344,6 +344,28 @@ async fn batches_and_listings_through_the_library_and_the_cli() {
     );
     assert_eq!(rest.next, None);
 
+    // The CLI session below is new (it depends on nothing), so whichever replica takes
+    // its write reports "updated" only if it holds item00 already: wait until both
+    // replicas of each shard hold all of the shard's keys.
+    let deadline = Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let mut counts = Vec::new();
+        for n in &view {
+            counts.push(
+                Client::new([n])
+                    .unwrap()
+                    .key_count()
+                    .await
+                    .unwrap()
+                    .key_count,
+            );
+        }
+        if counts[0] == counts[1] && counts[2] == counts[3] && counts[0] + counts[2] == 30 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas hold {counts:?} keys");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let session = TempDir::new("node-cli-batch");
     let run = cli(
         &view[1],

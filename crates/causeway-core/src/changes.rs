@@ -21,7 +21,7 @@ use crate::causal::context::prior_past;
 use crate::causal::version::{ts_of_ms, MAX_TS};
 use crate::causal::{Context, Dot, VClock, Value, Version, WriteId};
 use crate::placement::View;
-use crate::state::{origin_for, State};
+use crate::state::{origin_for, State, ViewMembers};
 use crate::views::{offer, Offer};
 use std::collections::{BTreeSet, HashMap};
 
@@ -50,10 +50,18 @@ pub struct ClientWrite<'a> {
     pub id: Option<WriteId>,
 }
 
-/// A write refused because this replica does not own the key in the view with this
-/// epoch.
+/// Why a replica refuses a client write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NotOwner(pub u64);
+pub enum Refused {
+    /// It does not own the key in the view with this epoch.
+    NotOwner(u64),
+    /// The client's context is of a view outside the replica's line of views (whose
+    /// epoch this is): a later one, a racing one it never installed, or one it skipped
+    /// (see [`crate::replica::knows_view`]). The writes of that view the client
+    /// depends on have no names here, so the write could not carry them in its past,
+    /// and whoever read it could miss them. The replica must learn of the view first.
+    UnknownView(u64),
+}
 
 /// The effects of one batch, computed before anything is written.
 #[derive(Debug, Clone)]
@@ -64,8 +72,18 @@ pub struct Changes {
     pub last_ts: u64,
     /// A newer view to install.
     pub view: Option<View>,
+    /// The replica's line of views with the new one (with `view`).
+    pub lineage: Option<std::collections::BTreeMap<u64, Vec<String>>>,
+    /// Nodes this replica now waits for, in the view in force or the one installed
+    /// here (see [`State::waited`]).
+    pub waited: Vec<String>,
+    /// Views of other replicas' lines reported here (see [`State::heard`]).
+    pub heard: Vec<ViewMembers>,
     /// The new set of nodes that may still hand keys over (when it changed).
     pub handover: Option<BTreeSet<String>>,
+    /// Nodes that reported, in the view in force, that they hold nothing more to hand
+    /// over (see [`State::handed`]).
+    pub handed: Vec<String>,
     /// The clock changed (it must be written).
     pub clock_dirty: bool,
     /// The epoch of a view now known completed (see [`crate::views`]).
@@ -79,7 +97,11 @@ impl Changes {
             clock: st.clock.clone(),
             last_ts: st.last_ts,
             view: None,
+            lineage: None,
+            waited: Vec::new(),
+            heard: Vec::new(),
             handover: None,
+            handed: Vec::new(),
             clock_dirty: false,
             completed: None,
         }
@@ -91,6 +113,9 @@ impl Changes {
             && !self.clock_dirty
             && self.view.is_none()
             && self.handover.is_none()
+            && self.handed.is_empty()
+            && self.waited.is_empty()
+            && self.heard.is_empty()
             && self.completed.is_none()
     }
 
@@ -227,17 +252,60 @@ impl Changes {
         n
     }
 
-    /// These nodes told us, in view `epoch`, that they hold no more keys to hand over
-    /// to this replica's shard.
-    pub fn handed_over(&mut self, st: &State, epoch: u64, nodes: &[String]) {
-        if epoch == st.view.epoch {
-            let mut h = self.handover.clone().unwrap_or_else(|| st.pending.clone());
-            let before = h.len();
-            for n in nodes {
-                h.remove(n);
+    /// These nodes (`done`) told us, in view `epoch`, that they hold no more keys to
+    /// hand over, with their [`HandOverReport`] (`report`; empty from a node of an
+    /// earlier version). Whom they still wait for may hold keys from an earlier view
+    /// that this replica never knew (a view it was outside of, or a racing one), and
+    /// hand them over to us later: so they join the nodes we wait for, unless they
+    /// already reported to us in this view (see [`View::hand_over_sources`] for who
+    /// else never does). The views of their lines are kept for
+    /// [`crate::replica::complete_for`].
+    ///
+    /// [`HandOverReport`]: crate::replica::HandOverReport
+    pub fn handed_over(
+        &mut self,
+        st: &State,
+        epoch: u64,
+        done: &[String],
+        report: &crate::replica::HandOverReport,
+    ) {
+        let view = self.view.as_ref().unwrap_or(&st.view);
+        if epoch != view.epoch {
+            return;
+        }
+        let fresh = self.view.is_some();
+        let mut handed: BTreeSet<&String> = if fresh {
+            BTreeSet::new()
+        } else {
+            st.handed.iter().collect()
+        };
+        handed.extend(self.handed.iter());
+        handed.extend(done.iter());
+        let mine: &[String] = match view.shard_of_node(&st.me) {
+            Some(shard) => view.replicas(shard),
+            None => &[],
+        };
+        let mut h = self.handover.clone().unwrap_or_else(|| st.pending.clone());
+        let before = h.clone();
+        for n in done {
+            h.remove(n);
+        }
+        for n in &report.waiting {
+            if *n != st.me && !mine.contains(n) && !handed.contains(n) && h.insert(n.clone()) {
+                self.waited.push(n.clone());
             }
-            if h.len() != before {
-                self.handover = Some(h);
+        }
+        if h != before {
+            self.handover = Some(h);
+        }
+        for n in done {
+            if !self.handed.contains(n) && (fresh || !st.handed.contains(n)) {
+                self.handed.push(n.clone());
+            }
+        }
+        for v in &report.views {
+            if fresh || !st.heard.contains_key(&v.0) {
+                self.heard.push(v.clone());
             }
         }
     }
@@ -279,6 +347,16 @@ impl Changes {
                 self.clock = [(origin, counter)].into_iter().collect();
                 self.clock_dirty = true;
             }
+            let mut lineage = self.lineage.take().unwrap_or_else(|| st.lineage.clone());
+            lineage.insert(view.epoch, view.nodes.clone());
+            while lineage.len() > crate::state::MAX_LINEAGE {
+                lineage.pop_first();
+            }
+            self.lineage = Some(lineage);
+            // What was gathered for the view in force does not carry over.
+            self.handed.clear();
+            self.heard.clear();
+            self.waited = self.handover.iter().flatten().cloned().collect();
             self.view = Some(view);
         }
         newer
@@ -293,7 +371,7 @@ impl Changes {
         st: &State,
         write: ClientWrite<'_>,
         now: u64,
-    ) -> Result<WriteDone, NotOwner> {
+    ) -> Result<WriteDone, Refused> {
         let ClientWrite {
             key,
             value,
@@ -304,18 +382,13 @@ impl Changes {
         let view = &st.view;
         let shard = match st.my_shard() {
             Some(s) if s == view.shard_of_key(key) => s,
-            _ => return Err(NotOwner(view.epoch)),
+            _ => return Err(Refused::NotOwner(view.epoch)),
         };
-        // A context of a later view than ours (we lag) names nothing we can record.
-        let ctx = if ctx.epoch > view.epoch {
-            Context {
-                epoch: view.epoch,
-                ts: ctx.ts,
-                ..Context::default()
-            }
-        } else {
-            ctx.in_epoch(view.epoch)
-        };
+        let names_something = !ctx.deps.is_empty() || !ctx.recent.is_empty();
+        if names_something && !crate::replica::knows_view(st, ctx.epoch) {
+            return Err(Refused::UnknownView(view.epoch));
+        }
+        let ctx = ctx.before(view.epoch);
         let dot = self.next_dot(st);
         let id = forwarded.unwrap_or_else(|| WriteId {
             ts: next_ts(self.last_ts, ctx.ts, now),
@@ -412,6 +485,118 @@ mod tests {
 
     /// A wall-clock reading (2026), as the hybrid clock gives it.
     const NOW: u64 = 1_780_000_000_000 << HLC_SHIFT;
+
+    fn names(ns: &[&str]) -> Vec<String> {
+        ns.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn waiting(ns: &[&str]) -> crate::replica::HandOverReport {
+        crate::replica::HandOverReport {
+            waiting: names(ns),
+            views: Vec::new(),
+        }
+    }
+
+    /// A replica of a one-shard view of `a` and `b` that moved there from a view of `c`.
+    fn moved_replica() -> State {
+        let mut st = State::new(
+            "a".into(),
+            1,
+            View::new(1, names(&["c"]), 1),
+            VClock::default(),
+            0,
+        );
+        let mut c = Changes::new(&st);
+        assert!(c.set_view(&st, View::new(2, names(&["a", "b"]), 2), false));
+        st.apply(c);
+        st
+    }
+
+    #[test]
+    fn an_old_owner_passes_on_whom_it_still_waits_for() {
+        let mut st = moved_replica();
+        assert_eq!(st.pending, names(&["c"]).into_iter().collect());
+        // c is done, but still waits for d (which may hold keys from a view `a`
+        // never knew): `a` waits for d now; itself and its shard peer b never.
+        let mut c = Changes::new(&st);
+        c.handed_over(&st, 2, &names(&["c"]), &waiting(&["d", "a", "b"]));
+        st.apply(c);
+        assert_eq!(st.pending, names(&["d"]).into_iter().collect());
+        assert_eq!(st.waited, names(&["c", "d"]).into_iter().collect());
+        // d is done; a late report naming d again does not bring it back.
+        let mut c = Changes::new(&st);
+        c.handed_over(&st, 2, &names(&["d"]), &waiting(&[]));
+        st.apply(c);
+        let mut c = Changes::new(&st);
+        c.handed_over(&st, 2, &names(&["e"]), &waiting(&["d", "c"]));
+        st.apply(c);
+        assert!(st.pending.is_empty(), "{:?}", st.pending);
+        // Reports of another view change nothing.
+        let mut c = Changes::new(&st);
+        c.handed_over(&st, 1, &names(&["x"]), &waiting(&["y"]));
+        st.apply(c);
+        assert!(st.pending.is_empty());
+    }
+
+    #[test]
+    fn a_write_with_a_context_of_a_view_outside_the_line_is_refused() {
+        let st = moved_replica();
+        let ctx = |epoch| Context {
+            epoch,
+            ts: 5,
+            deps: Deps::new(),
+            recent: Vec::new(),
+        };
+        let write = |c: Context| ClientWrite {
+            key: "k",
+            value: Some(Value::Str("v".into())),
+            ttl_ms: None,
+            ctx: c,
+            id: None,
+        };
+        // Its line is 1 then 2: a context of either is named "before" / as is.
+        for e in [1, 2] {
+            assert!(Changes::new(&st).write(&st, write(ctx(e)), NOW).is_ok());
+        }
+        // A context that names nothing may come from anywhere.
+        assert!(Changes::new(&st).write(&st, write(ctx(7)), NOW).is_ok());
+        // A later view, or one it never installed: refused until it learns of it.
+        let naming = |e| {
+            let mut c = ctx(e);
+            c.deps.add(
+                1,
+                Dot {
+                    origin: 9,
+                    counter: 1,
+                },
+            );
+            c
+        };
+        for e in [3, 7] {
+            assert_eq!(
+                Changes::new(&st).write(&st, write(naming(e)), NOW),
+                Err(Refused::UnknownView(2))
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_outside_a_view_keeps_whom_it_was_owed_by_and_its_line_of_views() {
+        let st = moved_replica();
+        let mut c = Changes::new(&st);
+        // a leaves; c has not handed over yet.
+        assert!(c.set_view(&st, View::new(3, names(&["b"]), 1), false));
+        let mut st = st;
+        st.apply(c);
+        assert_eq!(st.pending, names(&["b", "c"]).into_iter().collect());
+        assert_eq!(st.lineage.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        // Back in a later view: it waits for them all again (b is now its peer).
+        let mut c = Changes::new(&st);
+        assert!(c.set_view(&st, View::new(4, names(&["a", "b"]), 2), false));
+        st.apply(c);
+        assert_eq!(st.pending, names(&["c"]).into_iter().collect());
+        assert!(st.handed.is_empty());
+    }
 
     #[test]
     fn a_successor_follows_a_timestamp_minutes_ahead() {

@@ -98,9 +98,16 @@ impl View {
 
     /// How many view changes led here (the high bits of the epoch).
     pub fn generation(&self) -> u64 {
-        self.epoch >> EPOCH_FINGERPRINT_BITS
+        generation(self.epoch)
     }
+}
 
+/// The generation of the view with epoch `epoch` (see [`View::successor`]).
+pub fn generation(epoch: u64) -> u64 {
+    epoch >> EPOCH_FINGERPRINT_BITS
+}
+
+impl View {
     pub fn contains(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n == node)
     }
@@ -109,17 +116,22 @@ impl View {
     /// after it moved here from `earlier` with `pending` still outstanding: every other
     /// node of the earlier view (any of them may hold keys that now map here) or still
     /// outstanding, except the replicas of `node`'s shard (they replicate instead).
-    /// Empty when `node` is outside this view.
+    ///
+    /// A node outside this view keeps the same set, though it waits for nothing now:
+    /// it passes it on ([`crate::changes::Changes::handed_over`]) to the members that
+    /// ask it, and takes it along if a later view brings it back. Old owners that were
+    /// cut off, and members of a racing view that lost, may still hold keys written
+    /// before this view; a member that never knew them learns of them only this way.
     pub fn hand_over_sources(
         &self,
         earlier: &View,
         node: &str,
         pending: &BTreeSet<String>,
     ) -> BTreeSet<String> {
-        let Some(shard) = self.shard_of_node(node) else {
-            return BTreeSet::new();
+        let mine: &[String] = match self.shard_of_node(node) {
+            Some(shard) => self.replicas(shard),
+            None => &[],
         };
-        let mine = self.replicas(shard);
         earlier
             .nodes
             .iter()
@@ -278,10 +290,11 @@ mod tests {
             new2.hand_over_sources(&old, "a:1", &set(&["x:1", "b:1"])),
             set(&["c:1", "d:1", "x:1"])
         );
-        // A node outside the view waits for nobody.
-        assert!(new
-            .hand_over_sources(&old, "b:1", &set(&["c:1"]))
-            .is_empty());
+        // A node outside the view keeps whom it may still be owed by, to pass on.
+        assert_eq!(
+            new.hand_over_sources(&old, "b:1", &set(&["x:1"])),
+            set(&["a:1", "c:1", "d:1", "x:1"])
+        );
     }
 
     #[test]

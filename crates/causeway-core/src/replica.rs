@@ -3,17 +3,22 @@
 //! version a read answers with when it asked its peers, the identity a forwarding node
 //! gives a write, and the context a client gets back after a write.
 //!
-//! Invariants kept here: a tombstone is collected only once every shard peer's clock of
-//! the current view covers it and it is older than any idempotent retry of what it
-//! deleted; every attempt of one forwarded write carries one identity; a read answers
-//! with the newer of its own and a peer's version. All of it is plain data in, data out:
-//! the node and the simulator call the same functions.
+//! Which views a replica knows (its own line, and views reported with hand-overs whose
+//! members it all waited for), and so which contexts it may serve or write with, is
+//! here too, with what a node reports when it has handed everything over.
+//!
+//! Invariants kept here: a context of a view the replica does not know is never counted
+//! as satisfied by its completeness; a tombstone is collected only once every shard
+//! peer's clock of the current view covers it and it is older than any idempotent retry
+//! of what it deleted; every attempt of one forwarded write carries one identity; a
+//! read answers with the newer of its own and a peer's version. All of it is plain data
+//! in, data out: the node and the simulator call the same functions.
 
 use crate::causal::context::key_tag;
 use crate::causal::{Context, ShardNo, VClock, Version, WriteId};
 use crate::changes::{next_ts, WriteDone};
 use crate::plant::{active, Plant};
-use crate::state::State;
+use crate::state::{State, ViewMembers};
 use std::collections::{BTreeMap, HashMap};
 
 /// Shard peers' clocks from when they had received all their hand-overs, in `epoch`:
@@ -48,6 +53,74 @@ pub fn shard_complete(
             || peers.iter().all(|p| {
                 settled.epoch == epoch && settled.clocks.get(*p).is_some_and(|c| clock.covers(c))
             }))
+}
+
+/// Whether a replica whose shard is `complete` ([`shard_complete`]) is complete for a
+/// context issued in view `ctx_epoch`. Completeness counts the hand-overs of the nodes
+/// this replica waited for, which it learnt from the views it passed through and from
+/// whom those nodes still waited for. A view it skipped, or a racing view it never
+/// installed, may have had members that took writes and that nobody it waited for
+/// knew of. So the context's view must be in its own line ([`State::lineage`]), or be
+/// a view another replica reported with its hand-over ([`State::heard`]) whose every
+/// member this replica waited for, heard from that it handed everything over, or
+/// replicates with.
+pub fn complete_for(st: &State, ctx_epoch: u64, complete: bool) -> bool {
+    if active(Plant::IgnoresOldContexts) {
+        return true;
+    }
+    if !complete {
+        return false;
+    }
+    // A later view's context is refused by the read rule itself (`epochs_allow`).
+    ctx_epoch > st.view.epoch || knows_view(st, ctx_epoch)
+}
+
+/// Whether view `epoch` is in this replica's own line of views, or was reported to it
+/// ([`State::heard`]) with members it all waited for, heard from that they handed
+/// everything over, or replicates with: then every write of that view that belongs
+/// here reaches it before its shard is complete, and a context of that view is one it
+/// can name ("everything before my view") and, once complete, serve.
+pub fn knows_view(st: &State, epoch: u64) -> bool {
+    if epoch == st.view.epoch || st.lineage.contains_key(&epoch) {
+        return true;
+    }
+    let mine: &[String] = match st.my_shard() {
+        Some(shard) => st.view.replicas(shard),
+        None => &[],
+    };
+    st.heard.get(&epoch).is_some_and(|members| {
+        members.iter().all(|m| {
+            *m == st.me || mine.contains(m) || st.waited.contains(m) || st.handed.contains(m)
+        })
+    })
+}
+
+/// What a node says with "I hold nothing more to hand over" (and when asked whether it
+/// holds anything): whom it still waits for hand-overs from itself, and the newest views
+/// of its own line ([`REPORTED_VIEWS`]), so that the replicas it reports to wait for
+/// those too and may serve contexts of those views ([`complete_for`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HandOverReport {
+    pub waiting: Vec<String>,
+    pub views: Vec<ViewMembers>,
+}
+
+/// How many of the newest views of its line a node reports with its hand-over.
+pub const REPORTED_VIEWS: usize = 8;
+
+/// This node's [`HandOverReport`] now.
+pub fn hand_over_report(st: &State) -> HandOverReport {
+    HandOverReport {
+        waiting: st.pending.iter().cloned().collect(),
+        views: st
+            .lineage
+            .iter()
+            .rev()
+            .filter(|(e, _)| **e != st.view.epoch)
+            .take(REPORTED_VIEWS)
+            .map(|(e, m)| (*e, m.clone()))
+            .collect(),
+    }
 }
 
 /// The clocks tombstone collection counts on: one per shard peer of `st` (the other
@@ -190,6 +263,9 @@ pub fn attempt_write_id(first: WriteId, attempt: usize, mint: impl FnOnce() -> W
 /// when `is_put`), sent with context `ctx`, on a replica whose last timestamp is
 /// `last_ts`: the write's view, the write itself as the client's recent write of the
 /// key, and a timestamp at least the write's and the replica's ([`answer_ts`]).
+/// The replica took the write, so it knows the context's view
+/// ([`crate::changes::Refused::UnknownView`]): what the context named is "before" the
+/// write's view ([`Context::before`]).
 pub fn context_after_write(
     ctx: &Context,
     done: &WriteDone,
@@ -198,7 +274,7 @@ pub fn context_after_write(
     is_put: bool,
     last_ts: u64,
 ) -> Context {
-    let mut out = ctx.in_epoch(done.epoch);
+    let mut out = ctx.before(done.epoch);
     out.ts = answer_ts(out.ts.max(done.ts), last_ts);
     out.add_recent_tagged(shard, done.dot, key_tag(key), is_put);
     out
@@ -236,6 +312,66 @@ mod tests {
             past: Deps::new(),
             value: value.map(|s| Value::Str(s.into())),
         }
+    }
+
+    #[test]
+    fn a_context_of_a_view_outside_the_line_is_served_only_once_its_members_were_waited_for() {
+        use crate::changes::Changes;
+        let names = |ns: &[&str]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut st = State::new(
+            "a".into(),
+            1,
+            View::new(1, names(&["a", "c"]), 1),
+            VClock::default(),
+            0,
+        );
+        let mut c = Changes::new(&st);
+        assert!(c.set_view(&st, View::new(5, names(&["a", "b"]), 1), false));
+        st.apply(c);
+        assert_eq!(st.waited, names(&["c"]).into_iter().collect());
+        assert!(complete_for(&st, 1, true), "the view it moved from");
+        assert!(complete_for(&st, 5, true) && complete_for(&st, 6, true));
+        assert!(!complete_for(&st, 1, false));
+        // 3: a racing view it never installed, or one it skipped.
+        assert!(!complete_for(&st, 3, true));
+        // c reports view 3 of its line, of b and c: b has its own shard here (one
+        // replica each), and a never waited for it.
+        let report = |views: Vec<(u64, Vec<String>)>| HandOverReport {
+            waiting: Vec::new(),
+            views,
+        };
+        let mut c = Changes::new(&st);
+        c.handed_over(
+            &st,
+            5,
+            &names(&["c"]),
+            &report(vec![(3, names(&["b", "c"]))]),
+        );
+        st.apply(c);
+        assert!(!complete_for(&st, 3, true), "b may hold writes of view 3");
+        // A view of members it waited for (c) or is (a) is covered.
+        let mut c = Changes::new(&st);
+        c.handed_over(
+            &st,
+            5,
+            &names(&["c"]),
+            &report(vec![(4, names(&["a", "c"]))]),
+        );
+        st.apply(c);
+        assert!(complete_for(&st, 4, true));
+        // Reports of another view are ignored.
+        let mut c = Changes::new(&st);
+        c.handed_over(&st, 6, &names(&["c"]), &report(vec![(2, names(&["c"]))]));
+        st.apply(c);
+        assert!(!complete_for(&st, 2, true));
+        // The report a node makes: whom it waits for, and its line but the view in force.
+        assert_eq!(
+            hand_over_report(&st),
+            HandOverReport {
+                waiting: Vec::new(),
+                views: vec![(1, names(&["a", "c"]))],
+            }
+        );
     }
 
     #[test]

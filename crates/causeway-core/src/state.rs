@@ -19,6 +19,13 @@ use std::sync::Arc;
 
 pub type Key = Arc<str>;
 
+/// How many views a replica remembers in its [`State::lineage`]. A context older than
+/// all of them is served only where a write brought it up to date.
+pub const MAX_LINEAGE: usize = 64;
+
+/// A view as a line of views remembers it: its epoch and its members.
+pub type ViewMembers = (u64, Vec<String>);
+
 pub struct State {
     pub me: String,
     pub incarnation: u64,
@@ -33,6 +40,23 @@ pub struct State {
     /// change). While any remains, no tombstone is collected: a late hand-over of a
     /// deleted key's old copy would otherwise bring it back. Durable with the view.
     pub pending: std::collections::BTreeSet<String>,
+    /// Nodes that said, in the view in force, that they hold nothing more to hand
+    /// over: never waited for again in this view (a node's report of whom it still
+    /// waits for may name one that already reported to us). Kept in memory only; lost
+    /// on restart, it costs at most asking such a node again.
+    pub handed: std::collections::BTreeSet<String>,
+    /// The views this replica installed (the newest [`MAX_LINEAGE`]), by epoch, with
+    /// their members: its own line of views. A context issued in a view outside it (one
+    /// this replica skipped, or a racing view that lost) may depend on writes held by
+    /// nodes this replica never waited for: see [`crate::replica::complete_for`].
+    /// Durable.
+    pub lineage: BTreeMap<u64, Vec<String>>,
+    /// Every node this replica waited for hand-overs from in the view in force (those
+    /// still pending and those done). In memory; after a restart, those still pending.
+    pub waited: BTreeSet<String>,
+    /// Views of other replicas' lines, as reported with their hand-overs in the view
+    /// in force (see [`crate::replica::hand_over_report`]). In memory.
+    pub heard: BTreeMap<u64, Vec<String>>,
     /// Versions that expire, by expiry timestamp.
     pub expiring: BTreeSet<(u64, Key)>,
     /// The epoch of the newest view this node knows completed (see [`crate::views`]).
@@ -42,6 +66,7 @@ pub struct State {
 
 impl State {
     pub fn new(me: String, incarnation: u64, view: View, clock: VClock, last_ts: u64) -> State {
+        let (epoch, members) = (view.epoch, view.nodes.clone());
         State {
             me,
             incarnation,
@@ -53,6 +78,10 @@ impl State {
             last_ts,
             live: 0,
             pending: Default::default(),
+            handed: Default::default(),
+            lineage: [(epoch, members)].into_iter().collect(),
+            waited: Default::default(),
+            heard: Default::default(),
             expiring: BTreeSet::new(),
             completed: None,
         }
@@ -143,9 +172,18 @@ impl State {
         self.last_ts = self.last_ts.max(changes.last_ts);
         if let Some(v) = changes.view {
             self.view = Arc::new(v);
+            self.handed.clear();
+            self.waited.clear();
+            self.heard.clear();
         }
         if let Some(h) = changes.handover {
             self.pending = h;
+        }
+        self.handed.extend(changes.handed);
+        self.waited.extend(changes.waited);
+        self.heard.extend(changes.heard);
+        if let Some(l) = changes.lineage {
+            self.lineage = l;
         }
         if let Some(e) = changes.completed {
             self.completed = Some(e);

@@ -14,7 +14,9 @@
 //! `meta` holds `incarnation`, `clock`, `last_ts`, `view`, `pending` (the nodes that
 //! may still hand keys over to this one, see `node::state`) and `completed` (the epoch
 //! of the newest view known completed, see `causeway_core::views`; a data directory
-//! from before it has none, which means no view is known completed).
+//! from before it has none, which means no view is known completed) and `lineage`
+//! (the views this replica installed, see `causeway_core::state`; a data
+//! directory from before it has none, which means only the view in force).
 //!
 //! Incarnations: a replica numbers its writes under an origin derived from its
 //! incarnation, and its peers count those numbers as received. A disk can come back
@@ -64,6 +66,8 @@ pub struct Meta {
     pub pending: std::collections::BTreeSet<String>,
     /// The epoch of the newest view known completed.
     pub completed: Option<u64>,
+    /// The views this replica installed (epoch and members).
+    pub lineage: Option<std::collections::BTreeMap<u64, Vec<String>>>,
 }
 
 /// What a restart finds on disk besides the versions (read with
@@ -83,6 +87,8 @@ pub struct Batch<'a> {
     pub pending: Option<&'a std::collections::BTreeSet<String>>,
     /// The epoch of a view now known completed.
     pub completed: Option<u64>,
+    /// The replica's line of views (written with a new view).
+    pub lineage: Option<&'a std::collections::BTreeMap<u64, Vec<String>>>,
 }
 
 /// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
@@ -257,6 +263,9 @@ impl Storage {
         if let Some(b) = meta_ks.get("completed")? {
             meta.completed = Some(decode("completed", &b)?);
         }
+        if let Some(b) = meta_ks.get("lineage")? {
+            meta.lineage = Some(decode("lineage", &b)?);
+        }
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
@@ -352,6 +361,9 @@ impl Storage {
         }
         if let Some(c) = batch.completed {
             b.insert(&e.meta, "completed", encode(&c));
+        }
+        if let Some(l) = batch.lineage {
+            b.insert(&e.meta, "lineage", encode(l));
         }
         b.commit()?;
         if let (Durability::Os, Some(c)) = (self.durability, batch.clock) {

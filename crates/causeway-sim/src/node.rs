@@ -130,9 +130,11 @@ pub enum Msg {
         rid: u64,
         refused: Vec<String>,
     },
-    /// The sender holds no more keys to hand over in view `epoch`.
+    /// The sender holds no more keys to hand over in view `epoch`; whom it still
+    /// waits for and its line of views (see `Changes::handed_over`).
     HandedOver {
         epoch: u64,
+        report: replica::HandOverReport,
     },
     /// The sender received every hand-over of view `epoch`; its clock then.
     Settled {
@@ -218,7 +220,7 @@ impl Msg {
                 Msg::ApplyView { view } => encoded(view),
                 Msg::Migrate { view, versions, .. } => 8 + encoded(view) + encoded(versions),
                 Msg::Migrated { refused, .. } => 8 + encoded(refused),
-                Msg::HandedOver { .. } => 8,
+                Msg::HandedOver { report, .. } => 8 + encoded(report),
                 Msg::Settled { clock, .. } => 8 + encoded(clock),
                 Msg::Fetch { key, ctx, .. } => 8 + key.len() + encoded(ctx),
                 Msg::Fetched { version, .. } => 8 + encoded(version),
@@ -531,7 +533,10 @@ impl SimNode {
                 let ctx = req.ctx.in_epoch(self.st.view.epoch);
                 let local = self.st.get(&req.key).cloned();
                 let safe = read_is_safe(&ctx, shard, &req.key, &self.st.clock, local.as_ref())
-                    && epochs_allow(&ctx, self.complete());
+                    && epochs_allow(
+                        &ctx,
+                        replica::complete_for(&self.st, req.ctx.epoch, self.complete()),
+                    );
                 if safe {
                     self.finish_read(now, req, Ok((local, ctx)), write_id, to, out);
                     return;
@@ -930,7 +935,10 @@ impl SimNode {
                 let to = self.index_of(n);
                 out.push(Out::Send {
                     to,
-                    msg: Msg::HandedOver { epoch: view.epoch },
+                    msg: Msg::HandedOver {
+                        epoch: view.epoch,
+                        report: replica::hand_over_report(&self.st),
+                    },
                 });
             }
         }
@@ -1070,10 +1078,11 @@ impl SimNode {
                 let version = match st.my_shard().filter(|s| *s == st.view.shard_of_key(&key)) {
                     None => None,
                     Some(shard) => {
+                        let complete = replica::complete_for(st, ctx.epoch, self.complete());
                         let ctx = ctx.in_epoch(st.view.epoch);
                         let local = st.get(&key);
                         (read_is_safe(&ctx, shard, &key, &st.clock, local)
-                            && epochs_allow(&ctx, self.complete()))
+                            && epochs_allow(&ctx, complete))
                         .then(|| local.cloned())
                     }
                 };
@@ -1141,10 +1150,10 @@ impl SimNode {
                     self.st.apply(c);
                 }
             }
-            Msg::HandedOver { epoch } => {
+            Msg::HandedOver { epoch, report } => {
                 let name = self.names[from].clone();
                 let mut c = Changes::new(&self.st);
-                c.handed_over(&self.st, epoch, &[name]);
+                c.handed_over(&self.st, epoch, &[name], &report);
                 self.st.apply(c);
             }
             Msg::Settled { epoch, clock } => {

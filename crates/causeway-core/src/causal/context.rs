@@ -255,6 +255,26 @@ impl Context {
         }
     }
 
+    /// This context seen in view `epoch` by a replica whose own line of views holds the
+    /// context's (see `crate::replica::knows_view`): whatever it names happened before
+    /// that view, the marker [`PRIOR`], even when the context's epoch is the larger one
+    /// (a racing view this replica installed before the one that won).
+    pub fn before(&self, epoch: u64) -> Context {
+        if self.epoch == epoch {
+            return self.clone();
+        }
+        let mut deps = Deps::new();
+        if !self.deps.is_empty() || !self.recent.is_empty() {
+            deps.add(NO_SHARD, PRIOR);
+        }
+        Context {
+            epoch,
+            ts: self.ts,
+            deps,
+            recent: Vec::new(),
+        }
+    }
+
     /// Adds what the client learns from reading `version` of `key`, of `shard`.
     pub fn observe(&mut self, version: &Version, shard: ShardNo, key: &str) {
         self.ts = self.ts.max(version.id.ts);

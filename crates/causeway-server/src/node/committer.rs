@@ -25,7 +25,8 @@ use crate::placement::View;
 use crate::state::State;
 use crate::storage::{Batch, Storage, StorageError};
 pub use causeway_core::changes::{removal_holds, WriteDone};
-use causeway_core::changes::{Changes, ClientWrite, NotOwner};
+use causeway_core::changes::{Changes, ClientWrite, Refused};
+use causeway_core::replica::HandOverReport;
 use parking_lot::RwLock;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -41,6 +42,8 @@ pub use crate::causal::version::{HLC_SHIFT, MAX_TS};
 pub enum CommitError {
     #[error("this node does not own the key in view epoch {0}")]
     NotOwner(u64),
+    #[error("the client's context is of a view outside this node's line of views (epoch {0})")]
+    UnknownView(u64),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the node is shutting down")]
@@ -101,10 +104,12 @@ pub enum Job {
         reply: oneshot::Sender<Result<usize, CommitError>>,
     },
     /// These nodes told us, in view `epoch`, that they hold no more keys to hand over
-    /// to this node's shard.
+    /// to this node's shard; what they reported with it (see
+    /// `causeway_core::replica::HandOverReport`).
     HandedOver {
         epoch: u64,
         nodes: Vec<String>,
+        report: HandOverReport,
         reply: oneshot::Sender<Result<(), CommitError>>,
     },
     /// Installs a view that wins over the one in force, or records that the view in
@@ -320,6 +325,7 @@ fn commit_batch(
             view: pending.view.as_ref(),
             pending: pending.handover.as_ref(),
             completed: pending.completed,
+            lineage: pending.lineage.as_ref(),
         };
         if batch.puts.is_empty()
             && batch.removes.is_empty()
@@ -411,8 +417,10 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
                     ctx,
                     id,
                 };
-                p.write(st, write, hlc_now())
-                    .map_err(|NotOwner(epoch)| CommitError::NotOwner(epoch))
+                p.write(st, write, hlc_now()).map_err(|r| match r {
+                    Refused::NotOwner(epoch) => CommitError::NotOwner(epoch),
+                    Refused::UnknownView(epoch) => CommitError::UnknownView(epoch),
+                })
             };
             Reply::Write(reply, res)
         }
@@ -448,9 +456,10 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
         Job::HandedOver {
             epoch,
             nodes,
+            report,
             reply,
         } => {
-            p.handed_over(st, epoch, &nodes);
+            p.handed_over(st, epoch, &nodes, &report);
             Reply::HandedOver(reply)
         }
         Job::SetView {

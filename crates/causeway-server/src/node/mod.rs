@@ -95,11 +95,13 @@ pub fn client_deadline(t: &Timeouts, now: std::time::Instant) -> std::time::Inst
 /// How a write the committer did not apply is answered; `None` when this node does not
 /// own the key (any more) and the request must be routed again. Not committed in time
 /// (a stalled disk, a full queue, a forwarded write that came too late) or no committer
-/// at all is 503 (`Unavailable`): the client may retry, here or elsewhere.
+/// at all, or a client context of a view outside this node's line of views, is 503
+/// (`Unavailable`): the client may retry, here or elsewhere.
 fn write_error(e: CommitError) -> Option<KeyError> {
     match e {
         CommitError::NotOwner(_) => None,
         CommitError::Expired
+        | CommitError::UnknownView(_)
         | CommitError::TimedOut
         | CommitError::Died(_)
         | CommitError::Closed => Some(KeyError::Unavailable),
@@ -216,7 +218,7 @@ pub struct Node {
     settled: Mutex<Settled>,
 }
 
-pub use causeway_core::replica::{shard_complete, Settled};
+pub use causeway_core::replica::{complete_for, shard_complete, HandOverReport, Settled};
 
 /// The keys a listing page of `q` scans on this replica, in byte order: from the
 /// prefix, or after the cursor when that lies within it.
@@ -292,6 +294,10 @@ impl Node {
         st.bulk_load(versions);
         st.pending = loaded.meta.pending;
         st.completed = loaded.meta.completed;
+        if let Some(l) = loaded.meta.lineage {
+            st.lineage = l;
+        }
+        st.waited = st.pending.clone();
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
@@ -825,11 +831,12 @@ impl Node {
             if st.view.shard_of_key(key) != shard {
                 return None;
             }
-            let ctx = ctx.in_epoch(st.view.epoch);
-            let local = st.get(key).cloned();
             // (The planted bug of `ignore_old_contexts`: a replica that takes itself
             // for complete, ignoring what the context depends on from before the view.)
-            let complete = self.complete(&st) || self.ignores_old_contexts();
+            let complete =
+                complete_for(&st, ctx.epoch, self.complete(&st)) || self.ignores_old_contexts();
+            let ctx = ctx.in_epoch(st.view.epoch);
+            let local = st.get(key).cloned();
             let safe = read_is_safe(&ctx, shard, key, &st.clock, local.as_ref())
                 && epochs_allow(&ctx, complete);
             (shard, ctx, local, safe, st.view.clone(), st.last_ts)
@@ -879,6 +886,20 @@ impl Node {
             return false;
         };
         ctx.epoch == st.view.epoch && ctx.recent_of(shard, key).is_some_and(|r| !r.live)
+    }
+
+    /// Records that `from` handed over everything it held in view `epoch`, with what
+    /// it reported.
+    async fn handed_over(&self, epoch: u64, from: String, report: HandOverReport) {
+        let _ = self
+            .committer
+            .submit(|reply| Job::HandedOver {
+                epoch,
+                nodes: vec![from],
+                report,
+                reply,
+            })
+            .await;
     }
 
     /// [`shard_complete`] for this replica now (`st` is its state, read-locked).
@@ -994,10 +1015,10 @@ impl Node {
                 let Some(shard) = st.my_shard().filter(|s| *s == st.view.shard_of_key(&key)) else {
                     return RpcReply::Unsafe;
                 };
+                let complete = complete_for(&st, ctx.epoch, self.complete(&st));
                 let ctx = ctx.in_epoch(st.view.epoch);
                 let local = st.get(&key);
-                if read_is_safe(&ctx, shard, &key, &st.clock, local)
-                    && epochs_allow(&ctx, self.complete(&st))
+                if read_is_safe(&ctx, shard, &key, &st.clock, local) && epochs_allow(&ctx, complete)
                 {
                     RpcReply::Fetched(local.cloned())
                 } else {
@@ -1061,14 +1082,11 @@ impl Node {
                 }
             }
             Rpc::HandedOver { epoch } => {
-                let _ = self
-                    .committer
-                    .submit(|reply| Job::HandedOver {
-                        epoch,
-                        nodes: vec![from],
-                        reply,
-                    })
-                    .await;
+                self.handed_over(epoch, from, Default::default()).await;
+                RpcReply::Ack
+            }
+            Rpc::HandedOverWith { epoch, report } => {
+                self.handed_over(epoch, from, report).await;
                 RpcReply::Ack
             }
             Rpc::Settled { epoch, clock } => {
@@ -1092,9 +1110,18 @@ impl Node {
                 let any = st.view.epoch != epoch
                     || st.my_shard() == Some(shard)
                     || st.keys.keys().any(|k| st.view.shard_of_key(k) == shard);
-                RpcReply::Holds {
-                    epoch: st.view.epoch,
-                    any,
+                let report = causeway_core::replica::hand_over_report(&st);
+                if report == Default::default() {
+                    RpcReply::Holds {
+                        epoch: st.view.epoch,
+                        any,
+                    }
+                } else {
+                    RpcReply::HoldsWith {
+                        epoch: st.view.epoch,
+                        any,
+                        report,
+                    }
                 }
             }
             Rpc::ApplyView { view } => {
@@ -1137,6 +1164,7 @@ impl Node {
         if st.my_shard() != Some(shard) {
             return LocalPage::NotReplica;
         }
+        let known = complete_for(&st, ctx.epoch, true);
         let ctx = ctx.in_epoch(st.view.epoch);
         if !self.broken_read_rule() {
             // A replica without its whole shard (hand-over running) would leave keys
@@ -1144,7 +1172,10 @@ impl Node {
             if !self.complete(&st) {
                 return LocalPage::Incomplete;
             }
-            if !crate::listing::may_list(&ctx, shard, &st.clock) || !epochs_allow(&ctx, true) {
+            if !known
+                || !crate::listing::may_list(&ctx, shard, &st.clock)
+                || !epochs_allow(&ctx, true)
+            {
                 return LocalPage::Unsafe;
             }
         }
@@ -1497,6 +1528,7 @@ mod tests {
             CommitError::TimedOut,
             CommitError::Died("boom".into()),
             CommitError::Closed,
+            CommitError::UnknownView(2),
         ] {
             assert_eq!(write_error(e), Some(KeyError::Unavailable));
         }

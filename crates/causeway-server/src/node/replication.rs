@@ -31,6 +31,7 @@ use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
 use crate::node::state::{weight, Budget};
 use crate::node::Node;
 use crate::transport::{Rpc, RpcReply};
+use causeway_core::replica::HandOverReport;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -430,6 +431,7 @@ async fn give_up_on_hand_overs(node: &Arc<Node>) {
         .submit(|reply| Job::HandedOver {
             epoch,
             nodes: pending.into_iter().collect(),
+            report: Default::default(),
             reply,
         })
         .await;
@@ -457,29 +459,37 @@ pub(crate) async fn hand_overs_done(node: &Arc<Node>) -> bool {
         asks.spawn(async move { (p, call.await) });
     }
     let mut done = Vec::new();
+    let mut report = HandOverReport::default();
     while let Some(Ok((p, reply))) = asks.join_next().await {
-        if let Ok(RpcReply::Holds {
-            epoch: e,
-            any: false,
-        }) = reply
-        {
-            if e == epoch {
-                done.push(p);
-            }
+        let (e, r) = match reply {
+            Ok(RpcReply::Holds { epoch, any: false }) => (epoch, HandOverReport::default()),
+            Ok(RpcReply::HoldsWith {
+                epoch,
+                any: false,
+                report,
+            }) => (epoch, report),
+            _ => continue,
+        };
+        if e == epoch {
+            done.push(p);
+            report.waiting.extend(r.waiting);
+            report.views.extend(r.views);
         }
     }
-    let all = done.len() == pending.len();
-    if !done.is_empty() {
-        let _ = node
-            .committer
-            .submit(|reply| Job::HandedOver {
-                epoch,
-                nodes: done,
-                reply,
-            })
-            .await;
+    if done.is_empty() {
+        return false;
     }
-    all
+    let _ = node
+        .committer
+        .submit(|reply| Job::HandedOver {
+            epoch,
+            nodes: done,
+            report,
+            reply,
+        })
+        .await;
+    // Done once nobody is left: those who answered may have named others.
+    node.state.read().pending.is_empty()
 }
 
 /// Removes tombstones that every shard peer's clock covers.

@@ -398,8 +398,26 @@ impl Node {
     /// holds nothing more to hand over, so they may collect tombstones again (they also
     /// ask, with `Holds`, when this message is lost).
     fn announce_handed_over(&self, view: &View) {
+        let report = {
+            let st = self.state.read();
+            if st.view.epoch == view.epoch {
+                causeway_core::replica::hand_over_report(&st)
+            } else {
+                Default::default()
+            }
+        };
         for n in view.nodes.iter().filter(|n| **n != self.cfg.address) {
-            let msg = self.envelope(Rpc::HandedOver { epoch: view.epoch });
+            // (The older message when there is nothing to pass on: a node of an
+            // earlier version reads it.)
+            let rpc = if report == Default::default() {
+                Rpc::HandedOver { epoch: view.epoch }
+            } else {
+                Rpc::HandedOverWith {
+                    epoch: view.epoch,
+                    report: report.clone(),
+                }
+            };
+            let msg = self.envelope(rpc);
             tokio::spawn(self.transport.call(n, msg, self.cfg.timeouts.sync));
         }
     }

@@ -202,6 +202,12 @@ pub enum Rpc {
     ViewCompleted {
         view: View,
     },
+    /// `HandedOver`, with whom the sender still waits for hand-overs from and the
+    /// newest views of its line (see `causeway_core::changes::Changes::handed_over`).
+    HandedOverWith {
+        epoch: u64,
+        report: causeway_core::replica::HandOverReport,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -259,6 +265,12 @@ pub enum RpcReply {
     /// answer to `GetView`, `ApplyView` and `ViewCompleted` instead of `View` then.
     CompletedView {
         view: View,
+    },
+    /// `Holds`, with the receiver's report (see [`Rpc::HandedOverWith`]).
+    HoldsWith {
+        epoch: u64,
+        any: bool,
+        report: causeway_core::replica::HandOverReport,
     },
 }
 
