@@ -113,6 +113,9 @@ pub enum Msg {
     /// in another view or does not count the sender as a member.
     Synced {
         clock: Option<VClock>,
+        /// The clock of what the replier's disk holds (when a crash may lose what is not
+        /// synced: the server's `SyncedDurable`); tombstone collection counts it.
+        durable: Option<VClock>,
         view: Option<View>,
         rid: u64,
     },
@@ -216,7 +219,12 @@ impl Msg {
                 Msg::Sync {
                     versions, claim, ..
                 } => 8 + encoded(versions) + encoded(claim),
-                Msg::Synced { clock, view, .. } => 8 + encoded(clock) + encoded(view),
+                Msg::Synced {
+                    clock,
+                    durable,
+                    view,
+                    ..
+                } => 8 + encoded(clock) + encoded(durable) + encoded(view),
                 Msg::ApplyView { view } => encoded(view),
                 Msg::Migrate { view, versions, .. } => 8 + encoded(view) + encoded(versions),
                 Msg::Migrated { refused, .. } => 8 + encoded(refused),
@@ -1038,12 +1046,26 @@ impl SimNode {
                     self.st.apply(c);
                     (Some(self.st.clock.clone()), None)
                 };
+                // (With `disk_copies`, a crash may lose what is not synced, as under the
+                // server's `os` durability, and the reply says what the disk holds.)
+                let durable =
+                    (clock.is_some() && self.disk_copies).then(|| self.synced.clock.clone());
                 out.push(Out::Send {
                     to: from,
-                    msg: Msg::Synced { clock, view, rid },
+                    msg: Msg::Synced {
+                        clock,
+                        durable,
+                        view,
+                        rid,
+                    },
                 });
             }
-            Msg::Synced { clock, view, rid } => {
+            Msg::Synced {
+                clock,
+                durable,
+                view,
+                rid,
+            } => {
                 if let Some(view) = view {
                     if view.rank() < self.st.view.rank() {
                         // The peer is behind: tell it.
@@ -1067,7 +1089,8 @@ impl SimNode {
                     if lp.inflight.is_some_and(|(r, _)| r == rid) {
                         lp.inflight = None;
                         if let Some(clock) = clock {
-                            self.peer_clocks.insert(name, (epoch, clock.clone()));
+                            let held = durable.unwrap_or_else(|| clock.clone());
+                            self.peer_clocks.insert(name, (epoch, held));
                             lp.known = Some(clock);
                         }
                     }

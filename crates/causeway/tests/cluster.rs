@@ -1115,6 +1115,17 @@ async fn new_replicas_cut_off_from_old_owners_never_lose_a_sessions_writes() {
         .collect();
     assert_eq!(incomplete, [3], "{shards:?}");
     eprintln!("during the partition: {answered} answered, {refused} refused");
+    // Its shards completed after the answer: the coordinator completes the change then,
+    // and every node learns it (so no stale coordinator can undo it any more).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !(1..=6).all(|i| c.node(i).view_knowledge().1) {
+        let known: Vec<bool> = (1..=6).map(|i| c.node(i).view_knowledge().1).collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never completed: nodes know it completed: {known:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls until every node serves every key of `acked` as acknowledged (with an empty

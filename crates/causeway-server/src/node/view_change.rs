@@ -551,11 +551,11 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         if incomplete.is_empty() && *self.view() == view {
-            // Every shard is complete: the change to this view is final for its
-            // generation. Say so to every node it concerned, until each has heard.
-            self.install_view(view.clone(), true).await;
-            tracing::info!(epoch = view.epoch, "view change completed");
-            self.resend_view(view.clone(), targets, false);
+            self.complete_change(view.clone(), targets).await;
+        } else if *self.view() == view {
+            // Answered 202: the shards complete on their own; watch them, and complete
+            // the change once they have.
+            self.complete_later(view.clone(), targets);
         }
         let mut shards = Vec::new();
         for id in 1..=view.shard_count() as ShardNo {
@@ -567,6 +567,41 @@ impl Node {
             });
         }
         Ok(shards)
+    }
+
+    /// Every shard of `view` is complete: the change to it is final for its generation.
+    /// Says so to every node it concerned (`targets`), until each has heard.
+    async fn complete_change(self: &Arc<Self>, view: View, targets: Vec<String>) {
+        self.install_view(view.clone(), true).await;
+        tracing::info!(epoch = view.epoch, "view change completed");
+        self.resend_view(view, targets, false);
+    }
+
+    /// After a change answered 202: checks every [`RESEND_EVERY`] (in the background)
+    /// whether every shard of `view` is complete now, and completes the change then
+    /// ([`Self::complete_change`]); stops when `view` is no longer in force or
+    /// [`Timeouts::handover_grace`] passes.
+    ///
+    /// [`Timeouts::handover_grace`]: crate::node::Timeouts::handover_grace
+    fn complete_later(self: &Arc<Self>, view: View, targets: Vec<String>) {
+        let me = self.clone();
+        let h = tokio::spawn(async move {
+            let give_up = tokio::time::Instant::now() + me.cfg.timeouts.handover_grace;
+            while tokio::time::Instant::now() < give_up {
+                tokio::time::sleep(RESEND_EVERY).await;
+                if *me.view() != view {
+                    return;
+                }
+                let reports = me.node_reports(&view.nodes).await;
+                if incomplete_shards(&view, &reports).is_empty() {
+                    if *me.view() == view {
+                        me.complete_change(view, targets).await;
+                    }
+                    return;
+                }
+            }
+        });
+        self.tasks.lock().push(h.abort_handle());
     }
 
     /// Waits until every shard peer's clock covers this node's clock as it is now (so
