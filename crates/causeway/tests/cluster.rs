@@ -1348,3 +1348,86 @@ async fn a_node_that_missed_apply_view_is_brought_in_by_the_coordinator() {
         .await;
     }
 }
+
+/// A chain of view changes that an old owner sleeps through: node 4 holds a shard's keys
+/// and is cut off while it is removed; node 3 leaves in the next change and comes back
+/// in the one after, owning keys that only node 4 still holds. Node 3 must not take its
+/// shard for complete while node 4 has not handed over: it was outside the view in
+/// between, so it learns that node 4 still owes keys only from what it kept itself and
+/// from what the other old owners pass on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_owner_cut_off_across_a_chain_of_view_changes_is_still_waited_for() {
+    let c = Cluster::start_with(
+        4,
+        1,
+        Timeouts {
+            apply_view: Duration::from_secs(1),
+            settle: Duration::from_secs(1),
+            ..timeouts()
+        },
+    );
+    // Keys on node 4's shard (shard 4 of 4), written by one session.
+    let mut ctx = Context::default();
+    let mut keys = Vec::new();
+    let view0 = c.node(1).view();
+    for i in 0.. {
+        let k = format!("key{i}");
+        if view0.shard_of_key(&k) == 4 {
+            ctx = c.put(1, &k, &format!("v{i}"), &ctx).await.ctx;
+            keys.push(k);
+            if keys.len() == 40 {
+                break;
+            }
+        }
+    }
+    let (n1, n2, n3, n4) = (addr(1), addr(2), addr(3), addr(4));
+    c.net.partition(&[&n4], &[&n1, &n2, &n3]);
+    // 1: node 4 leaves while cut off (its keys cannot move yet).
+    let v1 = c
+        .node(1)
+        .view_change(vec![n1.clone(), n2.clone(), n3.clone()], 1)
+        .await;
+    assert!(v1.is_ok(), "{v1:?}");
+    // 2: node 3 leaves; 3: node 3 comes back, beside node 1.
+    let v2 = c.node(1).view_change(vec![n1.clone(), n2.clone()], 1).await;
+    assert!(v2.is_ok(), "{v2:?}");
+    let v3 = c.node(1).view_change(vec![n1.clone(), n3.clone()], 1).await;
+    assert!(v3.is_ok(), "{v3:?}");
+    let view3 = c.node(1).view();
+    assert_eq!(*c.node(3).view(), *view3, "node 3 is in the last view");
+    let at3: Vec<&String> = keys
+        .iter()
+        .filter(|k| view3.shard_of_key(k) == view3.shard_of_node(&n3).unwrap())
+        .collect();
+    assert!(!at3.is_empty());
+    // While node 4 is cut off, node 3 never answers "not found" for a key the session
+    // wrote: it refuses (400) until it has the key.
+    for _ in 0..3 {
+        for k in &at3 {
+            let r = c.get(3, k, &ctx).await;
+            match &r.result {
+                Ok(KeyOutcome::Found(_)) => panic!("{k} found while its only holder is cut off"),
+                Ok(other) => panic!("node 3 answered {other:?} for {k}, which the session wrote"),
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Node 4 returns, learns the view and hands over: node 3 serves every key.
+    c.net.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for k in &at3 {
+        loop {
+            let r = c.get(3, k, &ctx).await;
+            match r.result {
+                Ok(KeyOutcome::Found(_)) => break,
+                Ok(other) => panic!("node 3 answered {other:?} for {k} after healing"),
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node 3 still refuses {k}: {e:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
