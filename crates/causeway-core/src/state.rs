@@ -51,6 +51,10 @@ pub struct State {
     /// nodes this replica never waited for: see [`crate::replica::complete_for`].
     /// Durable.
     pub lineage: BTreeMap<u64, Vec<String>>,
+    /// Set for a data directory from before lineages were kept: every view up to the
+    /// one in force counts as known (what earlier versions assumed) until the next view
+    /// is installed, so an upgrade refuses no session that was served before it.
+    pub older_views_known: bool,
     /// Every node this replica waited for hand-overs from in the view in force (those
     /// still pending and those done). In memory; after a restart, those still pending.
     pub waited: BTreeSet<String>,
@@ -80,6 +84,7 @@ impl State {
             pending: Default::default(),
             handed: Default::default(),
             lineage: [(epoch, members)].into_iter().collect(),
+            older_views_known: false,
             waited: Default::default(),
             heard: Default::default(),
             expiring: BTreeSet::new(),
@@ -173,6 +178,7 @@ impl State {
         if let Some(v) = changes.view {
             self.view = Arc::new(v);
             self.handed.clear();
+            self.older_views_known = false;
             self.waited.clear();
             self.heard.clear();
         }

@@ -275,6 +275,7 @@ impl Node {
         initial_view: View,
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<Node>, crate::storage::StorageError> {
+        let had_view = loaded.meta.view.is_some();
         let view = match loaded.meta.view {
             Some(v) if v.rank() > initial_view.rank() => v,
             _ => initial_view,
@@ -294,8 +295,13 @@ impl Node {
         st.bulk_load(versions);
         st.pending = loaded.meta.pending;
         st.completed = loaded.meta.completed;
-        if let Some(l) = loaded.meta.lineage {
-            st.lineage = l;
+        match loaded.meta.lineage {
+            Some(l) => {
+                st.lineage = l;
+                st.lineage.insert(view.epoch, view.nodes.clone());
+            }
+            // A data directory from an earlier version, which kept no lineage.
+            None => st.older_views_known = had_view,
         }
         st.waited = st.pending.clone();
         let state = Arc::new(RwLock::new(st));
