@@ -10,7 +10,10 @@
 //! background, so a power loss can lose the last 50 ms. In-memory mode keeps nothing
 //! on disk and is meant for tests and demos.
 //!
-//! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`]; keyspace
+//! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`] (encoded
+//! versions of [`BLOB_THRESHOLD`] bytes or more are kept in fjall's blob files, so that
+//! compaction rewrites their keys, not their values; data directories created before
+//! that keep everything in the tree); keyspace
 //! `meta` holds `incarnation`, `clock`, `last_ts`, `view`, `pending` (the nodes that
 //! may still hand keys over to this one, see `node::state`) and `completed` (the epoch
 //! of the newest view known completed, see `causeway_core::views`; a data directory
@@ -53,6 +56,9 @@ pub enum StorageError {
     #[error("storage is closed (the node is shutting down)")]
     Closed,
 }
+
+/// Stored versions at least this large are kept out of the tree (see [`Storage::open`]).
+pub const BLOB_THRESHOLD: u32 = 64 * 1024;
 
 /// Replica metadata that must survive restarts together with the data.
 #[derive(Clone, Debug, Default)]
@@ -240,8 +246,16 @@ impl Storage {
     /// Opens (or creates) the data directory and loads everything in it.
     pub fn open(dir: &Path, durability: Durability) -> Result<(Storage, Loaded), StorageError> {
         let db = Database::builder(dir).cache_size(4 * 1024 * 1024).open()?;
+        // Values of at least `BLOB_THRESHOLD` bytes live in blob files beside the tree
+        // (key-value separation): compaction then moves their keys, not the values.
+        // (A keyspace keeps the options it was created with: a data directory created
+        // without it stays so.)
         let kv = db.keyspace("kv", || {
-            KeyspaceCreateOptions::default().max_memtable_size(8 * 1024 * 1024)
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(8 * 1024 * 1024)
+                .with_kv_separation(Some(
+                    fjall::KvSeparationOptions::default().separation_threshold(BLOB_THRESHOLD),
+                ))
         })?;
         let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         // A new incarnation for every process lifetime (see the module docs).
@@ -497,6 +511,46 @@ mod tests {
             assert_eq!(bytes, postcard::to_allocvec(&v).unwrap());
             assert_eq!(bytes.len(), bytes.capacity());
             assert_eq!(decode::<Version>("v", &bytes).unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn values_above_the_blob_threshold_survive_restarts_and_overwrites() {
+        use crate::causal::{Deps, Dot, Value, WriteId};
+        let version = |counter: u64, bytes: usize| Version {
+            id: WriteId {
+                ts: counter,
+                origin: 1,
+                counter,
+            },
+            dot: Dot { origin: 1, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: Some(Value::Str("x".repeat(bytes).into())),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let big = BLOB_THRESHOLD as usize * 4;
+        let (v1, v2, small) = (version(1, big), version(2, big + 1), version(3, 100));
+        for (durability, v) in [(Durability::Sync, &v1), (Durability::Os, &v2)] {
+            let (s, _) = Storage::open(dir.path(), durability).unwrap();
+            s.commit(&Batch {
+                puts: vec![("big", v), ("small", &small)],
+                ..Batch::default()
+            })
+            .unwrap();
+            s.close().unwrap();
+            drop(s);
+            let (s, _) = Storage::open(dir.path(), durability).unwrap();
+            let mut seen = Vec::new();
+            s.for_each_version(|k, v| seen.push((k.to_string(), v)))
+                .unwrap();
+            assert_eq!(
+                seen,
+                vec![
+                    ("big".to_string(), v.clone()),
+                    ("small".to_string(), small.clone())
+                ]
+            );
         }
     }
 
