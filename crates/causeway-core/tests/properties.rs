@@ -351,7 +351,11 @@ proptest! {
     fn keys_spread_within_ten_percent_and_only_the_new_shards_keys_move(shards in 1usize..=256, salt in any::<u32>()) {
         let before = view(shards);
         let after = view(shards + 1);
-        let keys = 2_000 * (shards + 1);
+        // 8,000 keys a shard: the count's sampling noise is then 1.1% of the mean, so
+        // the 10% bound is about the hash, not luck (with 2,000 a shard, salt
+        // 2615893131 at 97 shards put one shard 4.5 standard deviations out, 10.1%, while
+        // the spread as a whole was as even as chance: chi-square 92.5 for 96 degrees).
+        let keys = 8_000 * (shards + 1);
         let mut counts = vec![0usize; shards + 1];
         let mut moved = 0usize;
         for i in 0..keys {
