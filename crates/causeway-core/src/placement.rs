@@ -98,16 +98,9 @@ impl View {
 
     /// How many view changes led here (the high bits of the epoch).
     pub fn generation(&self) -> u64 {
-        generation(self.epoch)
+        self.epoch >> EPOCH_FINGERPRINT_BITS
     }
-}
 
-/// The generation of the view with epoch `epoch` (see [`View::successor`]).
-pub fn generation(epoch: u64) -> u64 {
-    epoch >> EPOCH_FINGERPRINT_BITS
-}
-
-impl View {
     pub fn contains(&self, node: &str) -> bool {
         self.nodes.iter().any(|n| n == node)
     }

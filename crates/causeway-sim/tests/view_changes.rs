@@ -4,13 +4,26 @@
 
 use causeway_sim::{run, Config};
 
+/// Runs `seed` with view changes and asserts the checker found nothing.
+fn run_clean(seed: u64) -> causeway_sim::Outcome {
+    let mut cfg = Config::new(seed);
+    cfg.view_changes = true;
+    let out = run(cfg);
+    let scratch = std::env::temp_dir().join(format!("causeway-sim-vc-{seed}.jsonl"));
+    assert!(
+        !out.failed(),
+        "{}\n{}",
+        out.config.command(),
+        out.explain(&scratch).join("\n")
+    );
+    out
+}
+
 #[test]
 fn twenty_seeds_with_view_changes_show_no_anomaly() {
     let mut changes = 0;
     for seed in 1..=20 {
-        let mut cfg = Config::new(seed);
-        cfg.view_changes = true;
-        let out = run(cfg);
+        let out = run_clean(seed);
         changes += out.counts.faults.get("view-change").copied().unwrap_or(0)
             + out
                 .counts
@@ -18,13 +31,6 @@ fn twenty_seeds_with_view_changes_show_no_anomaly() {
                 .get("view-change-racing")
                 .copied()
                 .unwrap_or(0);
-        let scratch = std::env::temp_dir().join(format!("causeway-sim-vc-{seed}.jsonl"));
-        assert!(
-            !out.failed(),
-            "{}\n{}",
-            out.config.command(),
-            out.explain(&scratch).join("\n")
-        );
     }
     assert!(changes >= 100, "only {changes} view changes");
 }
@@ -41,15 +47,6 @@ fn chained_and_racing_views_that_lost_writes_before() {
     for seed in [
         54, 65, 68, 184, 319, 416, 498, 585, 608, 836, 842, 857, 1325, 1363, 3754,
     ] {
-        let mut cfg = Config::new(seed);
-        cfg.view_changes = true;
-        let out = run(cfg);
-        let scratch = std::env::temp_dir().join(format!("causeway-sim-vc-{seed}.jsonl"));
-        assert!(
-            !out.failed(),
-            "{}\n{}",
-            out.config.command(),
-            out.explain(&scratch).join("\n")
-        );
+        run_clean(seed);
     }
 }

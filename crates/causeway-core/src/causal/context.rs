@@ -239,20 +239,7 @@ impl Context {
     /// received all its old owners' keys satisfies. A context of a later view than
     /// `epoch` gets the [`LATER`] marker, which no replica of `epoch` satisfies.
     pub fn in_epoch(&self, epoch: u64) -> Context {
-        if self.epoch == epoch {
-            return self.clone();
-        }
-        let mut deps = Deps::new();
-        if !self.deps.is_empty() || !self.recent.is_empty() {
-            let marker = if self.epoch < epoch { PRIOR } else { LATER };
-            deps.add(NO_SHARD, marker);
-        }
-        Context {
-            epoch,
-            ts: self.ts,
-            deps,
-            recent: Vec::new(),
-        }
+        self.as_marker(epoch, if self.epoch < epoch { PRIOR } else { LATER })
     }
 
     /// This context seen in view `epoch` by a replica whose own line of views holds the
@@ -260,12 +247,18 @@ impl Context {
     /// that view, the marker [`PRIOR`], even when the context's epoch is the larger one
     /// (a racing view this replica installed before the one that won).
     pub fn before(&self, epoch: u64) -> Context {
+        self.as_marker(epoch, PRIOR)
+    }
+
+    /// This context in view `epoch` (itself when it is of that view): whatever it
+    /// names becomes `marker`.
+    fn as_marker(&self, epoch: u64, marker: Dot) -> Context {
         if self.epoch == epoch {
             return self.clone();
         }
         let mut deps = Deps::new();
         if !self.deps.is_empty() || !self.recent.is_empty() {
-            deps.add(NO_SHARD, PRIOR);
+            deps.add(NO_SHARD, marker);
         }
         Context {
             epoch,
