@@ -10,6 +10,18 @@
 //! background, so a power loss can lose the last 50 ms. In-memory mode keeps nothing
 //! on disk and is meant for tests and demos.
 //!
+//! Write path: a commit is one record appended to this store's own write-ahead
+//! [`journal`] (and synced there); the engine (fjall) is given the record afterwards,
+//! by the *applier* thread, and syncs it in its own time. So the engine's pauses (a
+//! memtable flush or a compaction holds its version lock across a file sync, 10-30 ms
+//! on a busy disk) delay the applier, not the acknowledgement of writes. The engine
+//! stores the number of the last record it holds (`meta` key `journal_seq`, written in
+//! the same engine batch), and opening the store first replays the journal records
+//! after it. A journal segment is deleted once the engine has synced all of it. At most
+//! [`AWAITING_LIMIT`] bytes of records wait for the engine; a commit then waits for
+//! room. Readers never read the engine (the replica state is in memory): only a
+//! restart does, after the replay.
+//!
 //! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`] (encoded
 //! versions of [`BLOB_THRESHOLD`] bytes or more are kept in fjall's blob files, so that
 //! compaction rewrites their keys, not their values; data directories created before
@@ -30,9 +42,12 @@
 //! one, whatever its disk holds, and its peers send back what it lost. The cost is one
 //! clock entry per restart.
 
+mod journal;
+
 use crate::causal::{VClock, Version};
 use crate::placement::View;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use journal::{Journal, Op, Space};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -55,7 +70,14 @@ pub enum StorageError {
     Corrupt { what: String, err: postcard::Error },
     #[error("storage is closed (the node is shutting down)")]
     Closed,
+    #[error("journal: {0}")]
+    Journal(#[from] std::io::Error),
+    #[error("storage failed earlier and takes no more writes: {0}")]
+    Failed(String),
 }
+
+/// Most bytes of committed records that may wait for the engine (see the module docs).
+pub const AWAITING_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Stored versions at least this large are kept out of the tree (see [`Storage::open`]).
 pub const BLOB_THRESHOLD: u32 = 64 * 1024;
@@ -177,7 +199,11 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn start(db: Database, marks: Arc<Marks>, faults: Faults) -> Syncer {
+    fn start(
+        journal: Arc<parking_lot::Mutex<Journal>>,
+        marks: Arc<Marks>,
+        faults: Faults,
+    ) -> Syncer {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("causeway-syncer".into())
@@ -188,10 +214,12 @@ impl Syncer {
                     if faults.background_sync_paused() {
                         continue;
                     }
-                    // Everything committed before this point is in the journal the
-                    // sync below makes durable.
+                    // Everything committed before this point is in the segment synced
+                    // below, or in an earlier one (synced when it was sealed). The
+                    // journal's lock is not held during the sync: commits go on.
                     let mark = marks.committed.lock().clone();
-                    match db.persist(PersistMode::SyncData) {
+                    let segment = journal.lock().current_file();
+                    match segment.sync_data() {
                         Ok(()) => {
                             if mark.is_some() {
                                 *marks.durable.lock() = mark;
@@ -221,7 +249,170 @@ impl Drop for Syncer {
 struct Engine {
     db: Database,
     kv: Keyspace,
-    meta: Keyspace,
+    journal: Arc<parking_lot::Mutex<Journal>>,
+    applier: Applier,
+}
+
+/// The thread that gives committed records to the engine, in order (see the module
+/// docs), and deletes journal segments the engine has synced.
+struct Applier {
+    tx: Option<std::sync::mpsc::Sender<(u64, Vec<Op>, usize)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Applying>,
+}
+
+#[derive(Default)]
+struct Applying {
+    state: parking_lot::Mutex<ApplyState>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct ApplyState {
+    /// Bytes of records committed but not yet in the engine.
+    awaiting: usize,
+    /// Why the engine or the journal failed: no later commit is taken.
+    failure: Option<String>,
+}
+
+impl Applying {
+    fn fail(&self, why: String) {
+        tracing::error!(error = %why, "storage failed; refusing every later write");
+        self.state.lock().failure.get_or_insert(why);
+        self.changed.notify_all();
+    }
+}
+
+impl Applier {
+    fn start(
+        db: Database,
+        kv: Keyspace,
+        meta: Keyspace,
+        journal: Arc<parking_lot::Mutex<Journal>>,
+    ) -> Applier {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<Op>, usize)>();
+        let shared = Arc::new(Applying::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("causeway-applier".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut records = vec![first];
+                    while records.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(r) => records.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    let last = records.last().map_or(0, |r| r.0);
+                    let bytes: usize = records.iter().map(|r| r.2).sum();
+                    let mut b = db.batch().durability(None);
+                    for (_, ops, _) in records {
+                        add_ops(&mut b, &kv, &meta, ops);
+                    }
+                    b.insert(&meta, "journal_seq", encode(&last));
+                    if let Err(e) = b.commit() {
+                        s.fail(format!("engine: {e}"));
+                        return;
+                    }
+                    s.state.lock().awaiting -= bytes;
+                    s.changed.notify_all();
+                    // Segments wholly in the engine go once the engine has synced them.
+                    if journal.lock().oldest_sealed().is_some_and(|l| l <= last) {
+                        if let Err(e) = db.persist(PersistMode::SyncAll) {
+                            s.fail(format!("engine: {e}"));
+                            return;
+                        }
+                        let done = journal.lock().take_sealed_through(last);
+                        for path in done {
+                            if let Err(e) = std::fs::remove_file(&path) {
+                                tracing::warn!(error = %e, path = %path.display(), "could not delete a journal segment");
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawn applier thread");
+        Applier {
+            tx: Some(tx),
+            thread: Some(thread),
+            shared,
+        }
+    }
+
+    /// Waits until the engine holds every committed record (or storage failed).
+    fn drain(&self) {
+        let mut st = self.shared.state.lock();
+        while st.awaiting > 0 && st.failure.is_none() {
+            self.shared.changed.wait(&mut st);
+        }
+    }
+}
+
+impl Drop for Applier {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Adds a record's operations to an engine batch.
+fn add_ops(b: &mut fjall::OwnedWriteBatch, kv: &Keyspace, meta: &Keyspace, ops: Vec<Op>) {
+    for op in ops {
+        let ks = match op.space {
+            Space::Kv => kv,
+            Space::Meta => meta,
+        };
+        match op.value {
+            Some(v) => b.insert(ks, op.key, v),
+            None => b.remove(ks, op.key),
+        }
+    }
+}
+
+/// The journal operations of a batch (versions encoded once, here).
+fn batch_ops(batch: &Batch<'_>) -> Vec<Op> {
+    let meta = |key: &str, value: Vec<u8>| Op {
+        space: Space::Meta,
+        key: key.as_bytes().to_vec(),
+        value: Some(value),
+    };
+    let mut ops = Vec::with_capacity(batch.puts.len() + batch.removes.len() + 2);
+    for (k, v) in &batch.puts {
+        ops.push(Op {
+            space: Space::Kv,
+            key: k.as_bytes().to_vec(),
+            value: Some(encode(*v)),
+        });
+    }
+    for k in &batch.removes {
+        ops.push(Op {
+            space: Space::Kv,
+            key: k.as_bytes().to_vec(),
+            value: None,
+        });
+    }
+    if let Some(c) = batch.clock {
+        ops.push(meta("clock", encode(c)));
+    }
+    if let Some(t) = batch.last_ts {
+        ops.push(meta("last_ts", encode(&t)));
+    }
+    if let Some(p) = batch.pending {
+        ops.push(meta("pending", encode(p)));
+    }
+    if let Some(v) = batch.view {
+        ops.push(meta("view", encode(v)));
+    }
+    if let Some(c) = batch.completed {
+        ops.push(meta("completed", encode(&c)));
+    }
+    if let Some(l) = batch.lineage {
+        ops.push(meta("lineage", encode(l)));
+    }
+    ops
 }
 
 impl Storage {
@@ -258,6 +449,38 @@ impl Storage {
                 ))
         })?;
         let meta_ks = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        // The journal's records after the last one the engine holds (none in a data
+        // directory from before the journal), then a fresh segment.
+        let engine_seq: u64 = match meta_ks.get("journal_seq")? {
+            Some(b) => decode("journal_seq", &b)?,
+            None => 0,
+        };
+        let journal_dir = dir.join("journal");
+        let replayed = journal::replay(&journal_dir, engine_seq, |record| {
+            let mut b = db.batch().durability(None);
+            b.insert(&meta_ks, "journal_seq", encode(&record.seq));
+            add_ops(&mut b, &kv, &meta_ks, record.ops);
+            b.commit()
+        })
+        .map_err(|e| match e {
+            journal::ReplayError::Io(e) => StorageError::Journal(e),
+            journal::ReplayError::Apply(e) => StorageError::Engine(e),
+            gap => StorageError::Failed(gap.to_string()),
+        })?;
+        if replayed.last_seq > engine_seq {
+            tracing::info!(
+                records = replayed.last_seq - engine_seq,
+                "replayed the journal into the engine"
+            );
+        }
+        db.persist(PersistMode::SyncAll)?;
+        for path in &replayed.segments {
+            std::fs::remove_file(path)?;
+        }
+        let journal = Arc::new(parking_lot::Mutex::new(Journal::create(
+            &journal_dir,
+            replayed.last_seq + 1,
+        )?));
         // A new incarnation for every process lifetime (see the module docs).
         let mut meta = Meta {
             incarnation: rand::random(),
@@ -290,13 +513,15 @@ impl Storage {
         });
         let faults = Faults::default();
         let syncer = (durability == Durability::Os)
-            .then(|| Syncer::start(db.clone(), marks.clone(), faults.clone()));
+            .then(|| Syncer::start(journal.clone(), marks.clone(), faults.clone()));
+        let applier = Applier::start(db.clone(), kv.clone(), meta_ks, journal.clone());
         Ok((
             Storage {
                 engine: Some(Engine {
                     db,
                     kv,
-                    meta: meta_ks,
+                    journal,
+                    applier,
                 }),
                 faults,
                 durability,
@@ -350,36 +575,36 @@ impl Storage {
         if self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
-        let mode = match self.durability {
-            Durability::Sync => PersistMode::SyncData,
-            Durability::Os => PersistMode::Buffer,
+        let ops = batch_ops(batch);
+        let size: usize = ops.iter().map(Op::size).sum();
+        let shared = &e.applier.shared;
+        {
+            let mut st = shared.state.lock();
+            while st.awaiting > 0 && st.awaiting + size > AWAITING_LIMIT && st.failure.is_none() {
+                shared.changed.wait(&mut st);
+            }
+            if let Some(why) = &st.failure {
+                return Err(StorageError::Failed(why.clone()));
+            }
+            st.awaiting += size;
+        }
+        let appended = e
+            .journal
+            .lock()
+            .append(&ops, self.durability == Durability::Sync);
+        let seq = match appended {
+            Ok(seq) => seq,
+            Err(err) => {
+                // What reached the file is unknown: nothing more is written after it.
+                shared.fail(format!("journal: {err}"));
+                return Err(StorageError::Journal(err));
+            }
         };
-        let mut b = e.db.batch().durability(Some(mode));
-        for (k, v) in &batch.puts {
-            b.insert(&e.kv, k.as_bytes(), encode(*v));
+        let sent = e.applier.tx.as_ref().map(|tx| tx.send((seq, ops, size)));
+        if !matches!(sent, Some(Ok(()))) {
+            shared.fail("the applier thread stopped".into());
+            return Err(StorageError::Failed("the applier thread stopped".into()));
         }
-        for k in &batch.removes {
-            b.remove(&e.kv, k.as_bytes());
-        }
-        if let Some(c) = batch.clock {
-            b.insert(&e.meta, "clock", encode(c));
-        }
-        if let Some(t) = batch.last_ts {
-            b.insert(&e.meta, "last_ts", encode(&t));
-        }
-        if let Some(p) = batch.pending {
-            b.insert(&e.meta, "pending", encode(p));
-        }
-        if let Some(v) = batch.view {
-            b.insert(&e.meta, "view", encode(v));
-        }
-        if let Some(c) = batch.completed {
-            b.insert(&e.meta, "completed", encode(&c));
-        }
-        if let Some(l) = batch.lineage {
-            b.insert(&e.meta, "lineage", encode(l));
-        }
-        b.commit()?;
         if let (Durability::Os, Some(c)) = (self.durability, batch.clock) {
             *self.marks.committed.lock() = Some(c.clone());
         }
@@ -388,10 +613,10 @@ impl Storage {
 
     /// Bytes on disk (0 in memory).
     pub fn disk_bytes(&self) -> u64 {
-        self.engine
-            .as_ref()
-            .and_then(|e| e.db.disk_space().ok())
-            .unwrap_or(0)
+        self.engine.as_ref().map_or(0, |e| {
+            let journal = e.journal.lock().bytes();
+            e.db.disk_space().unwrap_or(0) + journal
+        })
     }
 
     /// Clean shutdown: refuses every later commit, then syncs everything.
@@ -399,6 +624,7 @@ impl Storage {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         if let Some(e) = &self.engine {
+            e.applier.drain();
             e.db.persist(PersistMode::SyncAll)?;
         }
         Ok(())
@@ -551,6 +777,73 @@ mod tests {
                     ("small".to_string(), small.clone())
                 ]
             );
+        }
+    }
+
+    #[test]
+    fn journal_records_the_engine_never_got_are_replayed_on_open() {
+        use crate::causal::{Deps, Dot, Value, WriteId};
+        let version = |counter: u64| Version {
+            id: WriteId {
+                ts: counter,
+                origin: 1,
+                counter,
+            },
+            dot: Dot { origin: 1, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: Some(Value::Str(format!("v{counter}").into())),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        s.commit(&Batch {
+            puts: vec![("a", &version(1))],
+            ..Batch::default()
+        })
+        .unwrap();
+        s.close().unwrap();
+        drop(s);
+        // As a crash would leave it: records 1 and 2 in the journal (the open above
+        // deleted what the engine held), the engine holding only the first.
+        let mut clock = VClock::default();
+        clock.raise(1, 3);
+        let mut j = journal::Journal::create(&dir.path().join("journal"), 2).unwrap();
+        let kv = |k: &str, v: Option<&Version>| Op {
+            space: Space::Kv,
+            key: k.as_bytes().to_vec(),
+            value: v.map(encode),
+        };
+        j.append(&[kv("b", Some(&version(2))), kv("a", None)], true)
+            .unwrap();
+        j.append(
+            &[
+                kv("c", Some(&version(3))),
+                Op {
+                    space: Space::Meta,
+                    key: b"clock".to_vec(),
+                    value: Some(encode(&clock)),
+                },
+            ],
+            true,
+        )
+        .unwrap();
+        drop(j);
+        for _ in 0..2 {
+            let (s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+            let mut seen = Vec::new();
+            s.for_each_version(|k, v| seen.push((k.to_string(), v)))
+                .unwrap();
+            assert_eq!(
+                seen,
+                vec![("b".to_string(), version(2)), ("c".to_string(), version(3))]
+            );
+            assert_eq!(loaded.meta.clock, clock);
+            // The replayed segments are gone; a fresh one is being written.
+            let segments = std::fs::read_dir(dir.path().join("journal"))
+                .unwrap()
+                .count();
+            assert_eq!(segments, 1);
+            s.close().unwrap();
         }
     }
 
