@@ -323,7 +323,7 @@ impl Applier {
                             s.fail(format!("engine: {e}"));
                             return;
                         }
-                        let done = journal.lock().take_sealed_through(last);
+                        let done = journal.lock().retire_through(last);
                         for path in done {
                             if let Err(e) = std::fs::remove_file(&path) {
                                 tracing::warn!(error = %e, path = %path.display(), "could not delete a journal segment");
@@ -474,12 +474,10 @@ impl Storage {
             );
         }
         db.persist(PersistMode::SyncAll)?;
-        for path in &replayed.segments {
-            std::fs::remove_file(path)?;
-        }
         let journal = Arc::new(parking_lot::Mutex::new(Journal::create(
             &journal_dir,
             replayed.last_seq + 1,
+            replayed.segments,
         )?));
         // A new incarnation for every process lifetime (see the module docs).
         let mut meta = Meta {
@@ -807,7 +805,7 @@ mod tests {
         // deleted what the engine held), the engine holding only the first.
         let mut clock = VClock::default();
         clock.raise(1, 3);
-        let mut j = journal::Journal::create(&dir.path().join("journal"), 2).unwrap();
+        let mut j = journal::Journal::create(&dir.path().join("journal"), 2, Vec::new()).unwrap();
         let kv = |k: &str, v: Option<&Version>| Op {
             space: Space::Kv,
             key: k.as_bytes().to_vec(),
@@ -838,13 +836,67 @@ mod tests {
                 vec![("b".to_string(), version(2)), ("c".to_string(), version(3))]
             );
             assert_eq!(loaded.meta.clock, clock);
-            // The replayed segments are gone; a fresh one is being written.
+            // The replayed segments are written over or deleted, not replayed again
+            // (the second round opens what the first one left).
             let segments = std::fs::read_dir(dir.path().join("journal"))
                 .unwrap()
                 .count();
-            assert_eq!(segments, 1);
+            assert!(segments <= 1 + journal::SPARES, "{segments} segments");
             s.close().unwrap();
         }
+    }
+
+    #[test]
+    fn a_journal_longer_than_a_segment_is_retired_once_the_engine_has_it() {
+        use crate::causal::{Deps, Dot, Value, WriteId};
+        let version = |counter: u64| Version {
+            id: WriteId {
+                ts: counter,
+                origin: 1,
+                counter,
+            },
+            dot: Dot { origin: 1, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: Some(Value::Str("x".repeat(1 << 20).into())),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let journal_bytes = || {
+            std::fs::read_dir(dir.path().join("journal"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum::<u64>()
+        };
+        let n = 3 * journal::SEGMENT_BYTES / (1 << 20) + 8;
+        let (s, _) = Storage::open(dir.path(), Durability::Os).unwrap();
+        for i in 0..n {
+            let v = version(i + 1);
+            s.commit(&Batch {
+                puts: vec![(&format!("k{}", i % 10), &v)],
+                ..Batch::default()
+            })
+            .unwrap();
+        }
+        s.close().unwrap();
+        // Spares are kept, the rest deleted: the journal does not grow with the data.
+        let most = (journal::SPARES as u64 + 2) * (journal::SEGMENT_BYTES + (2 << 20));
+        assert!(
+            journal_bytes() <= most,
+            "{} bytes of journal",
+            journal_bytes()
+        );
+        drop(s);
+        let (s, _) = Storage::open(dir.path(), Durability::Os).unwrap();
+        let mut seen = Vec::new();
+        s.for_each_version(|k, v| seen.push((k.to_string(), v.id.counter)))
+            .unwrap();
+        let expect: Vec<(String, u64)> = (0..10)
+            .map(|k| {
+                let last = (0..n).filter(|i| i % 10 == k).max().unwrap();
+                (format!("k{k}"), last + 1)
+            })
+            .collect();
+        assert_eq!(seen, expect);
     }
 
     #[test]
