@@ -373,6 +373,7 @@ impl Journal {
     }
 
     /// Whether some sealed segment awaits deletion once `synced` covers it.
+    #[cfg(test)]
     pub fn oldest_sealed(&self) -> Option<u64> {
         self.sealed.front().map(|(last, _, _)| *last)
     }

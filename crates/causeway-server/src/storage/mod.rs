@@ -78,6 +78,10 @@ pub enum StorageError {
 
 /// Most bytes of committed records that may wait for the engine (see the module docs).
 pub const AWAITING_LIMIT: usize = 64 * 1024 * 1024;
+/// The applier syncs the engine once this many bytes of records are applied since the
+/// last sync, or [`ENGINE_SYNC_EVERY`] after it.
+const ENGINE_SYNC_BYTES: usize = 4 * 1024 * 1024;
+const ENGINE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Stored versions at least this large are kept out of the tree (see [`Storage::open`]).
 pub const BLOB_THRESHOLD: u32 = 64 * 1024;
@@ -296,34 +300,57 @@ impl Applier {
         let thread = std::thread::Builder::new()
             .name("causeway-applier".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut records = vec![first];
-                    while records.len() < 1024 {
-                        match rx.try_recv() {
-                            Ok(r) => records.push(r),
-                            Err(_) => break,
+                use std::sync::mpsc::RecvTimeoutError;
+                // The engine is synced a little at a time (every ENGINE_SYNC_BYTES or
+                // ENGINE_SYNC_EVERY): one large sync when a segment is retired would
+                // hold the disk long enough to delay the journal's own syncs.
+                let mut unsynced = 0usize;
+                let mut applied = 0u64;
+                let mut synced = 0u64;
+                let mut since_sync = std::time::Instant::now();
+                loop {
+                    let first = match rx.recv_timeout(ENGINE_SYNC_EVERY) {
+                        Ok(r) => Some(r),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    if let Some(first) = first {
+                        let mut records = vec![first];
+                        while records.len() < 1024 {
+                            match rx.try_recv() {
+                                Ok(r) => records.push(r),
+                                Err(_) => break,
+                            }
                         }
-                    }
-                    let last = records.last().map_or(0, |r| r.0);
-                    let bytes: usize = records.iter().map(|r| r.2).sum();
-                    let mut b = db.batch().durability(None);
-                    for (_, ops, _) in records {
-                        add_ops(&mut b, &kv, &meta, ops);
-                    }
-                    b.insert(&meta, "journal_seq", encode(&last));
-                    if let Err(e) = b.commit() {
-                        s.fail(format!("engine: {e}"));
-                        return;
-                    }
-                    s.state.lock().awaiting -= bytes;
-                    s.changed.notify_all();
-                    // Segments wholly in the engine go once the engine has synced them.
-                    if journal.lock().oldest_sealed().is_some_and(|l| l <= last) {
-                        if let Err(e) = db.persist(PersistMode::SyncAll) {
+                        let last = records.last().map_or(0, |r| r.0);
+                        let bytes: usize = records.iter().map(|r| r.2).sum();
+                        let mut b = db.batch().durability(None);
+                        for (_, ops, _) in records {
+                            add_ops(&mut b, &kv, &meta, ops);
+                        }
+                        b.insert(&meta, "journal_seq", encode(&last));
+                        if let Err(e) = b.commit() {
                             s.fail(format!("engine: {e}"));
                             return;
                         }
-                        let done = journal.lock().retire_through(last);
+                        s.state.lock().awaiting -= bytes;
+                        s.changed.notify_all();
+                        applied = last;
+                        unsynced += bytes;
+                    }
+                    if applied > synced
+                        && (unsynced >= ENGINE_SYNC_BYTES
+                            || since_sync.elapsed() >= ENGINE_SYNC_EVERY)
+                    {
+                        if let Err(e) = db.persist(PersistMode::SyncData) {
+                            s.fail(format!("engine: {e}"));
+                            return;
+                        }
+                        synced = applied;
+                        unsynced = 0;
+                        since_sync = std::time::Instant::now();
+                        // Segments wholly synced in the engine are retired.
+                        let done = journal.lock().retire_through(synced);
                         for path in done {
                             if let Err(e) = std::fs::remove_file(&path) {
                                 tracing::warn!(error = %e, path = %path.display(), "could not delete a journal segment");
