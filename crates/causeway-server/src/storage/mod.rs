@@ -12,7 +12,9 @@
 //!
 //! Write path: a commit is one record appended to this store's own write-ahead
 //! [`journal`] (and synced there); the engine (fjall) is given the record afterwards,
-//! by the *applier* thread, and syncs it in its own time. So the engine's pauses (a
+//! by the *applier* thread, which syncs the engine every 4 MiB or 100 ms of records
+//! (small syncs: one large one would hold the disk and delay the journal's). So the
+//! engine's pauses (a
 //! memtable flush or a compaction holds its version lock across a file sync, 10-30 ms
 //! on a busy disk) delay the applier, not the acknowledgement of writes. The engine
 //! stores the number of the last record it holds (`meta` key `journal_seq`, written in
@@ -22,7 +24,8 @@
 //! room. Readers never read the engine (the replica state is in memory): only a
 //! restart does, after the replay.
 //!
-//! Layout: keyspace `kv` maps key bytes to a postcard-encoded [`Version`] (encoded
+//! Layout: `journal/` holds the journal's segments; keyspace `kv` maps key bytes
+//! to a postcard-encoded [`Version`] (encoded
 //! versions of [`BLOB_THRESHOLD`] bytes or more are kept in fjall's blob files, so that
 //! compaction rewrites their keys, not their values; data directories created before
 //! that keep everything in the tree); keyspace
@@ -31,7 +34,9 @@
 //! of the newest view known completed, see `causeway_core::views`; a data directory
 //! from before it has none, which means no view is known completed) and `lineage`
 //! (the views this replica installed, see `causeway_core::state`; a data
-//! directory from before it has none, which means only the view in force).
+//! directory from before it has none, which means only the view in force), and
+//! `journal_seq` (the last journal record the engine holds; none in a data directory
+//! from before the journal).
 //!
 //! Incarnations: a replica numbers its writes under an origin derived from its
 //! incarnation, and its peers count those numbers as received. A disk can come back
