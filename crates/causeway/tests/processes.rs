@@ -738,6 +738,13 @@ fn cluster_secret_guards_internal_routes_and_metrics_move() {
     assert!(metrics.contains("causeway_replication_sync_rounds_total{outcome=\"ok\"}"));
     assert!(metrics.contains("causeway_replication_batch_versions_bucket"));
     assert!(metrics.contains("causeway_keys 21"), "key gauge: {metrics}");
+    // Every acknowledged write went through a durable commit, which is counted.
+    let batches = metrics
+        .lines()
+        .find(|l| l.starts_with("causeway_commit_batches_total "))
+        .expect("a counter of commits");
+    let n: f64 = batches.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 1.0, "{batches}");
 }
 
 #[test]

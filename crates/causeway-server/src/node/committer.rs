@@ -28,6 +28,7 @@ pub use causeway_core::changes::{removal_holds, WriteDone};
 use causeway_core::changes::{Changes, ClientWrite, Refused};
 use causeway_core::replica::HandOverReport;
 use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -136,6 +137,7 @@ impl Committer {
         state: Arc<RwLock<State>>,
         storage: Arc<Storage>,
         watches: Arc<Watches>,
+        batches: Counter,
     ) -> (Committer, watch::Receiver<u64>) {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
         let (seq_tx, seq_rx) = watch::channel(0u64);
@@ -144,7 +146,7 @@ impl Committer {
             .name("causeway-committer".into())
             .spawn(move || {
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(rx, state, storage, seq_tx, &watches)
+                    run(rx, state, storage, seq_tx, &watches, &batches)
                 }));
                 if let Err(panic) = ran {
                     let why = panic_message(panic.as_ref());
@@ -256,6 +258,7 @@ fn run(
     storage: Arc<Storage>,
     seq: watch::Sender<u64>,
     watches: &Watches,
+    batches: &Counter,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
@@ -276,15 +279,16 @@ fn run(
                         &storage,
                         &seq,
                         watches,
+                        batches,
                     );
                 }
-                commit_batch(vec![job], &state, &storage, &seq, watches);
+                commit_batch(vec![job], &state, &storage, &seq, watches, batches);
             } else {
                 segment.push(job);
             }
         }
         if !segment.is_empty() {
-            commit_batch(segment, &state, &storage, &seq, watches);
+            commit_batch(segment, &state, &storage, &seq, watches, batches);
         }
     }
 }
@@ -295,6 +299,7 @@ fn commit_batch(
     storage: &Storage,
     seq: &watch::Sender<u64>,
     watches: &Watches,
+    batches: &Counter,
 ) {
     let mut replies = Vec::with_capacity(jobs.len());
     let pending = {
@@ -336,7 +341,11 @@ fn commit_batch(
         {
             Ok(())
         } else {
-            storage.commit(&batch)
+            let committed = storage.commit(&batch);
+            if committed.is_ok() {
+                batches.inc();
+            }
+            committed
         }
     };
     match result {

@@ -308,8 +308,13 @@ impl Node {
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
         let cfg_window = cfg.idempotency_window;
-        let (committer, commits) =
-            Committer::start(state.clone(), storage.clone(), watches.clone());
+        let metrics = Arc::new(Metrics::new());
+        let (committer, commits) = Committer::start(
+            state.clone(),
+            storage.clone(),
+            watches.clone(),
+            metrics.commit_batches.clone(),
+        );
         let (view_tx, _) = watch::channel(Arc::new(view));
         let node = Arc::new(Node {
             cfg,
@@ -318,7 +323,7 @@ impl Node {
             commits,
             storage,
             transport,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             view_tx,
             peer_clocks: Mutex::new(HashMap::new()),
             migrate_lock: tokio::sync::Mutex::new(()),

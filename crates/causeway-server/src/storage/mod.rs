@@ -200,8 +200,8 @@ struct Marks {
     durable: parking_lot::Mutex<Option<VClock>>,
 }
 
-/// Syncs the database every 50 ms until dropped; dropping it waits for the thread, so
-/// the database is released when the [`Storage`] is.
+/// Syncs the journal every 50 ms until dropped; dropping it waits for the thread, so
+/// the journal is released when the [`Storage`] is.
 struct Syncer {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
