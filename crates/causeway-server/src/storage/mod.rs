@@ -82,7 +82,7 @@ pub enum StorageError {
 }
 
 /// Most bytes of committed records that may wait for the engine (see the module docs).
-pub const AWAITING_LIMIT: usize = 64 * 1024 * 1024;
+pub const AWAITING_LIMIT: usize = 16 * 1024 * 1024;
 /// The applier syncs the engine once this many bytes of records are applied since the
 /// last sync, or [`ENGINE_SYNC_EVERY`] after it.
 const ENGINE_SYNC_BYTES: usize = 4 * 1024 * 1024;
