@@ -9,13 +9,19 @@
 //! - records are numbered 1, 2, 3, ... without gaps, in the order they were committed;
 //! - a record is written (and under `sync` durability synced) before the commit that
 //!   made it returns, and before the engine is given it;
-//! - replay reads segments in order and ends at the first frame that is torn, fails
-//!   its checksum or breaks the sequence: nothing after a lost record is applied, so
-//!   the store is always a prefix of what was committed;
+//! - replay reads segments in order; a segment's records start at the number in its
+//!   name and run consecutively, and each segment must continue the one before; the
+//!   first frame that is torn, fails its checksum or breaks the sequence ends it:
+//!   nothing after a lost record is applied, so the store is always a prefix of what
+//!   was committed;
 //! - a segment is synced before the next one is started, so a later segment never
 //!   survives a power loss that an earlier one did not;
-//! - a segment is deleted only once the engine has synced every record in it
-//!   (`storage` does this; the journal only lists what may go).
+//! - a segment is retired only once the engine has synced every record in it
+//!   (`storage` decides when; the journal lists what may go): deleted, or kept as a
+//!   spare and later renamed and written over from its start, its old frames told
+//!   apart by their numbers;
+//! - a segment's name is durable (directory synced) before any record is written to
+//!   it.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -367,9 +373,20 @@ impl Journal {
         out
     }
 
-    /// Bytes in the segments not yet deleted.
+    /// Bytes in the segments not yet deleted (spares included).
     pub fn bytes(&self) -> u64 {
-        self.current_bytes + self.sealed.iter().map(|(_, _, b)| b).sum::<u64>()
+        let spares: u64 = self
+            .spares
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        // A segment written over is as large as its earlier use made it.
+        let current = self
+            .current
+            .metadata()
+            .map_or(self.current_bytes, |m| m.len().max(self.current_bytes));
+        current + self.sealed.iter().map(|(_, _, b)| b).sum::<u64>() + spares
     }
 
     /// Whether some sealed segment awaits deletion once `synced` covers it.
