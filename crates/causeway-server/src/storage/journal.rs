@@ -439,6 +439,32 @@ mod tests {
         (0..(seq as u32 % 5)).map(|i| op(i + seq as u32)).collect()
     }
 
+    /// The frame encoding is what a restart reads back from an earlier build's journal:
+    /// pinned byte for byte (a change needs a versioned format, not a new value here).
+    #[test]
+    fn the_frame_encoding_is_pinned() {
+        let ops = [
+            Op {
+                space: Space::Kv,
+                key: b"k".to_vec(),
+                value: Some(b"vv".to_vec()),
+            },
+            Op {
+                space: Space::Meta,
+                key: b"m".to_vec(),
+                value: None,
+            },
+        ];
+        let hex: String = encode_frame(7, &ops)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, GOLDEN_FRAME);
+    }
+
+    const GOLDEN_FRAME: &str =
+        "20000000bf5eb1b63b730d0607000000000000000200000000010000006b0102000000767601010000006d00";
+
     #[test]
     fn frames_read_back_as_written() {
         let mut bytes = Vec::new();
