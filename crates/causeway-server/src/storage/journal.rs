@@ -439,6 +439,21 @@ mod tests {
         (0..(seq as u32 % 5)).map(|i| op(i + seq as u32)).collect()
     }
 
+    /// The records a replay of `dir` after `after` applies, and what it reports.
+    fn replay_all(dir: &Path, after: u64) -> (Vec<Record>, Replayed) {
+        let mut seen = Vec::new();
+        let r = replay::<()>(dir, after, |rec| {
+            seen.push(rec);
+            Ok(())
+        })
+        .unwrap();
+        (seen, r)
+    }
+
+    fn seqs(records: Vec<Record>) -> Vec<u64> {
+        records.into_iter().map(|r| r.seq).collect()
+    }
+
     /// The frame encoding is what a restart reads back from an earlier build's journal:
     /// pinned byte for byte (a change needs a versioned format, not a new value here).
     #[test]
@@ -520,12 +535,7 @@ mod tests {
         assert!(segments.len() > 3, "small segments: {segments:?}");
         drop(j);
         for after in [0, 1, 7, 29, 30] {
-            let mut seen = Vec::new();
-            let r = replay::<()>(dir.path(), after, |rec| {
-                seen.push(rec);
-                Ok(())
-            })
-            .unwrap();
+            let (seen, r) = replay_all(dir.path(), after);
             assert_eq!(r.last_seq, 30);
             assert_eq!(r.segments, segments);
             let expect: Vec<Record> = (after + 1..=30)
@@ -566,12 +576,7 @@ mod tests {
         }
         assert!(j.spares.is_empty(), "the spares were written over");
         drop(j);
-        let mut seen = Vec::new();
-        let r = replay::<()>(dir.path(), 30, |rec| {
-            seen.push(rec);
-            Ok(())
-        })
-        .unwrap();
+        let (seen, r) = replay_all(dir.path(), 30);
         assert_eq!(r.last_seq, 60);
         let expect: Vec<Record> = (31..=60).map(|seq| Record { seq, ops: ops(seq) }).collect();
         assert_eq!(seen, expect);
@@ -598,13 +603,8 @@ mod tests {
         drop(j);
         // A segment that does not continue the one before.
         std::fs::write(dir.path().join(segment_name(9)), encode_frame(9, &ops(9))).unwrap();
-        let mut seen = Vec::new();
-        let r = replay::<()>(dir.path(), 0, |rec| {
-            seen.push(rec.seq);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(seen, [1, 2, 3]);
+        let (seen, r) = replay_all(dir.path(), 0);
+        assert_eq!(seqs(seen), [1, 2, 3]);
         assert_eq!(r.last_seq, 3);
         // A segment that continues it by name but holds frames of other numbers (a
         // file left from earlier): nothing of it is applied, nor anything after it.
@@ -614,12 +614,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join(segment_name(5)), encode_frame(5, &ops(5))).unwrap();
-        let mut seen = Vec::new();
-        let r = replay::<()>(dir.path(), 0, |rec| {
-            seen.push(rec.seq);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!((seen, r.last_seq), (vec![1, 2, 3], 3));
+        let (seen, r) = replay_all(dir.path(), 0);
+        assert_eq!((seqs(seen), r.last_seq), (vec![1, 2, 3], 3));
     }
 }

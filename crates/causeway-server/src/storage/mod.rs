@@ -329,12 +329,8 @@ impl Applier {
                         }
                         let last = records.last().map_or(0, |r| r.0);
                         let bytes: usize = records.iter().map(|r| r.2).sum();
-                        let mut b = db.batch().durability(None);
-                        for (_, ops, _) in records {
-                            add_ops(&mut b, &kv, &meta, ops);
-                        }
-                        b.insert(&meta, "journal_seq", encode(&last));
-                        if let Err(e) = b.commit() {
+                        let ops = records.into_iter().map(|(_, ops, _)| ops);
+                        if let Err(e) = to_engine(&db, &kv, &meta, last, ops) {
                             s.fail(format!("engine: {e}"));
                             return;
                         }
@@ -390,18 +386,31 @@ impl Drop for Applier {
     }
 }
 
-/// Adds a record's operations to an engine batch.
-fn add_ops(b: &mut fjall::OwnedWriteBatch, kv: &Keyspace, meta: &Keyspace, ops: Vec<Op>) {
-    for op in ops {
-        let ks = match op.space {
-            Space::Kv => kv,
-            Space::Meta => meta,
-        };
-        match op.value {
-            Some(v) => b.insert(ks, op.key, v),
-            None => b.remove(ks, op.key),
+/// Writes records (their operations, in order) to the engine as one batch, with the
+/// number of the last one as `journal_seq`; not synced (the applier and the replay
+/// sync afterwards).
+fn to_engine(
+    db: &Database,
+    kv: &Keyspace,
+    meta: &Keyspace,
+    last: u64,
+    records: impl IntoIterator<Item = Vec<Op>>,
+) -> Result<(), fjall::Error> {
+    let mut b = db.batch().durability(None);
+    for ops in records {
+        for op in ops {
+            let ks = match op.space {
+                Space::Kv => kv,
+                Space::Meta => meta,
+            };
+            match op.value {
+                Some(v) => b.insert(ks, op.key, v),
+                None => b.remove(ks, op.key),
+            }
         }
     }
+    b.insert(meta, "journal_seq", encode(&last));
+    b.commit()
 }
 
 /// The journal operations of a batch (versions encoded once, here).
@@ -489,10 +498,7 @@ impl Storage {
         };
         let journal_dir = dir.join("journal");
         let replayed = journal::replay(&journal_dir, engine_seq, |record| {
-            let mut b = db.batch().durability(None);
-            b.insert(&meta_ks, "journal_seq", encode(&record.seq));
-            add_ops(&mut b, &kv, &meta_ks, record.ops);
-            b.commit()
+            to_engine(&db, &kv, &meta_ks, record.seq, [record.ops])
         })
         .map_err(|e| match e {
             journal::ReplayError::Io(e) => StorageError::Journal(e),
@@ -732,6 +738,22 @@ mod tests {
         assert_eq!(loaded.meta.completed, Some(5));
     }
 
+    /// A version numbered `counter` (origin 1) holding `value`.
+    fn version(counter: u64, value: String) -> Version {
+        use crate::causal::{Deps, Dot, Value, WriteId};
+        Version {
+            id: WriteId {
+                ts: counter,
+                origin: 1,
+                counter,
+            },
+            dot: Dot { origin: 1, counter },
+            epoch: 0,
+            past: Deps::new(),
+            value: Some(Value::Str(value.into())),
+        }
+    }
+
     #[test]
     fn encoding_in_one_exact_allocation_is_postcard() {
         use crate::causal::{Dot, Value, WriteId};
@@ -772,18 +794,7 @@ mod tests {
 
     #[test]
     fn values_above_the_blob_threshold_survive_restarts_and_overwrites() {
-        use crate::causal::{Deps, Dot, Value, WriteId};
-        let version = |counter: u64, bytes: usize| Version {
-            id: WriteId {
-                ts: counter,
-                origin: 1,
-                counter,
-            },
-            dot: Dot { origin: 1, counter },
-            epoch: 0,
-            past: Deps::new(),
-            value: Some(Value::Str("x".repeat(bytes).into())),
-        };
+        let version = |counter: u64, bytes: usize| version(counter, "x".repeat(bytes));
         let dir = tempfile::tempdir().unwrap();
         let big = BLOB_THRESHOLD as usize * 4;
         let (v1, v2, small) = (version(1, big), version(2, big + 1), version(3, 100));
@@ -812,18 +823,7 @@ mod tests {
 
     #[test]
     fn journal_records_the_engine_never_got_are_replayed_on_open() {
-        use crate::causal::{Deps, Dot, Value, WriteId};
-        let version = |counter: u64| Version {
-            id: WriteId {
-                ts: counter,
-                origin: 1,
-                counter,
-            },
-            dot: Dot { origin: 1, counter },
-            epoch: 0,
-            past: Deps::new(),
-            value: Some(Value::Str(format!("v{counter}").into())),
-        };
+        let version = |counter: u64| version(counter, format!("v{counter}"));
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = Storage::open(dir.path(), Durability::Sync).unwrap();
         s.commit(&Batch {
@@ -880,18 +880,7 @@ mod tests {
 
     #[test]
     fn a_journal_longer_than_a_segment_is_retired_once_the_engine_has_it() {
-        use crate::causal::{Deps, Dot, Value, WriteId};
-        let version = |counter: u64| Version {
-            id: WriteId {
-                ts: counter,
-                origin: 1,
-                counter,
-            },
-            dot: Dot { origin: 1, counter },
-            epoch: 0,
-            past: Deps::new(),
-            value: Some(Value::Str("x".repeat(1 << 20).into())),
-        };
+        let version = |counter: u64| version(counter, "x".repeat(1 << 20));
         let dir = tempfile::tempdir().unwrap();
         let journal_bytes = || {
             std::fs::read_dir(dir.path().join("journal"))
