@@ -14,6 +14,9 @@
 //!   clock still covers what the peer assumed we had;
 //! - a removal (a handed-over key, a collected tombstone) holds only in the view it
 //!   was decided in, and only for the version it was decided for ([`removal_holds`]);
+//! - a version goes because a shard peer's run of keys lacks it only in the view the run
+//!   was sent in, and only if the peer's clock, read with the run, covers its dot
+//!   ([`Changes::sync_run`]);
 //! - a view that may give this replica keys it did not own restarts its clock, so new
 //!   peers send it everything it lacks.
 
@@ -61,6 +64,38 @@ pub enum Refused {
     /// depends on have no names here, so the write could not carry them in its past,
     /// and whoever read it could miss them. The replica must learn of the view first.
     UnknownView(u64),
+}
+
+/// A run of keys in key order: after `after` (from the first key when `None`) up to and
+/// including `through` (to the last key when `None`). A full transfer sends a peer's
+/// keys run by run ([`Changes::sync_run`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRun {
+    pub after: Option<String>,
+    pub through: Option<String>,
+}
+
+impl KeyRun {
+    /// Whether the run's bounds are in order (a range over keys panics otherwise).
+    pub fn is_ordered(&self) -> bool {
+        match (&self.after, &self.through) {
+            (Some(a), Some(t)) => a <= t,
+            _ => true,
+        }
+    }
+
+    /// The run's bounds, for a range over keys (see [`Self::is_ordered`]).
+    pub fn bounds(&self) -> (std::ops::Bound<&str>, std::ops::Bound<&str>) {
+        use std::ops::Bound;
+        (
+            self.after
+                .as_deref()
+                .map_or(Bound::Unbounded, Bound::Excluded),
+            self.through
+                .as_deref()
+                .map_or(Bound::Unbounded, Bound::Included),
+        )
+    }
 }
 
 /// The effects of one batch, computed before anything is written.
@@ -192,6 +227,49 @@ impl Changes {
                 self.clock_dirty = true;
             }
         }
+    }
+
+    /// A run of a shard peer's keys, sent in view `sent_in`: `versions` are every
+    /// version the peer held in `run` when its clock was `clock` (read together). They
+    /// merge as [`Self::sync`] merges; besides, a key of this shard we hold in the run
+    /// that the peer did not send, and whose version's dot `clock` covers, is obsolete
+    /// here, and goes. Returns how many went.
+    ///
+    /// Why that is safe: within one view a replica's clock covers a dot of a key of its
+    /// shard only while it holds that version or one that superseded it, or after a
+    /// tombstone that superseded it was collected (the rule [`Self::sync`] applies to
+    /// incoming versions, seen from the other side; a view that may give a replica keys
+    /// it did not own restarts its clock). A peer that holds none of it therefore saw
+    /// the key deleted, and the delete is gone only because every replica once held
+    /// it. A replica holds such a version again only if its disk went back in time (a
+    /// restored backup): without this rule it would keep and serve the deleted key, and
+    /// nothing would ever tell it otherwise.
+    pub fn sync_run(
+        &mut self,
+        st: &State,
+        sent_in: u64,
+        versions: Vec<(String, Version)>,
+        run: &KeyRun,
+        clock: &VClock,
+    ) -> usize {
+        let sent: std::collections::HashSet<String> =
+            versions.iter().map(|(k, _)| k.clone()).collect();
+        self.sync(st, sent_in, versions, None);
+        if sent_in != st.view.epoch || !run.is_ordered() {
+            return 0;
+        }
+        let obsolete: Vec<String> = st
+            .keys
+            .range::<str, _>(run.bounds())
+            .filter(|(k, _)| !sent.contains(&***k) && st.owns(k))
+            .filter(|(k, _)| self.get(st, k).is_some_and(|v| clock.contains(v.dot)))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        let n = obsolete.len();
+        for k in obsolete {
+            self.versions.insert(k, None);
+        }
+        n
     }
 
     /// Versions handed over by a previous owner during a view change; each accepted
@@ -724,5 +802,129 @@ mod tests {
     fn a_timestamp_no_node_could_issue_is_ignored() {
         let ts = next_ts(0, u64::MAX - 1, NOW);
         assert!(ts < MAX_TS);
+    }
+
+    /// A replica `me` of the first shard of a view of a, b, c and d (two replicas per
+    /// shard), holding `keys` as `(key, origin, counter)`, live, its clock covering them.
+    fn holding(me: &str, keys: &[(&str, u64, u64)]) -> State {
+        let view = View::new(0, names(&["a", "b", "c", "d"]), 2);
+        let mut st = State::new(me.into(), 1, view, VClock::default(), 0);
+        for (k, origin, counter) in keys {
+            let v = Version {
+                id: WriteId {
+                    ts: *counter,
+                    origin: *origin,
+                    counter: *counter,
+                },
+                dot: Dot {
+                    origin: *origin,
+                    counter: *counter,
+                },
+                epoch: 0,
+                past: Default::default(),
+                value: Some(Value::Str((*k).into())),
+            };
+            st.set(k, Some(v));
+            st.clock.raise(*origin, *counter);
+        }
+        st
+    }
+
+    /// `n` keys of the first shard of [`holding`]'s view (owned by a and b).
+    fn owned_keys(n: usize) -> Vec<String> {
+        let st = holding("a", &[]);
+        (0..)
+            .map(|i| format!("k{i:03}"))
+            .filter(|k| st.owns(k))
+            .take(n)
+            .collect()
+    }
+
+    fn run(after: Option<&str>, through: Option<&str>) -> KeyRun {
+        KeyRun {
+            after: after.map(str::to_string),
+            through: through.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_restored_replica_drops_what_a_peer_saw_deleted_and_collected() {
+        let k = owned_keys(4);
+        // Its peer b held k0..k2 (origin 1); k0 was deleted and its tombstone
+        // collected since. The restored replica a still holds k0, and a write of its
+        // own (origin 2) that b has not received.
+        let b = holding("b", &[(&k[1], 1, 2), (&k[2], 1, 3)]);
+        let mut b_clock = b.clock.clone();
+        b_clock.raise(1, 4); // the delete
+        let mut a = holding(
+            "a",
+            &[(&k[0], 1, 1), (&k[1], 1, 2), (&k[2], 1, 3), (&k[3], 2, 1)],
+        );
+        let sent: Vec<(String, Version)> = b
+            .keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let mut c = Changes::new(&a);
+        assert_eq!(c.sync_run(&a, 0, sent, &run(None, None), &b_clock), 1);
+        a.apply(c);
+        let held: Vec<&str> = a.keys.keys().map(|k| &**k).collect();
+        assert_eq!(held, [&k[1], &k[2], &k[3]]);
+        assert_eq!(a.live, 3);
+    }
+
+    #[test]
+    fn only_keys_inside_the_run_and_of_the_shard_can_go() {
+        let k = owned_keys(3);
+        let foreign = (0..)
+            .map(|i| format!("f{i:03}"))
+            .find(|f| !holding("a", &[]).owns(f))
+            .unwrap();
+        let a = holding("a", &[(&k[0], 1, 1), (&k[2], 1, 2), (&foreign, 1, 3)]);
+        let clock: VClock = [(1, 10)].into_iter().collect();
+        let obsolete = |r: &KeyRun, epoch: u64| {
+            let mut c = Changes::new(&a);
+            let n = c.sync_run(&a, epoch, Vec::new(), r, &clock);
+            let mut gone: Vec<String> = c.versions.into_keys().collect();
+            gone.sort();
+            (n, gone)
+        };
+        // The whole key space: both owned keys, never the foreign one (its new owners
+        // have it; this replica hands it over).
+        assert_eq!(
+            obsolete(&run(None, None), 0),
+            (2, vec![k[0].clone(), k[2].clone()])
+        );
+        // Runs that end before, start after, or lie between the keys.
+        assert_eq!(
+            obsolete(&run(None, Some(&k[1])), 0),
+            (1, vec![k[0].clone()])
+        );
+        assert_eq!(
+            obsolete(&run(Some(&k[0]), None), 0),
+            (1, vec![k[2].clone()])
+        );
+        assert_eq!(obsolete(&run(Some(&k[0]), Some(&k[1])), 0).0, 0);
+        // The run's ends: `after` excluded, `through` included.
+        assert_eq!(
+            obsolete(&run(Some(&k[0]), Some(&k[2])), 0),
+            (1, vec![k[2].clone()])
+        );
+        // Bounds out of order (a malformed message) change nothing, and do not panic.
+        assert_eq!(obsolete(&run(Some(&k[2]), Some(&k[0])), 0).0, 0);
+        // A run sent in another view says nothing about this one.
+        assert_eq!(obsolete(&run(None, None), 7).0, 0);
+    }
+
+    #[test]
+    fn a_version_the_peers_clock_does_not_cover_stays() {
+        let k = owned_keys(2);
+        let mut a = holding("a", &[(&k[0], 1, 5), (&k[1], 2, 1)]);
+        // The peer saw origin 1 up to 4 only, and nothing of origin 2.
+        let clock: VClock = [(1, 4)].into_iter().collect();
+        let mut c = Changes::new(&a);
+        assert_eq!(c.sync_run(&a, 0, Vec::new(), &run(None, None), &clock), 0);
+        a.apply(c);
+        assert_eq!(a.keys.len(), 2);
     }
 }

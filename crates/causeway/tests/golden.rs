@@ -152,6 +152,31 @@ fn wire_encodings_are_pinned() {
     );
 }
 
+/// A full transfer's run (appended after the earlier kinds, whose encodings stay).
+#[test]
+fn the_sync_run_encoding_is_pinned() {
+    let clock: causeway_server::causal::VClock = [(0x9f2c, 5)].into_iter().collect();
+    let env = Envelope {
+        from: "10.0.0.1:13800".into(),
+        rpc: Rpc::SyncRun {
+            epoch: 3,
+            versions: vec![("k".into(), sample_version())],
+            run: causeway_core::changes::KeyRun {
+                after: Some("a".into()),
+                through: None,
+            },
+            clock: clock.clone(),
+            claim: Some((clock, Default::default())),
+        },
+    };
+    let bytes = postcard::to_allocvec(&env).unwrap();
+    assert_eq!(
+        hex(&bytes),
+        GOLDEN_SYNC_RUN,
+        "the node-to-node encoding changed"
+    );
+}
+
 const GOLDEN_HASH_EMPTY: u64 = 17665956581633026203;
 const GOLDEN_HASH_HELLO: u64 = 1656767905311477007;
 const GOLDEN_JUMP_HELLO_1000: u32 = 66;
@@ -172,3 +197,4 @@ const GOLDEN_NUMBER: &str = "80c0d3bede95a203bc1507bc150703010201edfd03090101023
 const GOLDEN_VIEW: &str = "03020e31302e302e302e313a31333830300e31302e302e302e323a313338303001";
 const GOLDEN_TAG_K: u32 = 2337405611;
 const GOLDEN_ENVELOPE: &str = "0e31302e302e302e313a3133383030000301880e2a770180c0d3bede95a203bc1507016b01000176037b010101acbe02050102bc1507abf5c7da0801";
+const GOLDEN_SYNC_RUN: &str = "0e31302e302e302e313a3133383030100301016b80c0d3bede95a203bc1507bc150703010201edfd0309010001760101610001acbe02050101acbe020500";

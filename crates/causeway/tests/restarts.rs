@@ -96,3 +96,102 @@ fn a_restart_with_an_older_disk_converges(durability: &str, block: u8) {
         all.len()
     );
 }
+
+#[test]
+fn a_restored_backup_does_not_bring_back_deletes_its_peer_collected_under_sync() {
+    a_restored_backup_keeps_collected_deletes_deleted("sync", 53);
+}
+
+#[test]
+fn a_restored_backup_does_not_bring_back_deletes_its_peer_collected_under_os() {
+    a_restored_backup_keeps_collected_deletes_deleted("os", 54);
+}
+
+/// What `/metrics` at `addr` says of `name` (0 when absent or unreachable).
+fn metric(addr: &str, name: &str) -> u64 {
+    call_text("GET", addr, "/metrics", Vec::new())
+        .and_then(|(_, text)| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// A node's data directory is restored from a backup taken before some of its keys
+/// were deleted; meanwhile its peer deleted them and, once both replicas held the
+/// deletes, collected the tombstones. Nothing remembers those deletes any more, yet
+/// the restored node must not keep (and serve) the old values, and its peer must not
+/// take them back.
+fn a_restored_backup_keeps_collected_deletes_deleted(durability: &str, block: u8) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(block, 2);
+    // Tombstones are kept twice the idempotency window: 2 s here.
+    let extra = [("DURABILITY", durability), ("IDEMPOTENCY_WINDOW", "1")];
+    let mut nodes: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &extra))
+        .collect();
+    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let (gone, kept) = (keys("gone"), keys("kept"));
+    let mut s = Session::new();
+    for k in gone.iter().chain(&kept) {
+        assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
+    }
+    let all: Vec<String> = [gone.clone(), kept.clone()].concat();
+    wait_until(Duration::from_secs(5), || holds(&a[1], &all) == all.len())
+        .expect("the peer received every write");
+
+    // The backup: node 1's disk while it still held the keys about to be deleted.
+    nodes[0].kill9();
+    let live = data_dir(&nodes[0]);
+    let backup = dir.path().join("backup");
+    copy_dir(&live, &backup);
+    nodes[0].restart();
+
+    let mut s = Session::new();
+    for k in &gone {
+        assert_eq!(s.delete(&a[1], k).0, 200, "delete {k}");
+    }
+    let collected = |addr: &str| metric(addr, "causeway_tombstones_collected_total");
+    wait_until(Duration::from_secs(20), || {
+        collected(&a[0]) >= gone.len() as u64 && collected(&a[1]) >= gone.len() as u64
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "both replicas collect the tombstones: collected {} and {}",
+            collected(&a[0]),
+            collected(&a[1])
+        )
+    });
+
+    // The backup is restored.
+    nodes[0].kill9();
+    copy_dir(&backup, &live);
+    nodes[0].restart();
+
+    let absent = |addr: &str| {
+        gone.iter()
+            .filter(|k| Session::new().get(addr, k).0 == 404)
+            .count()
+    };
+    let converged = wait_until(Duration::from_secs(10), || {
+        absent(&a[0]) == gone.len()
+            && absent(&a[1]) == gone.len()
+            && holds(&a[0], &kept) == kept.len()
+            && holds(&a[1], &kept) == kept.len()
+    });
+    assert!(
+        converged.is_some(),
+        "deleted keys came back: {} of {} are absent at the restored node, {} at its peer; \
+         kept keys held: {} and {} of {}",
+        absent(&a[0]),
+        gone.len(),
+        absent(&a[1]),
+        holds(&a[0], &kept),
+        holds(&a[1], &kept),
+        kept.len()
+    );
+    // And they stay away (the peer never takes them back from the restored node).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((absent(&a[0]), absent(&a[1])), (gone.len(), gone.len()));
+}

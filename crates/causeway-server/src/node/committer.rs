@@ -25,7 +25,7 @@ use crate::placement::View;
 use crate::state::State;
 use crate::storage::{Batch, Storage, StorageError};
 pub use causeway_core::changes::{removal_holds, WriteDone};
-use causeway_core::changes::{Changes, ClientWrite, Refused};
+use causeway_core::changes::{Changes, ClientWrite, KeyRun, Refused};
 use causeway_core::replica::HandOverReport;
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -77,6 +77,18 @@ pub enum Job {
         /// The view epoch the peer sent them in (a claim of another one is ignored).
         epoch: u64,
         versions: Vec<(String, Version)>,
+        claim: Option<(VClock, VClock)>,
+        reply: oneshot::Sender<Result<VClock, CommitError>>,
+    },
+    /// A run of a shard peer's keys in a full transfer (see
+    /// `causeway_core::changes::Changes::sync_run`): merged like `Sync`, and what we
+    /// hold in the run that the peer saw deleted goes. Then the claim, as `Sync`'s.
+    SyncRun {
+        epoch: u64,
+        versions: Vec<(String, Version)>,
+        run: KeyRun,
+        /// The peer's clock when it read the run.
+        clock: VClock,
         claim: Option<(VClock, VClock)>,
         reply: oneshot::Sender<Result<VClock, CommitError>>,
     },
@@ -440,6 +452,25 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
             reply,
         } => {
             p.sync(st, epoch, versions, claim);
+            Reply::Sync(reply)
+        }
+        Job::SyncRun {
+            epoch,
+            versions,
+            run,
+            clock,
+            claim,
+            reply,
+        } => {
+            let dropped = p.sync_run(st, epoch, versions, &run, &clock);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "dropped versions a shard peer saw deleted (this replica's disk is older \
+                     than what it had acknowledged: a restored backup?)"
+                );
+            }
+            p.sync(st, epoch, Vec::new(), claim);
             Reply::Sync(reply)
         }
         Job::Migrate {

@@ -1002,6 +1002,31 @@ impl Node {
         None
     }
 
+    /// Stores what a shard peer sent in view `epoch` (`job`: a `Sync` or `SyncRun`) and
+    /// answers with our clock (and under `os` durability the clock of what is synced),
+    /// or with our view when the sender is not a peer in it.
+    async fn synced(
+        &self,
+        from: &str,
+        epoch: u64,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<VClock, CommitError>>) -> Job,
+    ) -> RpcReply {
+        let view = self.view();
+        if epoch != view.epoch || view.shard_of_node(from).is_none() {
+            return RpcReply::WrongEpoch {
+                view: (*view).clone(),
+            };
+        }
+        let by = tokio::time::Instant::now() + self.cfg.timeouts.sync;
+        match self.committer.submit_by(Some(by), job).await {
+            Ok(clock) => match self.storage.durable_clock() {
+                Some(durable) => RpcReply::SyncedDurable { clock, durable },
+                None => RpcReply::Synced { clock },
+            },
+            Err(e) => RpcReply::Error(e.to_string()),
+        }
+    }
+
     /// The one handler of node-to-node requests.
     pub async fn handle_rpc(self: &Arc<Self>, env: Envelope) -> RpcReply {
         let Envelope { from, rpc } = env;
@@ -1041,29 +1066,30 @@ impl Node {
                 versions,
                 claim,
             } => {
-                let view = self.view();
-                if epoch != view.epoch || view.shard_of_node(&from).is_none() {
-                    return RpcReply::WrongEpoch {
-                        view: (*view).clone(),
-                    };
-                }
-                let by = tokio::time::Instant::now() + self.cfg.timeouts.sync;
-                match self
-                    .committer
-                    .submit_by(Some(by), |reply| Job::Sync {
-                        epoch,
-                        versions,
-                        claim,
-                        reply,
-                    })
-                    .await
-                {
-                    Ok(clock) => match self.storage.durable_clock() {
-                        Some(durable) => RpcReply::SyncedDurable { clock, durable },
-                        None => RpcReply::Synced { clock },
-                    },
-                    Err(e) => RpcReply::Error(e.to_string()),
-                }
+                self.synced(&from, epoch, |reply| Job::Sync {
+                    epoch,
+                    versions,
+                    claim,
+                    reply,
+                })
+                .await
+            }
+            Rpc::SyncRun {
+                epoch,
+                versions,
+                run,
+                clock,
+                claim,
+            } => {
+                self.synced(&from, epoch, |reply| Job::SyncRun {
+                    epoch,
+                    versions,
+                    run,
+                    clock,
+                    claim,
+                    reply,
+                })
+                .await
             }
             Rpc::Migrate {
                 view,

@@ -16,7 +16,11 @@
 //! and its timeout grows with its size. When the difference is too large for one
 //! message it falls back to a full transfer in key order, which resumes after the
 //! last key the peer stored when a message fails, and claims at the end the clock
-//! taken at the start. A tombstone is collected once every shard peer's durable clock
+//! taken at the start. A full transfer goes run by run, each with our clock read with
+//! it, so the peer also drops what it holds in the run that we saw deleted
+//! (`Changes::sync_run`); a peer whose reply shows it lost writes it had acknowledged
+//! (its disk went back in time: a restored backup, a power loss under `os`) gets one,
+//! since it may hold values whose tombstones are collected. A tombstone is collected once every shard peer's durable clock
 //! covers it (under `os` durability a peer reports the clock of what it has synced as
 //! well, since a power loss would take the rest: see `storage`).
 //!
@@ -30,7 +34,8 @@ use crate::metrics::{OutcomeLabels, PeerLabels};
 use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
 use crate::node::state::{weight, Budget};
 use crate::node::Node;
-use crate::transport::{Rpc, RpcReply};
+use crate::transport::{Rpc, RpcReply, TransportError};
+use causeway_core::changes::KeyRun;
 use causeway_core::replica::HandOverReport;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,7 +127,9 @@ async fn watch_view(node: Arc<Node>, peer: String) {
 }
 
 /// A full transfer under way to one peer: it resumes after the last key the peer
-/// acknowledged, not from the first key, when a message fails.
+/// acknowledged, not from the first key, when a message fails. Each message is a run of
+/// our keys ([`Rpc::SyncRun`]), so the peer also drops what it holds that we saw
+/// deleted (a peer whose disk went back in time holds such keys).
 struct FullTransfer {
     /// Our clock when the transfer started (claimed once every key was sent).
     clock: VClock,
@@ -132,6 +139,20 @@ struct FullTransfer {
     cursor: Option<String>,
     /// When it started (the peer holds what we held then once it is done).
     started: Instant,
+    /// The peer could not read a run (a node of an earlier version): plain `Sync`s.
+    plain: bool,
+}
+
+impl FullTransfer {
+    fn new(clock: VClock, assumed: VClock, started: Instant) -> FullTransfer {
+        FullTransfer {
+            clock,
+            assumed,
+            cursor: None,
+            started,
+            plain: false,
+        }
+    }
 }
 
 /// How far behind one peer is, as its loop last measured it; mirrored in the metrics
@@ -314,20 +335,35 @@ async fn sync_once(
                 .sync_batch_versions
                 .observe(versions.len() as f64);
             let n = versions.len();
-            let reply = send(node, peer, epoch, versions, Some((clock, assumed))).await?;
-            lag.acknowledged(as_of);
+            let reply = send(
+                node,
+                peer,
+                epoch,
+                versions,
+                Some((clock.clone(), assumed.clone())),
+            )
+            .await?;
             *last_sent = Instant::now();
+            if !reply.covers(&assumed) {
+                // The peer no longer has what it told us it had: its disk went back in
+                // time (a restored backup, a power loss under `os` durability). It may
+                // hold keys we saw deleted and whose tombstones are gone; only a full
+                // transfer, run by run, tells it (see `Changes::sync_run`).
+                tracing::warn!(
+                    peer,
+                    "shard peer lost writes it had acknowledged; full transfer"
+                );
+                *transfer = Some(FullTransfer::new(clock, reply.clone(), as_of));
+                *known = Some(reply);
+                return Ok(true);
+            }
+            lag.acknowledged(as_of);
             *known = Some(reply);
             Ok(n > 0)
         }
         None => {
             tracing::info!(peer, "full transfer to shard peer");
-            *transfer = Some(FullTransfer {
-                clock,
-                assumed,
-                cursor: None,
-                started: as_of,
-            });
+            *transfer = Some(FullTransfer::new(clock, assumed, as_of));
             Ok(true)
         }
     }
@@ -341,22 +377,55 @@ async fn full_transfer_step(
     epoch: u64,
     t: &mut FullTransfer,
 ) -> Result<Option<VClock>, ()> {
-    let chunk = node
-        .state
-        .read()
-        .chunk_after(t.cursor.as_deref(), FULL_CHUNK);
-    match chunk.last() {
-        Some((last, _)) => {
-            let last = last.clone();
-            node.metrics.versions_repaired.inc_by(chunk.len() as u64);
-            send(node, peer, epoch, chunk, None).await?;
+    // The run and our clock, read together: the peer may drop what it holds in the run
+    // that this clock covers and the run lacks.
+    let (chunk, clock) = {
+        let st = node.state.read();
+        (
+            st.chunk_after(t.cursor.as_deref(), FULL_CHUNK),
+            st.clock.clone(),
+        )
+    };
+    let last = chunk.last().map(|(k, _)| k.clone());
+    let run = KeyRun {
+        after: t.cursor.clone(),
+        through: last.clone(),
+    };
+    // After the last run, the claim: the clock taken at the start.
+    let claim = last.is_none().then(|| (t.clock.clone(), t.assumed.clone()));
+    node.metrics.versions_repaired.inc_by(chunk.len() as u64);
+    let rpc = if t.plain {
+        Rpc::Sync {
+            epoch,
+            versions: chunk,
+            claim,
+        }
+    } else {
+        Rpc::SyncRun {
+            epoch,
+            versions: chunk,
+            run,
+            clock,
+            claim,
+        }
+    };
+    let reply = match call(node, peer, epoch, rpc).await {
+        Err(SyncError::Unreadable) if !t.plain => {
+            tracing::info!(
+                peer,
+                "shard peer cannot read runs (an earlier version); plain transfer"
+            );
+            t.plain = true;
+            return Err(());
+        }
+        other => other.map_err(|_| ())?,
+    };
+    match last {
+        Some(last) => {
             t.cursor = Some(last);
             Ok(None)
         }
-        None => {
-            let claim = Some((t.clock.clone(), t.assumed.clone()));
-            Ok(Some(send(node, peer, epoch, Vec::new(), claim).await?))
-        }
+        None => Ok(Some(reply)),
     }
 }
 
@@ -373,14 +442,33 @@ async fn send(
     versions: Vec<(String, crate::causal::Version)>,
     claim: Option<(VClock, VClock)>,
 ) -> Result<VClock, ()> {
-    let bytes: usize = versions.iter().map(|(k, v)| weight(k, v)).sum();
-    let timeout = sized_timeout(node.cfg.timeouts.sync, bytes);
-    node.metrics.replication_bytes.inc_by(bytes as u64);
-    let msg = node.envelope(Rpc::Sync {
+    let rpc = Rpc::Sync {
         epoch,
         versions,
         claim,
-    });
+    };
+    call(node, peer, epoch, rpc).await.map_err(|_| ())
+}
+
+/// Why a replication message failed.
+enum SyncError {
+    /// The peer could not decode it (a node of an earlier version, for a newer kind).
+    Unreadable,
+    /// Anything else: the round is retried.
+    Failed,
+}
+
+/// Sends a `Sync` or `SyncRun` (`rpc`, in view `epoch`) and returns the peer's clock.
+async fn call(node: &Arc<Node>, peer: &str, epoch: u64, rpc: Rpc) -> Result<VClock, SyncError> {
+    let bytes: usize = match &rpc {
+        Rpc::Sync { versions, .. } | Rpc::SyncRun { versions, .. } => {
+            versions.iter().map(|(k, v)| weight(k, v)).sum()
+        }
+        _ => 0,
+    };
+    let timeout = sized_timeout(node.cfg.timeouts.sync, bytes);
+    node.metrics.replication_bytes.inc_by(bytes as u64);
+    let msg = node.envelope(rpc);
     match node.transport.call(peer, msg, timeout).await {
         Ok(reply @ (RpcReply::Synced { .. } | RpcReply::SyncedDurable { .. })) => {
             node.metrics
@@ -403,15 +491,19 @@ async fn send(
             // Adopt the peer's view if it wins; tell the peer ours if it loses (it
             // hands over what it must when it switches).
             node.offer_view(peer, view).await;
-            Err(())
+            Err(SyncError::Failed)
         }
         Ok(other) => {
             tracing::debug!(peer, ?other, "unexpected sync reply");
-            Err(())
+            Err(SyncError::Failed)
+        }
+        Err(TransportError::Refused(_, why)) if why.starts_with("400") => {
+            tracing::debug!(peer, why, "sync refused");
+            Err(SyncError::Unreadable)
         }
         Err(e) => {
             tracing::debug!(peer, error = %e, "sync failed");
-            Err(())
+            Err(SyncError::Failed)
         }
     }
 }

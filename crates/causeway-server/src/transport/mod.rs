@@ -208,6 +208,17 @@ pub enum Rpc {
         epoch: u64,
         report: causeway_core::replica::HandOverReport,
     },
+    /// A run of a full transfer: `versions` are every version the sender held in `run`
+    /// when its clock was `clock`, so the receiver drops what it holds there that the
+    /// sender saw deleted (see `causeway_core::changes::Changes::sync_run`); `claim` as
+    /// in `Sync`. Answered like `Sync`.
+    SyncRun {
+        epoch: u64,
+        versions: Vec<(String, Version)>,
+        run: causeway_core::changes::KeyRun,
+        clock: VClock,
+        claim: Option<(VClock, VClock)>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
