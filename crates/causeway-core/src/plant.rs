@@ -26,11 +26,14 @@ pub enum Plant {
     /// A replica serves contexts from before a view change as if its shard were
     /// complete ([`crate::replica::shard_complete`]).
     IgnoresOldContexts,
+    /// A run of a peer's keys drops whatever it lacks, whether or not the peer's clock
+    /// covers it ([`crate::changes::Changes::sync_run`]).
+    RunDropsUncovered,
 }
 
 impl Plant {
     /// Every planted bug, with the name the simulator's `--plant` takes.
-    pub const ALL: [(Plant, &'static str); 6] = [
+    pub const ALL: [(Plant, &'static str); 7] = [
         (Plant::ReadRuleSkipped, "read-rule-skipped"),
         (
             Plant::EarlyTombstoneCollection,
@@ -40,6 +43,7 @@ impl Plant {
         (Plant::RetryMintsNewIdentity, "retry-mints-new-identity"),
         (Plant::HandOverDropsLastBatch, "hand-over-drops-last-batch"),
         (Plant::IgnoresOldContexts, "ignores-old-contexts"),
+        (Plant::RunDropsUncovered, "run-drops-uncovered"),
     ];
 
     /// The bug named `name` (see [`Plant::ALL`]).

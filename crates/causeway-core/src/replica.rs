@@ -262,6 +262,29 @@ pub fn attempt_write_id(first: WriteId, attempt: usize, mint: impl FnOnce() -> W
     first
 }
 
+/// The context a DELETE writes with, once the read it starts with found `found`, live,
+/// and returned `after` (`ctx`, the client's context, having seen `found`): `after`,
+/// so that the delete supersedes what it deleted, unless the delete carries a forwarded
+/// identity `id` that `found` outranks. Such an identity was minted before the read (on
+/// the forwarding node, and kept on every attempt so that copies of the write are one
+/// write), so its timestamp may lie below `found`'s: a version whose past names a write
+/// of its key that wins over it would contradict the order every replica merges by (a
+/// replica holding the tombstone would count a session that read `found` as served,
+/// and answer "not found" while `found` is the value). The delete then is what it was
+/// when minted, concurrent with `found`: it writes with the client's context and loses
+/// to `found` everywhere.
+pub fn delete_context(
+    ctx: &Context,
+    after: Context,
+    found: Option<&Version>,
+    id: Option<WriteId>,
+) -> Context {
+    match (found, id) {
+        (Some(v), Some(id)) if v.id > id => ctx.clone(),
+        _ => after,
+    }
+}
+
 /// The context a client gets back after its write `done` of `key` (in `shard`; a PUT
 /// when `is_put`), sent with context `ctx`, on a replica whose last timestamp is
 /// `last_ts`: the write's view, the write itself as the client's recent write of the
@@ -532,5 +555,59 @@ mod tests {
         assert_eq!(context_after_write(&ctx, &done, 1, "k", true, 120).ts, 120);
         let r = out.recent_of(1, "k").unwrap();
         assert_eq!((r.dot, r.live), (done.dot, true));
+    }
+
+    /// Simulator seed 798 (default sweep): a DELETE forwarded with an identity minted
+    /// before its read found a newer PUT wrote a tombstone whose past named that PUT
+    /// while its timestamp lay below it; a replica holding the tombstone then answered
+    /// "not found" to a session that had read the PUT.
+    #[test]
+    fn a_delete_with_an_older_forwarded_identity_never_claims_what_its_read_found() {
+        let view = View::new(0, vec!["a".into(), "b".into()], 2);
+        let mut st = State::new("a".into(), 1, view, VClock::new(), 0);
+        let shard = st.my_shard().unwrap();
+        let older = version(7, 1, 10, Some("older"));
+        st.clock.raise(7, 1);
+        st.set("k", Some(older));
+        // The read found b's newer PUT (timestamp 50); the delete was minted at 20.
+        let found = version(9, 3, 50, Some("newer"));
+        let id = WriteId {
+            ts: 20,
+            origin: 42,
+            counter: 0,
+        };
+        let client = Context::default();
+        let mut after = client.clone();
+        after.observe(&found, shard, "k");
+        let tombstone = |ctx: Context| {
+            let mut c = crate::changes::Changes::new(&st);
+            let write = crate::changes::ClientWrite {
+                key: "k",
+                value: None,
+                ttl_ms: None,
+                ctx,
+                id: Some(id),
+            };
+            c.write(&st, write, 1_000).unwrap();
+            c.versions["k"].clone().unwrap()
+        };
+        // Written with what the read saw, the tombstone would claim the PUT...
+        assert!(tombstone(after.clone()).supersedes(shard, 9, 3));
+        // ...which wins over it everywhere by its timestamp: the rule keeps the client's.
+        let ctx = delete_context(&client, after.clone(), Some(&found), Some(id));
+        let t = tombstone(ctx);
+        assert!(!t.supersedes(shard, 9, 3), "{t:?}");
+        assert!(crate::causal::version::merge(Some(&t), &found, shard).is_some());
+        // A delete whose identity outranks what it found (or that names itself here)
+        // supersedes it.
+        let newer_id = WriteId { ts: 60, ..id };
+        assert_eq!(
+            delete_context(&client, after.clone(), Some(&found), Some(newer_id)),
+            after
+        );
+        assert_eq!(
+            delete_context(&client, after.clone(), Some(&found), None),
+            after
+        );
     }
 }

@@ -72,6 +72,12 @@ pub struct Config {
     /// does, instead of every [`node::ANNOUNCE_EVERY_MS`] (the default, which makes up
     /// for lost messages in runs with faults).
     pub announce_once: bool,
+    /// Most versions in one incremental replication message; a larger difference goes
+    /// as a full transfer, run by run, as the server's does past its own, larger limit.
+    /// The server's limit by default (a short run's backlogs never reach it: a full
+    /// transfer then follows only a replica that lost acknowledged writes); a small one
+    /// makes every partition end in full transfers.
+    pub delta_versions: usize,
 }
 
 impl Config {
@@ -94,6 +100,7 @@ impl Config {
             plant: None,
             repl_factor: 3,
             count_bytes: false,
+            delta_versions: 20_000,
             announce_once: false,
         }
     }
@@ -122,6 +129,9 @@ impl Config {
         }
         if !self.clock_faults {
             c.push_str(" --no-clock-faults");
+        }
+        if self.delta_versions != 20_000 {
+            c.push_str(&format!(" --delta-versions {}", self.delta_versions));
         }
         if self.lossy_crashes {
             c.push_str(" --lossy-crashes");

@@ -35,8 +35,13 @@ struct Args {
     /// Crashes may lose what the node had not synced to disk (not in the default sweep).
     #[arg(long)]
     lossy_crashes: bool,
+    /// Most versions in one incremental replication message; past it, a full transfer
+    /// run by run (small values make every partition end in one).
+    #[arg(long, default_value_t = 20_000)]
+    delta_versions: usize,
     /// A planted bug (built with --features planted-bugs): read-rule-skipped,
-    /// early-tombstone-collection, merge-tie-by-arrival, retry-mints-new-identity.
+    /// early-tombstone-collection, merge-tie-by-arrival, retry-mints-new-identity,
+    /// hand-over-drops-last-batch, ignores-old-contexts, run-drops-uncovered.
     #[arg(long)]
     plant: Option<String>,
     /// The chance that a write carries an Idempotency-Key (and is retried).
@@ -153,6 +158,7 @@ fn main() {
         cfg.max_steps = args.steps;
         cfg.faults = !args.no_faults;
         cfg.lossy_crashes = args.lossy_crashes;
+        cfg.delta_versions = args.delta_versions;
         cfg.plant = plant;
         cfg.idempotent = args.idempotent;
         cfg.clock_faults = !args.no_clock_faults;

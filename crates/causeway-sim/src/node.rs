@@ -14,7 +14,7 @@
 use causeway_core::causal::context::{epochs_allow, read_is_safe};
 use causeway_core::causal::version::{ts_of_ms, HLC_SHIFT, MAX_TS};
 use causeway_core::causal::{Context, ShardNo, VClock, Value, Version, WriteId};
-use causeway_core::changes::{Changes, ClientWrite};
+use causeway_core::changes::{Changes, ClientWrite, KeyRun};
 use causeway_core::placement::View;
 use causeway_core::replica::{self, Settled};
 use causeway_core::state::{Budget, State};
@@ -46,8 +46,9 @@ const HAND_OVER_BATCH: Budget = Budget {
     versions: 4,
     bytes: usize::MAX,
 };
-const BUDGET: Budget = Budget {
-    versions: usize::MAX,
+/// Most keys in one run of a full transfer (the server's `FULL_CHUNK`, scaled down).
+const RUN_BUDGET: Budget = Budget {
+    versions: 4,
     bytes: usize::MAX,
 };
 
@@ -107,6 +108,9 @@ pub enum Msg {
         epoch: u64,
         versions: Vec<(String, Version)>,
         claim: Option<(VClock, VClock)>,
+        /// A run of the sender's keys (`versions` are all it held there) with its clock
+        /// read with them: the server's full transfer (`SyncRun`).
+        run: Option<(KeyRun, VClock)>,
         rid: u64,
     },
     /// The peer's clock after storing a batch; `None` with the peer's view when it is
@@ -176,7 +180,8 @@ impl Msg {
     /// The message's kind, for counting.
     pub fn kind(&self) -> &'static str {
         match self {
-            Msg::Sync { .. } => "sync",
+            Msg::Sync { run: None, .. } => "sync",
+            Msg::Sync { run: Some(_), .. } => "sync-run",
             Msg::Synced { .. } => "synced",
             Msg::Fetch { .. } => "fetch",
             Msg::Fetched { .. } => "fetched",
@@ -217,8 +222,11 @@ impl Msg {
         HEADER_BYTES
             + match self {
                 Msg::Sync {
-                    versions, claim, ..
-                } => 8 + encoded(versions) + encoded(claim),
+                    versions,
+                    claim,
+                    run,
+                    ..
+                } => 8 + encoded(versions) + encoded(claim) + encoded(run),
                 Msg::Synced {
                     clock,
                     durable,
@@ -277,6 +285,30 @@ struct PeerLoop {
     known: Option<VClock>,
     inflight: Option<(u64, u64)>,
     last_sent: u64,
+    /// What the message in flight was.
+    sent: Option<Sent>,
+    /// A full transfer under way.
+    transfer: Option<Transfer>,
+}
+
+/// A replication message in flight, as its reply is read.
+#[derive(Debug)]
+enum Sent {
+    /// Incremental, with the claim it made (`None` on first contact).
+    Delta(Option<(VClock, VClock)>),
+    /// A run of a full transfer ending at this key (the last run: `None`).
+    Run(Option<String>),
+}
+
+/// A full transfer to one peer, as the server's replication loop runs it: our keys in
+/// runs (`Changes::sync_run`), resumed after the last run the peer acknowledged, then
+/// the claim of the clock taken at the start. It starts when the difference exceeds
+/// [`SimNode::delta_budget`], or when the peer's reply shows it lost writes it had acknowledged.
+#[derive(Debug)]
+struct Transfer {
+    clock: VClock,
+    assumed: VClock,
+    cursor: Option<String>,
 }
 
 /// A request waiting for peers.
@@ -350,6 +382,8 @@ pub struct SimNode {
     /// Keep a copy of the state as the disk holds it (needed only when a crash may lose
     /// what was not synced; off, [`Self::synced`] is left as it was).
     pub disk_copies: bool,
+    /// Most in one incremental replication message (see `Config::delta_versions`).
+    pub delta_budget: Budget,
     /// Announce the end of the hand-over once per view (see `Config::announce_once`).
     pub announce_once: bool,
     /// The view epoch whose end of hand-over this node announced, and how often.
@@ -385,6 +419,10 @@ impl SimNode {
             fwd_last_ts: 0,
             tombstone_age_ms,
             disk_copies: true,
+            delta_budget: Budget {
+                versions: usize::MAX,
+                bytes: usize::MAX,
+            },
             announce_once: false,
             announced: None,
         }
@@ -643,7 +681,10 @@ impl SimNode {
                     served_by: None,
                 }
             }
-            (Op::Delete, Ok((_, after))) => self.write(now, &req.key, None, &after, write_id),
+            (Op::Delete, Ok((v, after))) => {
+                let ctx = replica::delete_context(&req.ctx, after, v.as_ref(), write_id);
+                self.write(now, &req.key, None, &ctx, write_id)
+            }
             (Op::Delete, Err(())) => {
                 let st = &self.st;
                 let says_deleted = req.ctx.epoch == st.view.epoch
@@ -976,17 +1017,48 @@ impl SimNode {
                 }
                 lp.inflight = None;
             }
-            let (versions, claim) = match &lp.known {
-                // First contact: learn the peer's clock.
-                None => (Vec::new(), None),
-                Some(known) => {
-                    let versions = self.st.delta(known, BUDGET).expect("an unbounded budget");
-                    let idle = versions.is_empty() && known.covers(&self.st.clock);
-                    if idle && now < lp.last_sent + HEARTBEAT_MS {
-                        continue;
-                    }
-                    (versions, Some((self.st.clock.clone(), known.clone())))
+            let mut delta = None;
+            if lp.transfer.is_none() {
+                match &lp.known {
+                    // First contact: learn the peer's clock.
+                    None => delta = Some((Vec::new(), None)),
+                    Some(known) => match self.st.delta(known, self.delta_budget) {
+                        Some(versions) => {
+                            let idle = versions.is_empty() && known.covers(&self.st.clock);
+                            if idle && now < lp.last_sent + HEARTBEAT_MS {
+                                continue;
+                            }
+                            delta = Some((versions, Some((self.st.clock.clone(), known.clone()))));
+                        }
+                        None => {
+                            lp.transfer = Some(Transfer {
+                                clock: self.st.clock.clone(),
+                                assumed: known.clone(),
+                                cursor: None,
+                            })
+                        }
+                    },
                 }
+            }
+            let (versions, claim, run) = match (delta, &lp.transfer) {
+                (Some((versions, claim)), _) => {
+                    lp.sent = Some(Sent::Delta(claim.clone()));
+                    (versions, claim, None)
+                }
+                (None, Some(t)) => {
+                    let versions = self.st.chunk_after(t.cursor.as_deref(), RUN_BUDGET);
+                    let through = versions.last().map(|(k, _)| k.clone());
+                    let claim = through
+                        .is_none()
+                        .then(|| (t.clock.clone(), t.assumed.clone()));
+                    let keys = KeyRun {
+                        after: t.cursor.clone(),
+                        through: through.clone(),
+                    };
+                    lp.sent = Some(Sent::Run(through));
+                    (versions, claim, Some((keys, self.st.clock.clone())))
+                }
+                (None, None) => unreachable!("a delta or a transfer"),
             };
             lp.inflight = Some((rid, now));
             lp.last_sent = now;
@@ -996,6 +1068,7 @@ impl SimNode {
                     epoch,
                     versions,
                     claim,
+                    run,
                     rid,
                 },
             });
@@ -1033,6 +1106,7 @@ impl SimNode {
                 epoch,
                 versions,
                 claim,
+                run,
                 rid,
             } => {
                 let from_name = &self.names[from];
@@ -1042,7 +1116,13 @@ impl SimNode {
                     (None, Some((*self.st.view).clone()))
                 } else {
                     let mut c = Changes::new(&self.st);
-                    c.sync(&self.st, epoch, versions, claim);
+                    match run {
+                        Some((keys, clock)) => {
+                            c.sync_run(&self.st, epoch, versions, &keys, &clock);
+                            c.sync(&self.st, epoch, Vec::new(), claim);
+                        }
+                        None => c.sync(&self.st, epoch, versions, claim),
+                    }
                     self.st.apply(c);
                     (Some(self.st.clock.clone()), None)
                 };
@@ -1091,6 +1171,25 @@ impl SimNode {
                         if let Some(clock) = clock {
                             let held = durable.unwrap_or_else(|| clock.clone());
                             self.peer_clocks.insert(name, (epoch, held));
+                            match (lp.sent.take(), lp.transfer.as_mut()) {
+                                (Some(Sent::Run(Some(through))), Some(t)) => {
+                                    t.cursor = Some(through);
+                                }
+                                (Some(Sent::Run(None)), Some(_)) => lp.transfer = None,
+                                (Some(Sent::Delta(Some((ours, assumed)))), None)
+                                    if !clock.covers(&assumed) =>
+                                {
+                                    // The peer lost writes it had acknowledged (its disk
+                                    // went back in time): a full transfer tells it what
+                                    // we saw deleted since.
+                                    lp.transfer = Some(Transfer {
+                                        clock: ours,
+                                        assumed: clock.clone(),
+                                        cursor: None,
+                                    });
+                                }
+                                _ => {}
+                            }
                             lp.known = Some(clock);
                         }
                     }

@@ -10,6 +10,7 @@ use crate::node::{KeyReq, KeyResp, KeyResult, Msg, Op, Out, ReplyTo, SimNode, Ti
 use crate::session::{Call, Session};
 use crate::Config;
 use causeway_core::placement::View;
+use causeway_core::state::Budget;
 use causeway_torture::history::{
     Event, Fault, FaultRecord, FinalRead, Invoke, Meta, OpKind, Response, HISTORY_FORMAT,
 };
@@ -176,6 +177,10 @@ impl World {
                 );
                 node.disk_copies = cfg.lossy_crashes;
                 node.announce_once = cfg.announce_once;
+                node.delta_budget = Budget {
+                    versions: cfg.delta_versions,
+                    bytes: usize::MAX,
+                };
                 node
             })
             .collect();

@@ -31,3 +31,46 @@ fn two_hundred_seeds_show_no_anomaly() {
     );
     assert!(failing.is_empty(), "failing seeds:\n{}", failing.join("\n"));
 }
+
+/// 200 seeds in which every partition ends in full transfers (at most 2 versions per
+/// incremental message), so runs of keys (`Changes::sync_run`) meet every fault.
+#[test]
+fn two_hundred_seeds_of_full_transfers_show_no_anomaly() {
+    let mut failing = Vec::new();
+    for seed in 1..=200 {
+        let mut cfg = Config::new(seed);
+        cfg.delta_versions = 2;
+        let out = run(cfg);
+        if out.failed() {
+            let scratch = std::env::temp_dir().join(format!("causeway-sim-full-{seed}.jsonl"));
+            failing.push(format!(
+                "{}\n{}",
+                out.config.command(),
+                out.explain(&scratch).join("\n")
+            ));
+        }
+    }
+    assert!(failing.is_empty(), "failing seeds:\n{}", failing.join("\n"));
+}
+
+/// Seeds that once failed, each named with what it found.
+#[test]
+fn seeds_that_found_store_bugs_pass() {
+    // With full transfers (`--delta-versions 2`):
+    // - 1235: a forwarded DELETE whose identity predates the PUT its read found claimed
+    //   to supersede that PUT (`causeway_core::replica::delete_context`): a lost write;
+    // - 1659: a run dropped a tombstone a peer had collected, and a straggling older
+    //   copy of the key came back on that replica (`Changes::sync_run` keeps tombstones).
+    for seed in [1235, 1659] {
+        let mut cfg = Config::new(seed);
+        cfg.delta_versions = 2;
+        let out = run(cfg);
+        let scratch = std::env::temp_dir().join(format!("causeway-sim-seed-{seed}.jsonl"));
+        assert!(
+            !out.failed(),
+            "{}\n{}",
+            out.config.command(),
+            out.explain(&scratch).join("\n")
+        );
+    }
+}

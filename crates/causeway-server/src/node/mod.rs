@@ -654,7 +654,12 @@ impl Node {
                             served_by: None,
                         });
                     }
-                    Ok((_, after)) => after,
+                    Ok((v, after)) => causeway_core::replica::delete_context(
+                        &ctx,
+                        after,
+                        v.as_ref(),
+                        fwd.and_then(|f| f.write_id),
+                    ),
                     // The client's own context says its last known write of the key
                     // deleted it: answer so, even where that delete has not arrived.
                     Err(_) if self.context_says_deleted(&key, &ctx) => {
