@@ -58,7 +58,8 @@ fn two_hundred_seeds_of_full_transfers_show_no_anomaly() {
 fn seeds_that_found_store_bugs_pass() {
     // With full transfers (`--delta-versions 2`):
     // - 1235: a forwarded DELETE whose identity predates the PUT its read found claimed
-    //   to supersede that PUT (`causeway_core::replica::delete_context`): a lost write;
+    //   to supersede that PUT (`causeway_core::replica::delete_context`): writes of
+    //   one key ordered inconsistently;
     // - 1659: a run dropped a tombstone a peer had collected, and a straggling older
     //   copy of the key came back on that replica (`Changes::sync_run` keeps tombstones).
     for seed in [1235, 1659] {
