@@ -267,8 +267,9 @@ impl Changes {
             .filter(|(k, _)| !sent.contains(&***k) && st.owns(k))
             .filter(|(k, _)| {
                 self.get(st, k).is_some_and(|v| {
-                    !v.is_tombstone() && clock.contains(v.dot)
-                        || crate::plant::active(crate::plant::Plant::RunDropsUncovered)
+                    !v.is_tombstone()
+                        && (clock.contains(v.dot)
+                            || crate::plant::active(crate::plant::Plant::RunDropsUncovered))
                 })
             })
             .map(|(k, _)| k.to_string())

@@ -17,12 +17,13 @@
 //! message it falls back to a full transfer in key order, which resumes after the
 //! last key the peer stored when a message fails, and claims at the end the clock
 //! taken at the start. A full transfer goes run by run, each with our clock read with
-//! it, so the peer also drops what it holds in the run that we saw deleted
+//! it, so the peer also drops the live values it holds in the run that we saw deleted
 //! (`Changes::sync_run`); a peer whose reply shows it lost writes it had acknowledged
 //! (its disk went back in time: a restored backup, a power loss under `os`) gets one,
-//! since it may hold values whose tombstones are collected. A tombstone is collected once every shard peer's durable clock
-//! covers it (under `os` durability a peer reports the clock of what it has synced as
-//! well, since a power loss would take the rest: see `storage`).
+//! since it may hold values whose tombstones are collected. A tombstone is collected
+//! once every shard peer's durable clock covers it (under `os` durability a peer
+//! reports the clock of what it has synced as well, since a power loss would take the
+//! rest: see `storage`).
 //!
 //! Each loop also tracks how far its peer is behind (versions and bytes it has not
 //! acknowledged, from the delta against `known`, or during a full transfer from a walk

@@ -209,9 +209,9 @@ pub enum Rpc {
         report: causeway_core::replica::HandOverReport,
     },
     /// A run of a full transfer: `versions` are every version the sender held in `run`
-    /// when its clock was `clock`, so the receiver drops what it holds there that the
-    /// sender saw deleted (see `causeway_core::changes::Changes::sync_run`); `claim` as
-    /// in `Sync`. Answered like `Sync`.
+    /// when its clock was `clock`, so the receiver drops the live values it holds there
+    /// that the sender saw deleted (see `causeway_core::changes::Changes::sync_run`);
+    /// `claim` as in `Sync`. Answered like `Sync`.
     SyncRun {
         epoch: u64,
         versions: Vec<(String, Version)>,
