@@ -1,7 +1,8 @@
 //! Deletes survive a power loss under `--durability os`: a replica acknowledges writes
 //! (and replicated versions) before they are synced, so a tombstone it received may be
 //! gone after a power loss while its peers have collected theirs. Tombstone collection
-//! therefore counts only what every peer holds *durably*.
+//! therefore counts only what every peer holds *durably*. Likewise a hand-over's new
+//! owner acknowledges it only once it is synced, since the old owner then drops the keys.
 //!
 //! Two real nodes (fjall stores under `os` durability in temporary directories) in one
 //! process, over the in-memory transport. The power loss is played by restarting a node
@@ -170,4 +171,72 @@ async fn a_delete_survives_a_power_loss_of_the_replica_that_had_not_synced_it() 
         !early,
         "node 1 collected a tombstone node 2 did not hold durably"
     );
+}
+
+/// Under `os` durability a hand-over is acknowledged by its new owner only once it is
+/// synced: the old owner drops keys on that word, so a power loss of the new owner right
+/// after a view change must not take them with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_survives_a_power_loss_of_its_new_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    let net = Network::new();
+    let view = View::new(0, vec![addr(1), addr(2)], 1);
+    let n1 = boot(&net, 1, &d1, &view, false);
+    let n2 = boot(&net, 2, &d2, &view, false);
+    let keys: Vec<String> = (0..40).map(|i| format!("h{i}")).collect();
+    for k in &keys {
+        let put = n1
+            .handle_key(KeyRequest {
+                key: k.clone(),
+                op: KeyOp::Put(Value::Str(k.as_str().into())),
+                ctx: Context::default(),
+            })
+            .await;
+        assert!(put.result.is_ok(), "{put:?}");
+    }
+    let (_, on_n1) = n1.key_count();
+    assert!(on_n1 > 0, "node 1 owns some of the keys");
+    // Node 2 stops syncing: what it receives from now on is in the operating system's
+    // hands only. Then node 2 becomes the only owner: node 1 hands its keys over.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n2.faults().pause_background_sync(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its disk as a power loss would leave it from now on (a copy taken later would
+    // read what the operating system holds but never wrote out).
+    let snapshot = tmp.path().join("n2-at-power-loss");
+    copy_dir(&d2, &snapshot);
+    let coordinator = n1.clone();
+    let change = tokio::spawn(async move { coordinator.view_change(vec![addr(2)], 1).await });
+    // Node 1 drops its keys once node 2 acknowledged them (if node 2 acknowledges
+    // before it synced, that happens at once).
+    let dropped = until(Duration::from_secs(3), async || n1.key_count().1 == 0).await;
+
+    // Power loss of node 2: it comes back with the disk it had synced.
+    n2.stop();
+    let restored = tmp.path().join("n2-restored");
+    copy_dir(&snapshot, &restored);
+    let n2 = boot(&net, 2, &restored, &view, false);
+
+    let mut missing = keys.clone();
+    let all_back = until(Duration::from_secs(15), async || {
+        let mut still = Vec::new();
+        for k in &missing {
+            if read(&n2, k).await.as_deref() != Some(k.as_str()) {
+                still.push(k.clone());
+            }
+        }
+        missing = still;
+        missing.is_empty()
+    })
+    .await;
+    assert!(
+        all_back,
+        "{} of {} keys lost with node 2's power loss (node 1 had dropped its keys before \
+         it: {dropped}): {:?}",
+        missing.len(),
+        keys.len(),
+        missing
+    );
+    change.abort();
 }

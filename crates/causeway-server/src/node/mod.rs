@@ -1007,6 +1007,26 @@ impl Node {
         None
     }
 
+    /// Whether everything this replica holds now is synced to disk (at once unless
+    /// commits are acknowledged before they are synced, `os` durability), waiting for
+    /// the background sync until `deadline`.
+    async fn synced_by(&self, deadline: std::time::Instant) -> bool {
+        if !self.storage.acknowledges_unsynced() {
+            return true;
+        }
+        let held = self.state.read().clock.clone();
+        loop {
+            let durable = self.storage.durable_clock().unwrap_or_default();
+            if durable.covers(&held) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stores what a shard peer sent in view `epoch` (`job`: a `Sync` or `SyncRun`) and
     /// answers with our clock (and under `os` durability the clock of what is synced),
     /// or with our view when the sender is not a peer in it.
@@ -1119,7 +1139,11 @@ impl Node {
                     })
                     .await
                 {
-                    Ok(refused) => RpcReply::Migrated { refused },
+                    // The old owner drops what we accept on this answer: under `os`
+                    // durability it waits until a sync holds it (else a power loss
+                    // here would lose keys no node has any more).
+                    Ok(refused) if self.synced_by(deadline).await => RpcReply::Migrated { refused },
+                    Ok(_) => RpcReply::Error("the hand-over is not synced yet".into()),
                     Err(e) => RpcReply::Error(e.to_string()),
                 }
             }

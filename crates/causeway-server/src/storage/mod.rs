@@ -597,6 +597,12 @@ impl Storage {
         self.engine.is_some()
     }
 
+    /// Whether commits are acknowledged before they are synced (`os` durability on a
+    /// disk): then only [`Self::durable_clock`] says what a power loss leaves.
+    pub fn acknowledges_unsynced(&self) -> bool {
+        self.engine.is_some() && self.durability == Durability::Os
+    }
+
     /// The test fault knobs of this store (see [`Faults`]).
     pub fn faults(&self) -> &Faults {
         &self.faults
