@@ -1244,6 +1244,12 @@ async fn a_stale_coordinator_cannot_undo_a_completed_change() {
 /// and 2, so nodes 2 and 5 hear one view each and nodes 3 and 4 hear both. Writes
 /// continue meanwhile; once healed, all nodes end in one view with every acknowledged
 /// write readable everywhere.
+///
+/// A coordinator first asks the members for the newest view; had node 6 heard of A by
+/// then (from node 3, 4 or 5), it would build on A and nothing would race. So nodes 1
+/// and 2 stay cut off from nodes 3-6 until both coordinators hold their own view of
+/// generation 1; only then do A's links to nodes 3 and 4 (and node 2's to 3-5) come
+/// back, so node 1's resend of A can reach them (unless node 1 has learned B first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_views_with_partial_delivery_converge_without_losing_writes() {
     let c = Cluster::start(6, 2);
@@ -1254,8 +1260,11 @@ async fn racing_views_with_partial_delivery_converge_without_losing_writes() {
         ctx = c.put(1 + i % 6, &k, &v, &ctx).await.ctx;
         acked.insert(k, v);
     }
-    c.net.partition(&[&addr(1)], &[&addr(5), &addr(6)]);
-    c.net.partition(&[&addr(6)], &[&addr(2)]);
+    let (left, right) = ([addr(1), addr(2)], [addr(3), addr(4), addr(5), addr(6)]);
+    c.net.partition(
+        &left.iter().map(String::as_str).collect::<Vec<_>>(),
+        &right.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let a: Vec<String> = (1..=6).map(addr).collect();
     let b: Vec<String> = [6, 5, 4, 3, 2, 1].iter().map(|&i| addr(i)).collect();
     let (n1, n6) = (c.node(1).clone(), c.node(6).clone());
@@ -1273,7 +1282,31 @@ async fn racing_views_with_partial_delivery_converge_without_losing_writes() {
         }
         acked
     };
-    let (ra, rb, during) = tokio::join!(n1.view_change(a, 3), n6.view_change(b, 1), writes);
+    let reconnect = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while c.node(1).view().generation() != 1 || c.node(6).view().generation() != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the coordinators never installed their views"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(
+            c.node(1).view().epoch,
+            c.node(6).view().epoch,
+            "two views race"
+        );
+        // Left cut: node 1 from nodes 5 and 6, node 2 from node 6.
+        for (x, y) in [(1, 3), (1, 4), (2, 3), (2, 4), (2, 5)] {
+            c.net.reconnect(&addr(x), &addr(y));
+        }
+    };
+    let (ra, rb, during, ()) = tokio::join!(
+        n1.view_change(a, 3),
+        n6.view_change(b, 1),
+        writes,
+        reconnect
+    );
     eprintln!("A: {ra:?}, B: {rb:?}");
     let heard: Vec<u64> = (1..=6).map(|i| c.node(i).view().epoch).collect();
     eprintln!("epochs before healing: {heard:?}");
