@@ -78,6 +78,9 @@ pub struct Config {
     /// transfer then follows only a replica that lost acknowledged writes); a small one
     /// makes every partition end in full transfers.
     pub delta_versions: usize,
+    /// Print every change of this key's version (and of each node's view) on stderr,
+    /// with the event that made it: the way to follow a failing seed.
+    pub trace_key: Option<String>,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
             count_bytes: false,
             delta_versions: 20_000,
             announce_once: false,
+            trace_key: None,
         }
     }
 

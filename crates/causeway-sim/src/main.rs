@@ -44,6 +44,10 @@ struct Args {
     /// hand-over-drops-last-batch, ignores-old-contexts, run-drops-uncovered.
     #[arg(long)]
     plant: Option<String>,
+    /// Print every change of this key's version at every node (and of the nodes' views),
+    /// with the event that made it, on stderr.
+    #[arg(long)]
+    trace_key: Option<String>,
     /// The chance that a write carries an Idempotency-Key (and is retried).
     #[arg(long, default_value_t = 0.5)]
     idempotent: f64,
@@ -163,6 +167,7 @@ fn main() {
         cfg.idempotent = args.idempotent;
         cfg.clock_faults = !args.no_clock_faults;
         cfg.view_changes = args.view_changes;
+        cfg.trace_key = args.trace_key.clone();
         let out = run(cfg);
         ops += out.counts.ops;
         for (k, n) in &out.counts.faults {

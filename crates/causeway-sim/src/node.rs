@@ -127,11 +127,14 @@ pub enum Msg {
     ApplyView {
         view: View,
     },
-    /// Keys handed over to a replica of their new shard.
+    /// Keys handed over to a replica of their new shard, to be applied before
+    /// `deadline` (simulated time: the server's budget, less the time the message was
+    /// held, which its receiver estimates; see `causeway_server::transit`).
     Migrate {
         view: View,
         versions: Vec<(String, Version)>,
         rid: u64,
+        deadline: u64,
     },
     Migrated {
         rid: u64,
@@ -234,7 +237,7 @@ impl Msg {
                     ..
                 } => 8 + encoded(clock) + encoded(durable) + encoded(view),
                 Msg::ApplyView { view } => encoded(view),
-                Msg::Migrate { view, versions, .. } => 8 + encoded(view) + encoded(versions),
+                Msg::Migrate { view, versions, .. } => 16 + encoded(view) + encoded(versions),
                 Msg::Migrated { refused, .. } => 8 + encoded(refused),
                 Msg::HandedOver { report, .. } => 8 + encoded(report),
                 Msg::Settled { clock, .. } => 8 + encoded(clock),
@@ -353,8 +356,23 @@ pub fn copy_state(st: &State) -> State {
     c
 }
 
-/// A hand-over batch in flight: its view epoch, keys and identities, and when sent.
-type HandOverBatch = (u64, Vec<(String, WriteId)>, u64);
+/// A hand-over batch in flight (the server's `hand_over` call to each replica of the
+/// batch's shard): its view epoch, keys and identities, when it was sent, and how many
+/// replicas have not answered. It stays in flight until every replica answered or
+/// [`SYNC_TIMEOUT_MS`] passed, as the server waits for every call before it goes on;
+/// a `Migrate` that arrives after that is not applied (the server's arrival deadline).
+struct HandOverBatch {
+    epoch: u64,
+    ids: Vec<(String, WriteId)>,
+    sent: u64,
+    waiting: usize,
+}
+
+impl HandOverBatch {
+    fn in_flight(&self, now: u64) -> bool {
+        self.waiting > 0 && now < self.sent + SYNC_TIMEOUT_MS
+    }
+}
 
 pub struct SimNode {
     pub id: usize,
@@ -370,7 +388,7 @@ pub struct SimNode {
     peer_clocks: BTreeMap<String, (u64, VClock)>,
     settled: Settled,
     pending: BTreeMap<u64, Pending>,
-    /// Hand-over batches in flight: their view epoch, keys and identities, and when sent.
+    /// Hand-over batches in flight.
     handing: BTreeMap<u64, HandOverBatch>,
     next_rid: u64,
     rr: usize,
@@ -468,7 +486,9 @@ impl SimNode {
         self.peers.clear();
         self.peer_clocks.clear();
         self.settled = Settled::default();
-        self.handing.clear();
+        // (Batches in flight stay: as the server's hand-over lock, they hold the next
+        // pass and the announcement back until answered; removals in their view's
+        // epoch no longer apply.)
         out.push(Out::Timer {
             after: 1,
             timer: Timer::HandOver,
@@ -916,7 +936,7 @@ impl SimNode {
             Timer::ProxyTimeout(rid, attempt) => self.next_attempt(now, rid, attempt, &mut out),
             Timer::HandOver => self.hand_over(now, &mut out),
             Timer::Announce => {
-                self.announce(&mut out);
+                self.announce(now, &mut out);
                 out.push(Out::Timer {
                     after: ANNOUNCE_EVERY_MS,
                     timer: Timer::Announce,
@@ -934,8 +954,7 @@ impl SimNode {
         if groups.is_empty() {
             return;
         }
-        self.handing
-            .retain(|_, (_, _, sent)| now < *sent + SYNC_TIMEOUT_MS);
+        self.handing.retain(|_, b| b.in_flight(now));
         if self.handing.is_empty() {
             let epoch = self.st.view.epoch;
             let (batches, dropped) = replica::hand_over_plan(groups, HAND_OVER_BATCH);
@@ -948,8 +967,17 @@ impl SimNode {
             for (shard, batch) in batches {
                 let rid = self.rid();
                 let ids = batch.iter().map(|(k, v)| (k.clone(), v.id)).collect();
-                self.handing.insert(rid, (epoch, ids, now));
-                for r in view.replicas(shard).to_vec() {
+                let replicas = view.replicas(shard).to_vec();
+                self.handing.insert(
+                    rid,
+                    HandOverBatch {
+                        epoch,
+                        ids,
+                        sent: now,
+                        waiting: replicas.len(),
+                    },
+                );
+                for r in replicas {
                     let to = self.index_of(&r);
                     out.push(Out::Send {
                         to,
@@ -957,6 +985,7 @@ impl SimNode {
                             view: view.clone(),
                             versions: batch.clone(),
                             rid,
+                            deadline: now + SYNC_TIMEOUT_MS,
                         },
                     });
                 }
@@ -971,14 +1000,17 @@ impl SimNode {
     /// Tells the view's members when this node has nothing more to hand over, and its
     /// shard peers its clock once it received every hand-over (the server's
     /// `announce_handed_over` and `announce_settled`, repeated as messages get lost).
-    fn announce(&mut self, out: &mut Vec<Out>) {
+    fn announce(&mut self, now: u64, out: &mut Vec<Out>) {
         let view = self.st.view.clone();
         let times = match self.announced {
             Some((epoch, n)) if epoch == view.epoch => n,
             _ => 0,
         };
         let repeat = !self.announce_once || times < ANNOUNCE_ONCE_TIMES;
-        if repeat && replica::foreign_keys(&self.st).is_empty() {
+        // (Not while a batch is in flight: the server announces once every call of its
+        // hand-over returned, so no `Migrate` of it can be applied after the word.)
+        let in_flight = self.handing.values().any(|b| b.in_flight(now));
+        if repeat && !in_flight && replica::foreign_keys(&self.st).is_empty() {
             self.announced = Some((view.epoch, times + 1));
             for n in view.nodes.iter().filter(|n| **n != self.st.me) {
                 let to = self.index_of(n);
@@ -1245,9 +1277,15 @@ impl SimNode {
                 view,
                 versions,
                 rid,
+                deadline,
             } => {
                 // A view first heard of in a hand-over is adopted like any other.
                 self.adopt(&view, &mut out);
+                if now >= deadline {
+                    // Its sender has stopped waiting and may have said it holds nothing
+                    // more (its replicas may then collect tombstones): too late to apply.
+                    return out;
+                }
                 let mut c = Changes::new(&self.st);
                 let refused = c.migrate(&self.st, versions);
                 self.st.apply(c);
@@ -1257,16 +1295,23 @@ impl SimNode {
                 });
             }
             Msg::Migrated { rid, refused } => {
-                let accepted: Vec<(String, WriteId)> = match self.handing.get(&rid) {
-                    Some((_, ids, _)) => ids
-                        .iter()
-                        .filter(|(k, _)| !refused.contains(k))
-                        .cloned()
-                        .collect(),
-                    None => return out,
+                let Some(batch) = self.handing.get_mut(&rid) else {
+                    return out;
                 };
+                batch.waiting = batch.waiting.saturating_sub(1);
+                let epoch = batch.epoch;
+                let accepted: Vec<(String, WriteId)> = batch
+                    .ids
+                    .iter()
+                    .filter(|(k, _)| !refused.contains(k))
+                    .cloned()
+                    .collect();
+                if batch.waiting == 0 {
+                    self.handing.remove(&rid);
+                }
+                // (Dropped on the first acceptance; the server drops them once every
+                // replica answered. Either way nothing is announced before that.)
                 if !accepted.is_empty() {
-                    let (epoch, _, _) = self.handing.remove(&rid).expect("in flight");
                     let mut c = Changes::new(&self.st);
                     c.remove(&self.st, accepted, epoch);
                     self.st.apply(c);
@@ -1361,5 +1406,138 @@ pub fn value_text(v: &Value) -> String {
     match v {
         Value::Str(s) | Value::Num(s) => s.to_string(),
         Value::Expiring(v, _) => value_text(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 10_000;
+
+    /// Node 0 alone in view 0 holds `k`; view 1 gives every key to nodes 1 and 2.
+    fn old_owner() -> (SimNode, View) {
+        let names: Vec<String> = (0..3).map(|i| format!("10.0.0.{i}:8080")).collect();
+        let v0 = View::new(0, vec![names[0].clone()], 1);
+        let mut n = SimNode::new(0, names.clone(), v0.clone(), 1, 7, 30_000);
+        assert!(n.load(T0, "k", "v".into()));
+        let v1 = v0.successor(vec![names[1].clone(), names[2].clone()], 2);
+        let mut out = Vec::new();
+        assert!(n.adopt(&v1, &mut out));
+        (n, v1)
+    }
+
+    fn migrates(out: &[Out]) -> Vec<(usize, u64, u64)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Send {
+                    to,
+                    msg: Msg::Migrate { rid, deadline, .. },
+                } => Some((*to, *rid, *deadline)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn announced(n: &mut SimNode, now: u64) -> Vec<usize> {
+        n.timer(now, Timer::Announce)
+            .iter()
+            .filter_map(|o| match o {
+                Out::Send {
+                    to,
+                    msg: Msg::HandedOver { .. },
+                } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The server's old owner says it handed everything over only once every call of
+    /// its hand-over returned (answered or timed out); a `Migrate` still on its way
+    /// could otherwise be applied after a replica, told there is nothing more to come,
+    /// collected the key's tombstone (seed 902 of `--view-changes --delta-versions 2`).
+    #[test]
+    fn no_word_of_a_finished_hand_over_while_a_batch_is_on_its_way() {
+        let (mut n, _) = old_owner();
+        let sent = migrates(&n.timer(T0, Timer::HandOver));
+        assert_eq!(sent.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2]);
+        let rid = sent[0].1;
+        assert!(announced(&mut n, T0 + 5).is_empty(), "nothing answered yet");
+        n.receive(
+            T0 + 10,
+            1,
+            Msg::Migrated {
+                rid,
+                refused: vec![],
+            },
+        );
+        assert!(
+            !n.st.keys.contains_key("k"),
+            "dropped once a replica took it"
+        );
+        assert!(
+            announced(&mut n, T0 + 20).is_empty(),
+            "node 2 has not answered and may still apply it"
+        );
+        n.receive(
+            T0 + 30,
+            2,
+            Msg::Migrated {
+                rid,
+                refused: vec![],
+            },
+        );
+        assert_eq!(announced(&mut n, T0 + 40), [1, 2]);
+    }
+
+    #[test]
+    fn an_unanswered_batch_holds_the_word_back_until_its_deadline() {
+        let (mut n, _) = old_owner();
+        let sent = migrates(&n.timer(T0, Timer::HandOver));
+        let rid = sent[0].1;
+        n.receive(
+            T0 + 10,
+            1,
+            Msg::Migrated {
+                rid,
+                refused: vec![],
+            },
+        );
+        assert!(announced(&mut n, sent[1].2 - 1).is_empty());
+        assert_eq!(announced(&mut n, sent[1].2), [1, 2]);
+    }
+
+    /// The other half: a replica applies no `Migrate` that arrives at or after its
+    /// deadline (its sender no longer waits for it), and answers nothing.
+    #[test]
+    fn a_migrate_past_its_deadline_is_not_applied() {
+        let (mut old, v1) = old_owner();
+        let out = old.timer(T0, Timer::HandOver);
+        let msg = out
+            .into_iter()
+            .find_map(|o| match o {
+                Out::Send { to: 1, msg } => Some(msg),
+                _ => None,
+            })
+            .expect("a migrate to node 1");
+        let Msg::Migrate { deadline, .. } = msg else {
+            panic!("{}", msg.kind())
+        };
+        let names = old.names.clone();
+        for (at, applied) in [(deadline, false), (deadline - 1, true)] {
+            let mut r = SimNode::new(1, names.clone(), v1.clone(), 1, 8, 30_000);
+            let out = r.receive(at, 0, msg.clone());
+            assert_eq!(r.st.keys.contains_key("k"), applied, "at {at}");
+            let answered = out.iter().any(|o| {
+                matches!(
+                    o,
+                    Out::Send {
+                        to: 0,
+                        msg: Msg::Migrated { .. }
+                    }
+                )
+            });
+            assert_eq!(answered, applied, "at {at}");
+        }
     }
 }

@@ -355,7 +355,32 @@ impl World {
         }
     }
 
+    /// Handles one event; with `Config::trace_key`, prints each node's change of that
+    /// key (and of its view) with the event that made it.
     fn dispatch(&mut self, ev: Ev) {
+        let Some(key) = self.cfg.trace_key.clone() else {
+            return self.dispatch_inner(ev);
+        };
+        let what = match &ev {
+            Ev::Deliver { from, to, msg } => format!("{} {from}->{to}", msg.kind()),
+            Ev::Arrive { node, op, req, .. } => {
+                format!("op {op} {} at {node}", method(&req.op))
+            }
+            Ev::Timer { node, timer, .. } => format!("{timer:?} at {node}"),
+            Ev::NextFault | Ev::EndFault(_) | Ev::Heal => "fault".to_string(),
+            _ => "client".to_string(),
+        };
+        let before: Vec<String> = self.nodes.iter().map(|n| key_trace(n, &key)).collect();
+        self.dispatch_inner(ev);
+        for (i, n) in self.nodes.iter().enumerate() {
+            let after = key_trace(n, &key);
+            if after != before[i] {
+                eprintln!("t={} node {i} [{what}] {} => {after}", self.now, before[i]);
+            }
+        }
+    }
+
+    fn dispatch_inner(&mut self, ev: Ev) {
         if let Some(n) = Self::node_of(&ev) {
             if let Ev::Timer { gen, .. } = ev {
                 if gen != self.gen[n] {
@@ -1015,4 +1040,31 @@ fn body(op: &Op, resp: &KeyResp, names: &[String]) -> (u16, Json) {
         obj.insert("address".into(), Json::from(names[n].clone()));
     }
     (status, b)
+}
+
+/// One node's view generation, pending old owners, and version of `key` (live or a
+/// tombstone, its timestamp in ms, its dot, the generation of its past), for
+/// `--trace-key`.
+fn key_trace(n: &SimNode, key: &str) -> String {
+    let st = &n.st;
+    let version = match st.keys.get(key) {
+        Some(v) => format!(
+            "{} ts={} dot={:x}:{} past-gen={}",
+            if v.value.is_some() {
+                "live"
+            } else {
+                "tombstone"
+            },
+            v.id.ts >> causeway_core::causal::version::HLC_SHIFT,
+            v.dot.origin & 0xffff,
+            v.dot.counter,
+            v.epoch >> causeway_core::placement::EPOCH_FINGERPRINT_BITS
+        ),
+        None => "-".to_string(),
+    };
+    format!(
+        "gen {} pending {} {version}",
+        st.view.generation(),
+        st.pending.len()
+    )
 }

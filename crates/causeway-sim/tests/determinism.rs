@@ -17,3 +17,12 @@ fn one_seed_twice_gives_the_same_history_byte_for_byte() {
         assert_ne!(a, other, "seeds {seed} and {} ran alike", seed + 1);
     }
 }
+
+/// Following a key (`--trace-key`) only prints: the run stays the same.
+#[test]
+fn tracing_a_key_changes_nothing() {
+    let plain = run(Config::new(7)).history();
+    let mut cfg = Config::new(7);
+    cfg.trace_key = Some("k3".into());
+    assert!(run(cfg).history() == plain, "tracing changed the run");
+}
