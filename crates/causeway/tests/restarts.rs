@@ -99,12 +99,19 @@ fn a_restart_with_an_older_disk_converges(durability: &str, block: u8) {
 
 #[test]
 fn a_restored_backup_does_not_bring_back_deletes_its_peer_collected_under_sync() {
-    a_restored_backup_keeps_collected_deletes_deleted("sync", 53);
+    a_restored_backup_keeps_collected_deletes_deleted("sync", 53, false);
 }
 
 #[test]
 fn a_restored_backup_does_not_bring_back_deletes_its_peer_collected_under_os() {
-    a_restored_backup_keeps_collected_deletes_deleted("os", 54);
+    a_restored_backup_keeps_collected_deletes_deleted("os", 54, false);
+}
+
+/// The same with the peer restarted too (a power cut of the whole rack, say): the peer
+/// no longer has the restored node's earlier clock in memory, only on disk.
+#[test]
+fn a_restored_backup_keeps_deletes_deleted_when_its_peer_restarted_too() {
+    a_restored_backup_keeps_collected_deletes_deleted("sync", 55, true);
 }
 
 /// What `/metrics` at `addr` says of `name` (0 when absent or unreachable).
@@ -121,8 +128,13 @@ fn metric(addr: &str, name: &str) -> u64 {
 /// were deleted; meanwhile its peer deleted them and, once both replicas held the
 /// deletes, collected the tombstones. Nothing remembers those deletes any more, yet
 /// the restored node must not keep (and serve) the old values, and its peer must not
-/// take them back.
-fn a_restored_backup_keeps_collected_deletes_deleted(durability: &str, block: u8) {
+/// take them back. With `peer_restarts`, the peer is killed and restarted together with
+/// the restore.
+fn a_restored_backup_keeps_collected_deletes_deleted(
+    durability: &str,
+    block: u8,
+    peer_restarts: bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let a = addrs(block, 2);
     // Tombstones are kept twice the idempotency window: 2 s here.
@@ -166,8 +178,14 @@ fn a_restored_backup_keeps_collected_deletes_deleted(durability: &str, block: u8
 
     // The backup is restored.
     nodes[0].kill9();
+    if peer_restarts {
+        nodes[1].kill9();
+    }
     copy_dir(&backup, &live);
     nodes[0].restart();
+    if peer_restarts {
+        nodes[1].restart();
+    }
 
     let absent = |addr: &str| {
         gone.iter()

@@ -23,7 +23,7 @@ use super::watches::Watches;
 use crate::causal::{Context, VClock, Value, Version, WriteId};
 use crate::placement::View;
 use crate::state::State;
-use crate::storage::{Batch, Storage, StorageError};
+use crate::storage::{Batch, PeerClocks, Storage, StorageError};
 pub use causeway_core::changes::{removal_holds, WriteDone};
 use causeway_core::changes::{Changes, ClientWrite, KeyRun, Refused};
 use causeway_core::replica::HandOverReport;
@@ -131,6 +131,12 @@ pub enum Job {
         view: View,
         completed: bool,
         reply: oneshot::Sender<Result<bool, CommitError>>,
+    },
+    /// Records the clocks shard peers acknowledged (see `node::replication`); replica
+    /// state is not touched.
+    PeerClocks {
+        clocks: PeerClocks,
+        reply: oneshot::Sender<Result<(), CommitError>>,
     },
 }
 
@@ -262,6 +268,7 @@ enum Reply {
     Remove(oneshot::Sender<Result<usize, CommitError>>, usize),
     HandedOver(oneshot::Sender<Result<(), CommitError>>),
     SetView(oneshot::Sender<Result<bool, CommitError>>, bool),
+    PeerClocks(oneshot::Sender<Result<(), CommitError>>),
 }
 
 fn run(
@@ -314,11 +321,18 @@ fn commit_batch(
     batches: &Counter,
 ) {
     let mut replies = Vec::with_capacity(jobs.len());
+    let mut peer_clocks = None;
     let pending = {
         let st = state.read();
         let mut p = Changes::new(&st);
         for job in jobs {
-            replies.push(compute(job, &st, &mut p));
+            replies.push(match job {
+                Job::PeerClocks { clocks, reply } => {
+                    peer_clocks = Some(clocks);
+                    Reply::PeerClocks(reply)
+                }
+                job => compute(job, &st, &mut p),
+            });
         }
         p
     };
@@ -343,6 +357,7 @@ fn commit_batch(
             pending: pending.handover.as_ref(),
             completed: pending.completed,
             lineage: pending.lineage.as_ref(),
+            peer_clocks: peer_clocks.as_ref(),
         };
         if batch.puts.is_empty()
             && batch.removes.is_empty()
@@ -350,6 +365,7 @@ fn commit_batch(
             && batch.view.is_none()
             && batch.pending.is_none()
             && batch.completed.is_none()
+            && batch.peer_clocks.is_none()
         {
             Ok(())
         } else {
@@ -391,6 +407,7 @@ fn commit_batch(
                     Reply::Remove(tx, n) => drop(tx.send(Ok(n))),
                     Reply::HandedOver(tx) => drop(tx.send(Ok(()))),
                     Reply::SetView(tx, b) => drop(tx.send(Ok(b))),
+                    Reply::PeerClocks(tx) => drop(tx.send(Ok(()))),
                 }
             }
         }
@@ -410,6 +427,7 @@ fn commit_batch(
                     Reply::Remove(tx, _) => drop(tx.send(Err(err()))),
                     Reply::HandedOver(tx) => drop(tx.send(Err(err()))),
                     Reply::SetView(tx, _) => drop(tx.send(Err(err()))),
+                    Reply::PeerClocks(tx) => drop(tx.send(Err(err()))),
                 }
             }
         }
@@ -509,6 +527,10 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
         } => {
             let installed = p.set_view(st, view, completed);
             Reply::SetView(reply, installed)
+        }
+        Job::PeerClocks { reply, .. } => {
+            // (Taken out in `commit_batch`: it changes no replica state.)
+            Reply::PeerClocks(reply)
         }
     }
 }

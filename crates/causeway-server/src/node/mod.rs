@@ -196,6 +196,9 @@ pub struct Node {
     /// Shard peers' durable clocks as last reported to our replication loops (for
     /// tombstone collection and settling): what each will keep even after a power loss.
     pub(crate) peer_clocks: Mutex<HashMap<String, (u64, VClock)>>,
+    /// The clock each shard peer last acknowledged to our replication loops, kept on
+    /// disk too (see [`crate::replication::Acked`]).
+    pub(crate) acked: Mutex<crate::replication::Acked>,
     pub(crate) migrate_lock: tokio::sync::Mutex<()>,
     /// Background tasks, aborted by [`Node::stop`].
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -304,6 +307,7 @@ impl Node {
             None => st.older_views_known = had_view,
         }
         st.waited = st.pending.clone();
+        let acked = crate::replication::Acked::loaded(loaded.meta.peer_clocks);
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
@@ -326,6 +330,7 @@ impl Node {
             metrics,
             view_tx,
             peer_clocks: Mutex::new(HashMap::new()),
+            acked: Mutex::new(acked),
             migrate_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),

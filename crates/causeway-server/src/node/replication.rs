@@ -25,6 +25,11 @@
 //! reports the clock of what it has synced as well, since a power loss would take the
 //! rest: see `storage`).
 //!
+//! The clock each peer last acknowledged is also kept on disk ([`Acked`], written at
+//! most every [`ACKED_PERSIST_EVERY`] while it changes): after a restart, a loop's first
+//! contact with its peer compares the peer's clock with it, so a peer whose disk went
+//! back in time is noticed even when both nodes restarted (a rack's power cut, say).
+//!
 //! Each loop also tracks how far its peer is behind (versions and bytes it has not
 //! acknowledged, from the delta against `known`, or during a full transfer from a walk
 //! of what is left, at most once a second) in the `replication_behind_*` metrics, and
@@ -35,6 +40,7 @@ use crate::metrics::{OutcomeLabels, PeerLabels};
 use crate::node::committer::{hlc_now, Job, HLC_SHIFT};
 use crate::node::state::{weight, Budget};
 use crate::node::Node;
+use crate::storage::PeerClocks;
 use crate::transport::{Rpc, RpcReply, TransportError};
 use causeway_core::changes::KeyRun;
 use causeway_core::replica::HandOverReport;
@@ -62,6 +68,54 @@ const BEHIND_WARN_AFTER: Duration = Duration::from_secs(5);
 const BEHIND_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often a backlog larger than one message is walked to measure it.
 const BEHIND_WALK_EVERY: Duration = Duration::from_secs(1);
+/// How often the clocks peers acknowledged are written to disk while they change.
+pub const ACKED_PERSIST_EVERY: Duration = Duration::from_millis(500);
+
+/// The clock each shard peer last acknowledged to our replication loops, with the view
+/// epoch it was acknowledged in, as loaded from disk and updated since; `dirty` while
+/// the disk holds an older copy. Invariant: a clock here was acknowledged by its peer
+/// (so a later reply of that peer, in the same view, that does not cover it means the
+/// peer lost writes: see `sync_once`).
+#[derive(Debug, Default)]
+pub struct Acked {
+    clocks: PeerClocks,
+    dirty: bool,
+}
+
+impl Acked {
+    pub fn loaded(clocks: PeerClocks) -> Acked {
+        Acked {
+            clocks,
+            dirty: false,
+        }
+    }
+
+    /// What `peer` last acknowledged in view `epoch`, if known.
+    fn floor(&self, peer: &str, epoch: u64) -> Option<VClock> {
+        match self.clocks.get(peer) {
+            Some((e, c)) if *e == epoch => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    fn record(&mut self, peer: &str, epoch: u64, clock: &VClock) {
+        if self.clocks.get(peer) != Some(&(epoch, clock.clone())) {
+            self.clocks.insert(peer.to_string(), (epoch, clock.clone()));
+            self.dirty = true;
+        }
+    }
+
+    /// The clocks to write now, if they changed: those of view `epoch` (others can no
+    /// longer be compared with anything).
+    fn take_dirty(&mut self, epoch: u64) -> Option<PeerClocks> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        self.clocks.retain(|_, (e, _)| *e == epoch);
+        Some(self.clocks.clone())
+    }
+}
 
 /// Starts the replication supervisor and the tombstone collector; they run until
 /// [`Node::stop`].
@@ -70,9 +124,32 @@ pub fn spawn(node: Arc<Node>) {
     let a = tokio::spawn(async move { supervise(n).await });
     let n = node.clone();
     let b = tokio::spawn(async move { collect_tombstones(n).await });
+    let n = node.clone();
+    let c = tokio::spawn(async move { persist_acked(n).await });
     node.tasks
         .lock()
-        .extend([a.abort_handle(), b.abort_handle()]);
+        .extend([a.abort_handle(), b.abort_handle(), c.abort_handle()]);
+}
+
+/// Writes the clocks peers acknowledged to disk, every [`ACKED_PERSIST_EVERY`] while
+/// they change (a failed write is tried again next time).
+async fn persist_acked(node: Arc<Node>) {
+    loop {
+        tokio::time::sleep(ACKED_PERSIST_EVERY).await;
+        let epoch = node.view().epoch;
+        let Some(clocks) = node.acked.lock().take_dirty(epoch) else {
+            continue;
+        };
+        let by = tokio::time::Instant::now() + node.cfg.timeouts.sync;
+        let written = node
+            .committer
+            .submit_by(Some(by), |reply| Job::PeerClocks { clocks, reply })
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "recording the clocks shard peers acknowledged failed");
+            node.acked.lock().dirty = true;
+        }
+    }
 }
 
 /// Aborts the task when dropped, so a stopped supervisor takes its loops with it.
@@ -238,6 +315,8 @@ impl Lag {
 async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
     let mut commits = node.commits.clone();
     let mut known: Option<VClock> = None;
+    // What the peer acknowledged before this loop started (before a restart of ours).
+    let mut floor = node.acked.lock().floor(&peer, epoch);
     let mut transfer: Option<FullTransfer> = None;
     let mut backoff = Duration::from_millis(50);
     let mut last_sent = Instant::now() - Duration::from_secs(60);
@@ -268,7 +347,7 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
                     &node,
                     &peer,
                     epoch,
-                    &mut known,
+                    (&mut known, &mut floor),
                     &mut last_sent,
                     &mut transfer,
                     &mut lag,
@@ -276,6 +355,9 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
                 .await
             }
         };
+        if let Some(k) = &known {
+            node.acked.lock().record(&peer, epoch, k);
+        }
         match round {
             Ok(true) => {
                 backoff = Duration::from_millis(50);
@@ -300,18 +382,33 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
 }
 
 /// One round. `Ok(true)`: more to send at once; `Ok(false)`: peer is up to date.
+/// `known` is the peer's clock as it last reported it to this loop; `floor`, before the
+/// first contact, what it acknowledged before this loop started.
 async fn sync_once(
     node: &Arc<Node>,
     peer: &str,
     epoch: u64,
-    known: &mut Option<VClock>,
+    (known, floor): (&mut Option<VClock>, &mut Option<VClock>),
     last_sent: &mut Instant,
     transfer: &mut Option<FullTransfer>,
     lag: &mut Lag,
 ) -> Result<bool, ()> {
     let Some(assumed) = known.clone() else {
         // First contact: learn the peer's clock.
+        let as_of = Instant::now();
+        let ours = node.state.read().clock.clone();
         let clock = send(node, peer, epoch, Vec::new(), None).await?;
+        if let Some(before) = floor.take() {
+            if !clock.covers(&before) {
+                // As below, noticed across a restart of ours.
+                tracing::warn!(
+                    peer,
+                    "shard peer lost writes it had acknowledged before this node restarted; \
+                     full transfer"
+                );
+                *transfer = Some(FullTransfer::new(ours, clock.clone(), as_of));
+            }
+        }
         *known = Some(clock);
         return Ok(true);
     };
@@ -640,5 +737,37 @@ async fn collect_tombstones(node: Arc<Node>) {
         {
             node.metrics.tombstones_collected.inc_by(n as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(counter: u64) -> VClock {
+        let mut c = VClock::new();
+        c.raise(9, counter);
+        c
+    }
+
+    #[test]
+    fn a_peer_acknowledgement_counts_only_in_its_view() {
+        let mut a = Acked::loaded([("p".to_string(), (4, clock(3)))].into());
+        assert_eq!(a.floor("p", 4), Some(clock(3)));
+        assert_eq!(a.floor("p", 5), None, "another view: not comparable");
+        assert_eq!(a.floor("q", 4), None);
+        assert_eq!(a.take_dirty(4), None, "loaded: nothing to write");
+        a.record("p", 4, &clock(3));
+        assert_eq!(a.take_dirty(4), None, "unchanged: nothing to write");
+        a.record("p", 4, &clock(5));
+        a.record("q", 6, &clock(1));
+        let written = a.take_dirty(6).expect("changed");
+        assert_eq!(
+            written,
+            [("q".to_string(), (6, clock(1)))].into(),
+            "only the view in force is kept"
+        );
+        assert_eq!(a.take_dirty(6), None);
+        assert_eq!(a.floor("p", 4), None, "dropped with its view");
     }
 }

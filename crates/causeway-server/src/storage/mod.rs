@@ -34,7 +34,9 @@
 //! of the newest view known completed, see `causeway_core::views`; a data directory
 //! from before it has none, which means no view is known completed) and `lineage`
 //! (the views this replica installed, see `causeway_core::state`; a data
-//! directory from before it has none, which means only the view in force), and
+//! directory from before it has none, which means only the view in force),
+//! `peer_clocks` (the clock each shard peer last acknowledged, by view epoch, see
+//! `node::replication`; none in a data directory from before it), and
 //! `journal_seq` (the last journal record the engine holds; none in a data directory
 //! from before the journal).
 //!
@@ -105,7 +107,12 @@ pub struct Meta {
     pub completed: Option<u64>,
     /// The views this replica installed (epoch and members).
     pub lineage: Option<std::collections::BTreeMap<u64, Vec<String>>>,
+    /// The clock each shard peer last acknowledged, with the view epoch it was in.
+    pub peer_clocks: PeerClocks,
 }
+
+/// By shard peer: the view epoch and the clock the peer last acknowledged in it.
+pub type PeerClocks = std::collections::BTreeMap<String, (u64, VClock)>;
 
 /// What a restart finds on disk besides the versions (read with
 /// [`Storage::for_each_version`], streamed so that a large store is not held twice).
@@ -126,6 +133,8 @@ pub struct Batch<'a> {
     pub completed: Option<u64>,
     /// The replica's line of views (written with a new view).
     pub lineage: Option<&'a std::collections::BTreeMap<u64, Vec<String>>>,
+    /// The clocks shard peers acknowledged (see [`Meta::peer_clocks`]).
+    pub peer_clocks: Option<&'a PeerClocks>,
 }
 
 /// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
@@ -453,6 +462,9 @@ fn batch_ops(batch: &Batch<'_>) -> Vec<Op> {
     if let Some(l) = batch.lineage {
         ops.push(meta("lineage", encode(l)));
     }
+    if let Some(c) = batch.peer_clocks {
+        ops.push(meta("peer_clocks", encode(c)));
+    }
     ops
 }
 
@@ -538,6 +550,14 @@ impl Storage {
         }
         if let Some(b) = meta_ks.get("lineage")? {
             meta.lineage = Some(decode("lineage", &b)?);
+        }
+        if let Some(b) = meta_ks.get("peer_clocks")? {
+            // Advisory (it only makes a restored peer noticed sooner): never a reason
+            // not to start.
+            match decode("peer_clocks", &b) {
+                Ok(c) => meta.peer_clocks = c,
+                Err(e) => tracing::warn!(error = %e, "ignoring the stored peer clocks"),
+            }
         }
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
@@ -713,6 +733,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Peers' acknowledged clocks survive a restart, even one that found them only in
+    /// the journal (killed before the engine held them); none in an older directory.
+    #[test]
+    fn peers_acknowledged_clocks_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut clock = VClock::new();
+        clock.raise(7, 3);
+        let clocks: PeerClocks = [("b:1".to_string(), (5, clock))].into();
+        {
+            let (s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+            assert!(loaded.meta.peer_clocks.is_empty());
+            s.commit(&Batch {
+                peer_clocks: Some(&clocks),
+                ..Batch::default()
+            })
+            .unwrap();
+            // No close: the engine may not hold it yet, only the journal.
+        }
+        let (_s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(loaded.meta.peer_clocks, clocks);
     }
 
     #[test]
