@@ -292,6 +292,8 @@ struct PeerLoop {
     sent: Option<Sent>,
     /// A full transfer under way.
     transfer: Option<Transfer>,
+    /// Until the first contact: what the peer acknowledged before this loop started.
+    floor: Option<VClock>,
 }
 
 /// A replication message in flight, as its reply is read.
@@ -386,6 +388,11 @@ pub struct SimNode {
     names: Vec<String>,
     peers: BTreeMap<usize, PeerLoop>,
     peer_clocks: BTreeMap<String, (u64, VClock)>,
+    /// The clock each shard peer last acknowledged, with its view epoch (the server's
+    /// `replication::Acked`), and the copy on disk (taken at each disk sync; a restart
+    /// finds that one).
+    acked: BTreeMap<usize, (u64, VClock)>,
+    acked_on_disk: BTreeMap<usize, (u64, VClock)>,
     settled: Settled,
     pending: BTreeMap<u64, Pending>,
     /// Hand-over batches in flight.
@@ -427,6 +434,8 @@ impl SimNode {
             names,
             peers: BTreeMap::new(),
             peer_clocks: BTreeMap::new(),
+            acked: BTreeMap::new(),
+            acked_on_disk: BTreeMap::new(),
             settled: Settled::default(),
             pending: BTreeMap::new(),
             handing: BTreeMap::new(),
@@ -463,6 +472,7 @@ impl SimNode {
         self.synced.incarnation = incarnation;
         self.peers.clear();
         self.peer_clocks.clear();
+        self.acked = self.acked_on_disk.clone();
         self.settled = Settled::default();
         self.pending.clear();
         self.handing.clear();
@@ -917,6 +927,7 @@ impl SimNode {
                 if self.disk_copies {
                     self.synced = copy_state(&self.st);
                 }
+                self.acked_on_disk = self.acked.clone();
                 out.push(Out::Timer {
                     after: DISK_SYNC_EVERY_MS,
                     timer: Timer::DiskSync,
@@ -1042,7 +1053,15 @@ impl SimNode {
         let epoch = self.st.view.epoch;
         for p in self.shard_peers() {
             let rid = self.rid();
-            let lp = self.peers.entry(p).or_default();
+            // What the peer acknowledged before this loop started (a restart of ours).
+            let floor = match self.acked.get(&p) {
+                Some((e, c)) if *e == epoch => Some(c.clone()),
+                _ => None,
+            };
+            let lp = self.peers.entry(p).or_insert_with(|| PeerLoop {
+                floor,
+                ..PeerLoop::default()
+            });
             if let Some((_, sent)) = lp.inflight {
                 if now < sent + SYNC_TIMEOUT_MS {
                     continue;
@@ -1220,8 +1239,20 @@ impl SimNode {
                                         cursor: None,
                                     });
                                 }
+                                (Some(Sent::Delta(None)), None)
+                                    if lp.floor.take().is_some_and(|f| !clock.covers(&f)) =>
+                                {
+                                    // The same, noticed at the first contact after a
+                                    // restart of ours.
+                                    lp.transfer = Some(Transfer {
+                                        clock: self.st.clock.clone(),
+                                        assumed: clock.clone(),
+                                        cursor: None,
+                                    });
+                                }
                                 _ => {}
                             }
+                            self.acked.insert(from, (epoch, clock.clone()));
                             lp.known = Some(clock);
                         }
                     }
@@ -1505,6 +1536,54 @@ mod tests {
         );
         assert!(announced(&mut n, sent[1].2 - 1).is_empty());
         assert_eq!(announced(&mut n, sent[1].2), [1, 2]);
+    }
+
+    /// The rid of the replication message `out` sends to `to`, and whether it is a run.
+    fn sync_to(out: &[Out], to: usize) -> (u64, bool) {
+        out.iter()
+            .find_map(|o| match o {
+                Out::Send {
+                    to: t,
+                    msg: Msg::Sync { rid, run, .. },
+                } if *t == to => Some((*rid, run.is_some())),
+                _ => None,
+            })
+            .expect("a replication message")
+    }
+
+    /// As the server keeps the clock each peer acknowledged on disk: a peer whose clock
+    /// went back is sent a full transfer (runs) even when the loop's memory of it went
+    /// with a restart of ours.
+    #[test]
+    fn a_peer_that_lost_acknowledged_writes_is_noticed_across_our_restart() {
+        let names: Vec<String> = (0..2).map(|i| format!("10.0.0.{i}:8080")).collect();
+        let view = View::new(0, names.clone(), 2);
+        let mut acked = VClock::new();
+        acked.raise(5, 3);
+        for restarted in [false, true] {
+            let mut n = SimNode::new(0, names.clone(), view.clone(), 1, 7, 30_000);
+            let synced = |clock: &VClock, rid| Msg::Synced {
+                clock: Some(clock.clone()),
+                durable: None,
+                view: None,
+                rid,
+            };
+            let (rid, _) = sync_to(&n.timer(T0, Timer::Replicate), 1);
+            n.receive(T0 + 1, 1, synced(&acked, rid));
+            n.timer(T0 + 2, Timer::DiskSync);
+            if restarted {
+                n.restart(false, 2, 8);
+            } else {
+                n.peers.clear();
+                n.acked.clear();
+            }
+            // First contact again: the peer's clock is back to nothing.
+            let (rid, run) = sync_to(&n.timer(T0 + 3, Timer::Replicate), 1);
+            assert!(!run);
+            n.receive(T0 + 4, 1, synced(&VClock::new(), rid));
+            let (_, run) = sync_to(&n.timer(T0 + 600, Timer::Replicate), 1);
+            assert_eq!(run, restarted, "restarted: {restarted}");
+        }
     }
 
     /// The other half: a replica applies no `Migrate` that arrives at or after its
