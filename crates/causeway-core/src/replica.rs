@@ -198,6 +198,29 @@ pub fn foreign_keys(st: &State) -> BTreeMap<ShardNo, Vec<(String, Version)>> {
     groups
 }
 
+/// The largest hand-over message a node holding `held` (see [`foreign_keys`]) may
+/// have sent, in bytes: a batch carries at most `chunk_bytes`, or one version if that
+/// alone is larger (see [`hand_over_plan`]); `None` when it holds nothing to hand over.
+///
+/// A node restarted while it still held keys to hand over must not say it holds no
+/// more (announce it, or answer an old owner's question) before the budget of a message
+/// of that size has run out since the restart: its previous process may have sent a
+/// batch just before it stopped, which a replica still applies until that budget ends.
+/// Told too early, the replica could collect a tombstone that the late batch then
+/// undoes. Holding nothing at the restart, it has no such batch on its way: a process
+/// drops a batch's keys only once every replica answered it or its budget ran out.
+pub fn largest_hand_over_message(
+    held: &BTreeMap<ShardNo, Vec<(String, Version)>>,
+    chunk_bytes: usize,
+) -> Option<usize> {
+    let largest = held
+        .values()
+        .flatten()
+        .map(|(k, v)| crate::state::weight(k, v))
+        .max()?;
+    Some(chunk_bytes + largest)
+}
+
 /// One pass of a hand-over: `groups` (see [`foreign_keys`]) cut into batches within
 /// `budget`, each for one shard's replicas. Every key goes in exactly one batch.
 /// Returns the batches, and keys to drop without sending (always none: only a
@@ -337,6 +360,31 @@ mod tests {
             epoch: 0,
             past: Deps::new(),
             value: value.map(|s| Value::Str(s.into())),
+        }
+    }
+
+    #[test]
+    fn the_largest_hand_over_message_bounds_every_batch() {
+        assert_eq!(largest_hand_over_message(&BTreeMap::new(), 100), None);
+        let small = version(1, 1, 10, Some("v"));
+        let big = version(1, 2, 11, Some(&"x".repeat(500)));
+        let held: BTreeMap<ShardNo, Vec<(String, Version)>> = [
+            (1, vec![("a".to_string(), small.clone())]),
+            (2, vec![("b".to_string(), big.clone())]),
+        ]
+        .into();
+        let largest = crate::state::weight("b", &big);
+        assert!(largest > crate::state::weight("a", &small));
+        assert_eq!(largest_hand_over_message(&held, 100), Some(100 + largest));
+        // Every batch a pass makes fits in it.
+        let budget = crate::state::Budget {
+            versions: 10,
+            bytes: 100,
+        };
+        let (batches, _) = hand_over_plan(held.clone(), budget);
+        for (_, batch) in batches {
+            let bytes: usize = batch.iter().map(|(k, v)| crate::state::weight(k, v)).sum();
+            assert!(bytes <= 100 + largest);
         }
     }
 

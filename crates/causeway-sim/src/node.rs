@@ -413,6 +413,10 @@ pub struct SimNode {
     pub announce_once: bool,
     /// The view epoch whose end of hand-over this node announced, and how often.
     announced: Option<(u64, u32)>,
+    /// Restarted in the middle of a hand-over: says it holds nothing more only from
+    /// then on (see `replica::largest_hand_over_message`; every budget here is
+    /// [`SYNC_TIMEOUT_MS`]).
+    quiet_until: u64,
 }
 
 impl SimNode {
@@ -452,6 +456,7 @@ impl SimNode {
             },
             announce_once: false,
             announced: None,
+            quiet_until: 0,
         }
     }
 
@@ -463,9 +468,13 @@ impl SimNode {
 
     /// A restart after a crash: the disk's state (all of it, or with `lose_unsynced`
     /// only what was synced), a new incarnation, nothing volatile.
-    pub fn restart(&mut self, lose_unsynced: bool, incarnation: u64, fwd_origin: u64) {
+    pub fn restart(&mut self, now: u64, lose_unsynced: bool, incarnation: u64, fwd_origin: u64) {
         if lose_unsynced {
             self.st = copy_state(&self.synced);
+        }
+        let held = replica::foreign_keys(&self.st);
+        if replica::largest_hand_over_message(&held, 0).is_some() {
+            self.quiet_until = now + SYNC_TIMEOUT_MS;
         }
         // Every open takes a new incarnation, synced at once (see the server's storage).
         self.st.incarnation = incarnation;
@@ -1021,7 +1030,8 @@ impl SimNode {
         // (Not while a batch is in flight: the server announces once every call of its
         // hand-over returned, so no `Migrate` of it can be applied after the word.)
         let in_flight = self.handing.values().any(|b| b.in_flight(now));
-        if repeat && !in_flight && replica::foreign_keys(&self.st).is_empty() {
+        let quiet = now < self.quiet_until;
+        if repeat && !in_flight && !quiet && replica::foreign_keys(&self.st).is_empty() {
             self.announced = Some((view.epoch, times + 1));
             for n in view.nodes.iter().filter(|n| **n != self.st.me) {
                 let to = self.index_of(n);
@@ -1551,6 +1561,33 @@ mod tests {
             .expect("a replication message")
     }
 
+    /// A node restarted while it still held keys to hand over: a batch its previous
+    /// process sent may still be applied until its deadline, so the word that it holds
+    /// nothing more waits until then, though the new batch was answered at once.
+    #[test]
+    fn a_restart_in_the_middle_of_a_hand_over_holds_the_word_back() {
+        let (mut n, _) = old_owner();
+        let before = migrates(&n.timer(T0, Timer::HandOver));
+        let old_deadline = before[0].2;
+        let restart = T0 + 100;
+        n.restart(restart, false, 2, 8);
+        let sent = migrates(&n.timer(restart + 10, Timer::HandOver));
+        for (to, rid, _) in &sent {
+            n.receive(
+                restart + 20,
+                *to,
+                Msg::Migrated {
+                    rid: *rid,
+                    refused: vec![],
+                },
+            );
+        }
+        assert!(n.st.keys.is_empty(), "handed over");
+        assert!(announced(&mut n, restart + 30).is_empty());
+        assert!(announced(&mut n, old_deadline).is_empty());
+        assert_eq!(announced(&mut n, restart + SYNC_TIMEOUT_MS), [1, 2]);
+    }
+
     /// As the server keeps the clock each peer acknowledged on disk: a peer whose clock
     /// went back is sent a full transfer (runs) even when the loop's memory of it went
     /// with a restart of ours.
@@ -1572,7 +1609,7 @@ mod tests {
             n.receive(T0 + 1, 1, synced(&acked, rid));
             n.timer(T0 + 2, Timer::DiskSync);
             if restarted {
-                n.restart(false, 2, 8);
+                n.restart(T0 + 2, false, 2, 8);
             } else {
                 n.peers.clear();
                 n.acked.clear();

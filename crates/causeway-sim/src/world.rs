@@ -880,7 +880,7 @@ impl World {
                 lose_unsynced,
             } => {
                 let (inc, origin) = (self.rng.next_u64(), self.rng.next_u64());
-                self.nodes[node].restart(lose_unsynced, inc, origin);
+                self.nodes[node].restart(self.now, lose_unsynced, inc, origin);
                 self.down[node] = false;
                 self.start_timers(node);
                 self.fault(Fault::Restarted {

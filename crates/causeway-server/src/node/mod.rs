@@ -212,6 +212,10 @@ pub struct Node {
     transit: Mutex<crate::transit::Transit>,
     /// When this node started.
     started: std::time::Instant,
+    /// Until when this node must not say it holds nothing more to hand over, having
+    /// restarted in the middle of a hand-over (see
+    /// [`causeway_core::replica::largest_hand_over_message`]).
+    pub(crate) quiet_until: Option<std::time::Instant>,
     /// Watches (long-polls) waiting for keys of this replica.
     watches: Arc<watches::Watches>,
     /// Idempotent writes this replica applied, by identity, for the window.
@@ -307,6 +311,12 @@ impl Node {
             None => st.older_views_known = had_view,
         }
         st.waited = st.pending.clone();
+        let started = std::time::Instant::now();
+        let quiet_until = causeway_core::replica::largest_hand_over_message(
+            &causeway_core::replica::foreign_keys(&st),
+            view_change::MIGRATE_CHUNK.bytes,
+        )
+        .map(|bytes| started + crate::replication::sized_timeout(cfg.timeouts.migrate, bytes));
         let acked = crate::replication::Acked::loaded(loaded.meta.peer_clocks);
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
@@ -339,7 +349,8 @@ impl Node {
             fwd_counter: AtomicU64::new(0),
             fwd_last_ts: Mutex::new(0),
             transit: Mutex::new(Default::default()),
-            started: std::time::Instant::now(),
+            started,
+            quiet_until,
             watches,
             applied: crate::idempotency::Answers::new(cfg_window),
             settled: Mutex::new(Settled::default()),
@@ -1180,7 +1191,8 @@ impl Node {
                 let st = self.state.read();
                 let any = st.view.epoch != epoch
                     || st.my_shard() == Some(shard)
-                    || st.keys.keys().any(|k| st.view.shard_of_key(k) == shard);
+                    || st.keys.keys().any(|k| st.view.shard_of_key(k) == shard)
+                    || self.in_quiet_period();
                 let report = causeway_core::replica::hand_over_report(&st);
                 if report == Default::default() {
                     RpcReply::Holds {

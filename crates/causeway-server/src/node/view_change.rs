@@ -50,7 +50,7 @@ use std::time::Duration;
 type ByShard = BTreeMap<ShardNo, Vec<(String, Version)>>;
 
 /// Most in one hand-over message (but at least one version, whatever its size).
-const MIGRATE_CHUNK: Budget = Budget {
+pub(crate) const MIGRATE_CHUNK: Budget = Budget {
     versions: 4000,
     bytes: 8 * 1024 * 1024,
 };
@@ -283,6 +283,12 @@ impl Node {
         loop {
             let (view, groups) = self.foreign_keys();
             if groups.is_empty() {
+                if let Some(until) = self.quiet_until.filter(|_| self.in_quiet_period()) {
+                    // Restarted mid-hand-over: a batch of the previous process may
+                    // still be applied until then (and a new view may bring more keys).
+                    tokio::time::sleep_until(until.into()).await;
+                    continue;
+                }
                 self.announce_handed_over(&view);
                 return;
             }
@@ -420,6 +426,13 @@ impl Node {
             let msg = self.envelope(rpc);
             tokio::spawn(self.transport.call(n, msg, self.cfg.timeouts.sync));
         }
+    }
+
+    /// Whether this node restarted in the middle of a hand-over recently enough that a
+    /// batch its previous process sent may still be applied (see `quiet_until`).
+    pub(crate) fn in_quiet_period(&self) -> bool {
+        self.quiet_until
+            .is_some_and(|t| std::time::Instant::now() < t)
     }
 
     /// Keys held here that the current view places elsewhere, grouped by new shard.
