@@ -1262,7 +1262,10 @@ impl SimNode {
                                 }
                                 _ => {}
                             }
-                            self.acked.insert(from, (epoch, clock.clone()));
+                            // (Kept while a full transfer runs, as in the server.)
+                            if lp.transfer.is_none() {
+                                self.acked.insert(from, (epoch, clock.clone()));
+                            }
                             lp.known = Some(clock);
                         }
                     }

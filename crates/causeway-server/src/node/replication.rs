@@ -99,10 +99,11 @@ impl Acked {
     }
 
     fn record(&mut self, peer: &str, epoch: u64, clock: &VClock) {
-        if self.clocks.get(peer) != Some(&(epoch, clock.clone())) {
-            self.clocks.insert(peer.to_string(), (epoch, clock.clone()));
-            self.dirty = true;
+        if matches!(self.clocks.get(peer), Some((e, c)) if *e == epoch && c == clock) {
+            return;
         }
+        self.clocks.insert(peer.to_string(), (epoch, clock.clone()));
+        self.dirty = true;
     }
 
     /// The clocks to write now, if they changed: those of view `epoch` (others can no
@@ -355,7 +356,10 @@ async fn peer_loop(node: Arc<Node>, peer: String, epoch: u64) {
                 .await
             }
         };
-        if let Some(k) = &known {
+        // (Not while a full transfer runs: if the peer lost writes, what it had
+        // acknowledged stays the mark until the transfer has told it what it lacks, so
+        // a restart of ours in between notices again.)
+        if let (Some(k), None) = (&known, &transfer) {
             node.acked.lock().record(&peer, epoch, k);
         }
         match round {
