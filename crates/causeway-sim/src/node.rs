@@ -472,8 +472,8 @@ impl SimNode {
         if lose_unsynced {
             self.st = copy_state(&self.synced);
         }
-        let held = replica::foreign_keys(&self.st);
-        if replica::largest_hand_over_message(&held, 0).is_some() {
+        // (Every message's budget here is the same, whatever its size.)
+        if !replica::foreign_keys(&self.st).is_empty() {
             self.quiet_until = now + SYNC_TIMEOUT_MS;
         }
         // Every open takes a new incarnation, synced at once (see the server's storage).
@@ -1063,15 +1063,19 @@ impl SimNode {
         let epoch = self.st.view.epoch;
         for p in self.shard_peers() {
             let rid = self.rid();
-            // What the peer acknowledged before this loop started (a restart of ours).
-            let floor = match self.acked.get(&p) {
-                Some((e, c)) if *e == epoch => Some(c.clone()),
-                _ => None,
-            };
-            let lp = self.peers.entry(p).or_insert_with(|| PeerLoop {
-                floor,
-                ..PeerLoop::default()
-            });
+            if !self.peers.contains_key(&p) {
+                // What the peer acknowledged before this loop started (a restart of ours).
+                let floor = match self.acked.get(&p) {
+                    Some((e, c)) if *e == epoch => Some(c.clone()),
+                    _ => None,
+                };
+                let lp = PeerLoop {
+                    floor,
+                    ..PeerLoop::default()
+                };
+                self.peers.insert(p, lp);
+            }
+            let lp = self.peers.get_mut(&p).expect("just made");
             if let Some((_, sent)) = lp.inflight {
                 if now < sent + SYNC_TIMEOUT_MS {
                     continue;
