@@ -4,6 +4,9 @@
 //! therefore counts only what every peer holds *durably*. Likewise a hand-over's new
 //! owner acknowledges it only once it is synced, since the old owner then drops the keys.
 //!
+//! And an old owner restarted in the middle of a hand-over says it is done only once a
+//! batch of its previous process can no longer be applied.
+//!
 //! Two real nodes (fjall stores under `os` durability in temporary directories) in one
 //! process, over the in-memory transport. The power loss is played by restarting a node
 //! from a copy of its data directory taken when the background sync was last allowed
@@ -239,4 +242,77 @@ async fn a_hand_over_survives_a_power_loss_of_its_new_owner() {
         missing
     );
     change.abort();
+}
+
+/// An old owner restarted in the middle of a hand-over says it holds nothing more only
+/// once a batch its previous process may have sent can no longer be applied (the
+/// `migrate` timeout, 5 s here, after the restart): until then its new owner keeps
+/// waiting for it, and so keeps its tombstones, though the keys arrived at once.
+/// Announced earlier, a late batch of the previous process could bring back a key
+/// whose tombstone the new owner had collected meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_owner_restarted_mid_hand_over_announces_only_once_its_earlier_batches_expired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("n1"), tmp.path().join("n2"));
+    let net = Network::new();
+    let view = View::new(0, vec![addr(1), addr(2)], 1);
+    let n1 = boot(&net, 1, &d1, &view, false);
+    let n2 = boot(&net, 2, &d2, &view, false);
+    for i in 0..40 {
+        let put = n1
+            .handle_key(KeyRequest {
+                key: format!("r{i}"),
+                op: KeyOp::Put(Value::Str("v".into())),
+                ctx: Context::default(),
+            })
+            .await;
+        assert!(put.result.is_ok(), "{put:?}");
+    }
+    assert!(n1.key_count().1 > 0, "node 1 owns some of the keys");
+    // Node 1 moves every key to node 2 while cut off from it: its hand-over cannot start.
+    net.partition(&[&addr(1)], &[&addr(2)]);
+    let coordinator = n1.clone();
+    let change = tokio::spawn(async move { coordinator.view_change(vec![addr(2)], 1).await });
+    assert!(
+        until(Duration::from_secs(5), async || n1.view().epoch
+            != view.epoch)
+        .await,
+        "node 1 installed the change"
+    );
+    // Node 1 restarts (from a copy of its disk: the first process still holds the
+    // store open), still holding the keys, and the partition heals.
+    change.abort();
+    n1.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = tmp.path().join("n1-again");
+    copy_dir(&d1, &again);
+    let restarted = tokio::time::Instant::now();
+    let n1 = boot(&net, 1, &again, &view, false);
+    assert_ne!(n1.view().epoch, view.epoch, "it restarts in the new view");
+    assert!(n1.key_count().1 > 0, "with keys to hand over");
+    net.heal();
+    assert!(
+        until(Duration::from_secs(5), async || n1.key_count().1 == 0).await,
+        "node 1 handed its keys over"
+    );
+    let handed = restarted.elapsed();
+    assert!(
+        n2.self_status().waiting_for.contains(&addr(1)),
+        "node 2 waits for node 1 ({:?} after its restart)",
+        handed
+    );
+    assert!(
+        until(Duration::from_secs(15), async || n2
+            .self_status()
+            .waiting_for
+            .is_empty())
+        .await,
+        "node 1 never said it was done"
+    );
+    let said = restarted.elapsed();
+    assert!(
+        said >= timeouts().migrate,
+        "node 1 said it was done {said:?} after its restart (keys handed over after \
+         {handed:?}), before a batch of its earlier process could have expired"
+    );
 }
