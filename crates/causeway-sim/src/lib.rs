@@ -180,6 +180,25 @@ impl Outcome {
             .min_by_key(|a| (a.ops.is_empty(), a.ops.len()))
     }
 
+    /// For a failing run, the command that reproduces it and what [`Self::explain`]
+    /// prints (the excerpt cut from a scratch file in the temporary directory); `None`
+    /// when it passed. What tests print.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
+        let scratch = std::env::temp_dir().join(format!(
+            "causeway-sim-{}-{}.jsonl",
+            std::process::id(),
+            self.config.seed
+        ));
+        Some(format!(
+            "{}\n{}",
+            self.config.command(),
+            self.explain(&scratch).join("\n")
+        ))
+    }
+
     /// What to print for a failing run: the anomaly, the causal chain that shows it
     /// (when it involves two operations) and the history lines of its operations.
     /// `scratch`: where to write the history to cut the excerpt from.

@@ -16,13 +16,8 @@ fn two_hundred_seeds_show_no_anomaly() {
             out.counts.faults.values().sum::<u64>() > 0,
             "seed {seed} injected no fault"
         );
-        if out.failed() {
-            let scratch = std::env::temp_dir().join(format!("causeway-sim-test-{seed}.jsonl"));
-            failing.push(format!(
-                "{}\n{}",
-                out.config.command(),
-                out.explain(&scratch).join("\n")
-            ));
+        if let Some(why) = out.failure() {
+            failing.push(why);
         }
     }
     println!(
@@ -41,13 +36,8 @@ fn two_hundred_seeds_of_full_transfers_show_no_anomaly() {
         let mut cfg = Config::new(seed);
         cfg.delta_versions = 2;
         let out = run(cfg);
-        if out.failed() {
-            let scratch = std::env::temp_dir().join(format!("causeway-sim-full-{seed}.jsonl"));
-            failing.push(format!(
-                "{}\n{}",
-                out.config.command(),
-                out.explain(&scratch).join("\n")
-            ));
+        if let Some(why) = out.failure() {
+            failing.push(why);
         }
     }
     assert!(failing.is_empty(), "failing seeds:\n{}", failing.join("\n"));
@@ -66,12 +56,8 @@ fn seeds_that_found_store_bugs_pass() {
         let mut cfg = Config::new(seed);
         cfg.delta_versions = 2;
         let out = run(cfg);
-        let scratch = std::env::temp_dir().join(format!("causeway-sim-seed-{seed}.jsonl"));
-        assert!(
-            !out.failed(),
-            "{}\n{}",
-            out.config.command(),
-            out.explain(&scratch).join("\n")
-        );
+        if let Some(why) = out.failure() {
+            panic!("{why}");
+        }
     }
 }
