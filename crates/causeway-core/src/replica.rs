@@ -181,25 +181,29 @@ pub fn collectable_tombstones(
 /// a node outside the view holds only foreign keys), grouped by their new shard, in key
 /// order: what a hand-over sends.
 pub fn foreign_keys(st: &State) -> BTreeMap<ShardNo, Vec<(String, Version)>> {
-    let mine = st.my_shard();
     let mut groups: BTreeMap<ShardNo, Vec<(String, Version)>> = BTreeMap::new();
-    if st.view.shard_count() == 0 {
-        return groups;
-    }
-    for (k, v) in &st.keys {
-        let s = st.view.shard_of_key(k);
-        if Some(s) != mine {
-            groups
-                .entry(s)
-                .or_default()
-                .push((k.to_string(), v.clone()));
-        }
+    for (s, k, v) in foreign(st) {
+        groups
+            .entry(s)
+            .or_default()
+            .push((k.to_string(), v.clone()));
     }
     groups
 }
 
-/// The largest hand-over message a node holding `held` (see [`foreign_keys`]) may
-/// have sent, in bytes: a batch carries at most `chunk_bytes`, or one version if that
+/// The keys of [`foreign_keys`], in key order, with their new shard, borrowed.
+pub fn foreign(st: &State) -> impl Iterator<Item = (ShardNo, &str, &Version)> {
+    let mine = st.my_shard();
+    let sharded = st.view.shard_count() > 0;
+    st.keys
+        .iter()
+        .filter(move |_| sharded)
+        .map(|(k, v)| (st.view.shard_of_key(k), &**k, v))
+        .filter(move |(s, _, _)| Some(*s) != mine)
+}
+
+/// The largest hand-over message a node holding what `st` holds may have sent, in
+/// bytes: a batch carries at most `chunk_bytes`, or one version if that
 /// alone is larger (see [`hand_over_plan`]); `None` when it holds nothing to hand over.
 ///
 /// A node restarted while it still held keys to hand over must not say it holds no
@@ -209,14 +213,9 @@ pub fn foreign_keys(st: &State) -> BTreeMap<ShardNo, Vec<(String, Version)>> {
 /// Told too early, the replica could collect a tombstone that the late batch then
 /// undoes. Holding nothing at the restart, it has no such batch on its way: a process
 /// drops a batch's keys only once every replica answered it or its budget ran out.
-pub fn largest_hand_over_message(
-    held: &BTreeMap<ShardNo, Vec<(String, Version)>>,
-    chunk_bytes: usize,
-) -> Option<usize> {
-    let largest = held
-        .values()
-        .flatten()
-        .map(|(k, v)| crate::state::weight(k, v))
+pub fn largest_hand_over_message(st: &State, chunk_bytes: usize) -> Option<usize> {
+    let largest = foreign(st)
+        .map(|(_, k, v)| crate::state::weight(k, v))
         .max()?;
     Some(chunk_bytes + largest)
 }
@@ -365,17 +364,18 @@ mod tests {
 
     #[test]
     fn the_largest_hand_over_message_bounds_every_batch() {
-        assert_eq!(largest_hand_over_message(&BTreeMap::new(), 100), None);
+        // Node "a" outside a view of two shards: every key it holds goes.
+        let view = View::new(1, vec!["b".into(), "c".into()], 1);
+        let mut st = State::new("a".into(), 1, view, VClock::default(), 0);
+        assert_eq!(largest_hand_over_message(&st, 100), None);
         let small = version(1, 1, 10, Some("v"));
         let big = version(1, 2, 11, Some(&"x".repeat(500)));
-        let held: BTreeMap<ShardNo, Vec<(String, Version)>> = [
-            (1, vec![("a".to_string(), small.clone())]),
-            (2, vec![("b".to_string(), big.clone())]),
-        ]
-        .into();
+        st.bulk_load(vec![("a".into(), small.clone()), ("b".into(), big.clone())]);
+        let held = foreign_keys(&st);
+        assert_eq!(held.values().map(Vec::len).sum::<usize>(), 2);
         let largest = crate::state::weight("b", &big);
         assert!(largest > crate::state::weight("a", &small));
-        assert_eq!(largest_hand_over_message(&held, 100), Some(100 + largest));
+        assert_eq!(largest_hand_over_message(&st, 100), Some(100 + largest));
         // Every batch a pass makes fits in it.
         let budget = crate::state::Budget {
             versions: 10,

@@ -473,7 +473,7 @@ impl SimNode {
             self.st = copy_state(&self.synced);
         }
         // (Every message's budget here is the same, whatever its size.)
-        if !replica::foreign_keys(&self.st).is_empty() {
+        if replica::foreign(&self.st).next().is_some() {
             self.quiet_until = now + SYNC_TIMEOUT_MS;
         }
         // Every open takes a new incarnation, synced at once (see the server's storage).

@@ -54,6 +54,22 @@ fn boot(net: &Arc<Network>, i: usize, dir: &Path, view: &View, sync_paused: bool
     node
 }
 
+/// A PUT (`Some`) or DELETE (`None`) with an empty context, which must succeed.
+async fn write(node: &Node, key: &str, value: Option<&str>) {
+    let op = match value {
+        Some(v) => KeyOp::Put(Value::Str(v.into())),
+        None => KeyOp::Delete,
+    };
+    let r = node
+        .handle_key(KeyRequest {
+            key: key.into(),
+            op,
+            ctx: Context::default(),
+        })
+        .await;
+    assert!(r.result.is_ok(), "{key}: {r:?}");
+}
+
 async fn read(node: &Node, key: &str) -> Option<String> {
     let r = node
         .handle_key(KeyRequest {
@@ -110,14 +126,7 @@ async fn a_delete_survives_a_power_loss_of_the_replica_that_had_not_synced_it() 
     let n1 = boot(&net, 1, &d1, &view, false);
     let n2 = boot(&net, 2, &d2, &view, false);
 
-    let put = n1
-        .handle_key(KeyRequest {
-            key: "k".into(),
-            op: KeyOp::Put(Value::Str("old".into())),
-            ctx: Context::default(),
-        })
-        .await;
-    assert!(put.result.is_ok(), "{put:?}");
+    write(&n1, "k", Some("old")).await;
     assert!(
         until(Duration::from_secs(5), async || read(&n2, "k")
             .await
@@ -134,14 +143,7 @@ async fn a_delete_survives_a_power_loss_of_the_replica_that_had_not_synced_it() 
     let snapshot = tmp.path().join("n2-at-power-loss");
     copy_dir(&d2, &snapshot);
 
-    let del = n1
-        .handle_key(KeyRequest {
-            key: "k".into(),
-            op: KeyOp::Delete,
-            ctx: Context::default(),
-        })
-        .await;
-    assert!(del.result.is_ok(), "{del:?}");
+    write(&n1, "k", None).await;
     assert!(
         until(Duration::from_secs(5), async || read(&n2, "k")
             .await
@@ -189,14 +191,7 @@ async fn a_hand_over_survives_a_power_loss_of_its_new_owner() {
     let n2 = boot(&net, 2, &d2, &view, false);
     let keys: Vec<String> = (0..40).map(|i| format!("h{i}")).collect();
     for k in &keys {
-        let put = n1
-            .handle_key(KeyRequest {
-                key: k.clone(),
-                op: KeyOp::Put(Value::Str(k.as_str().into())),
-                ctx: Context::default(),
-            })
-            .await;
-        assert!(put.result.is_ok(), "{put:?}");
+        write(&n1, k, Some(k)).await;
     }
     let (_, on_n1) = n1.key_count();
     assert!(on_n1 > 0, "node 1 owns some of the keys");
@@ -259,14 +254,7 @@ async fn an_old_owner_restarted_mid_hand_over_announces_only_once_its_earlier_ba
     let n1 = boot(&net, 1, &d1, &view, false);
     let n2 = boot(&net, 2, &d2, &view, false);
     for i in 0..40 {
-        let put = n1
-            .handle_key(KeyRequest {
-                key: format!("r{i}"),
-                op: KeyOp::Put(Value::Str("v".into())),
-                ctx: Context::default(),
-            })
-            .await;
-        assert!(put.result.is_ok(), "{put:?}");
+        write(&n1, &format!("r{i}"), Some("v")).await;
     }
     assert!(n1.key_count().1 > 0, "node 1 owns some of the keys");
     // Node 1 moves every key to node 2 while cut off from it: its hand-over cannot start.

@@ -313,7 +313,7 @@ impl Node {
         st.waited = st.pending.clone();
         let started = std::time::Instant::now();
         let quiet_until = causeway_core::replica::largest_hand_over_message(
-            &causeway_core::replica::foreign_keys(&st),
+            &st,
             view_change::MIGRATE_CHUNK.bytes,
         )
         .map(|bytes| started + crate::replication::sized_timeout(cfg.timeouts.migrate, bytes));
