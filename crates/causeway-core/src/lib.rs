@@ -26,6 +26,7 @@ pub mod identity;
 pub mod listing;
 pub mod placement;
 pub mod plant;
+pub mod recall;
 pub mod replica;
 pub mod state;
 pub mod views;

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Keep everything in memory (nothing survives a restart; for tests and demos).
     #[arg(long, env = "IN_MEMORY")]
     pub in_memory: bool,
+    /// Start even if other nodes saw this node in a later view than its data directory
+    /// holds (a restored backup), at the risk of bringing back keys deleted since.
+    #[arg(long, env = "ALLOW_STALE_DISK")]
+    pub allow_stale_disk: bool,
     /// Shared secret required on internal node-to-node routes.
     #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
@@ -111,6 +115,8 @@ pub struct ServeConfig {
     pub durability: Durability,
     pub secret: Option<String>,
     pub limits: Limits,
+    /// Start on a data directory that went back in time (see `node::recall`).
+    pub allow_stale_disk: bool,
 }
 
 impl ServeArgs {
@@ -191,6 +197,7 @@ impl ServeArgs {
                 max_value_bytes: self.max_value_bytes,
                 max_internal_bytes: self.max_internal_bytes,
             },
+            allow_stale_disk: self.allow_stale_disk,
         })
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::api::{self, AppState};
 use crate::config::ServeConfig;
+use crate::node::recall::{check_disk, StaleDisk};
 use crate::node::Node;
 use crate::storage::{Storage, StorageError};
 use crate::transport::stream::StreamTransport;
@@ -13,21 +14,56 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Opens the node's storage and starts it (with the stream transport).
-pub fn start_node(cfg: &ServeConfig) -> Result<Arc<Node>, StorageError> {
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    StaleDisk(#[from] StaleDisk),
+}
+
+/// Opens the node's storage and starts it (with the stream transport). A data
+/// directory holding a view is first checked against what the other nodes saw of this
+/// one (see [`crate::node::recall`]): one that went back in time is refused unless
+/// `allow_stale_disk`.
+pub async fn start_node(cfg: &ServeConfig) -> Result<Arc<Node>, StartError> {
     let (storage, loaded) = match &cfg.data_dir {
         Some(dir) => Storage::open(dir, cfg.durability)?,
         None => Storage::in_memory(),
     };
     tracing::info!(durable = storage.is_durable(), "storage opened");
     let transport = Arc::new(StreamTransport::new(&cfg.node.address, cfg.secret.clone()));
-    Node::start(
+    // A disk that holds anything: its view is the configured first one until a view
+    // change wrote another.
+    let meta = &loaded.meta;
+    if meta.view.is_some() || meta.last_ts > 0 || !meta.clock.is_empty() {
+        let disk_epoch = meta.view.as_ref().map_or(cfg.view.epoch, |v| v.epoch);
+        let others = meta
+            .view
+            .iter()
+            .chain([&cfg.view])
+            .flat_map(|v| v.nodes.iter().cloned())
+            .chain(
+                meta.lineage
+                    .iter()
+                    .flat_map(|l| l.values().flatten().cloned()),
+            );
+        let checked = check_disk(&*transport, &cfg.node.address, disk_epoch, others).await;
+        match checked {
+            Err(e) if cfg.allow_stale_disk => {
+                tracing::warn!(error = %e, "starting anyway (--allow-stale-disk)");
+            }
+            checked => checked?,
+        }
+    }
+    Ok(Node::start(
         cfg.node.clone(),
         storage,
         loaded,
         cfg.view.clone(),
         transport,
-    )
+    )?)
 }
 
 /// How long a node whose committer died keeps answering (503s, and `/ready` saying

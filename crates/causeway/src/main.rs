@@ -86,10 +86,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let node = match causeway_server::server::start_node(&cfg) {
+    let node = match causeway_server::server::start_node(&cfg).await {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("causeway: cannot open storage: {e}");
+            eprintln!("causeway: {e}");
             return ExitCode::from(1);
         }
     };

@@ -300,8 +300,9 @@ async fn a_dead_committer_fails_ready_and_stops_the_server() {
         durability: Durability::Sync,
         secret: None,
         limits: Limits::default(),
+        allow_stale_disk: false,
     };
-    let node = causeway_server::server::start_node(&cfg).unwrap();
+    let node = causeway_server::server::start_node(&cfg).await.unwrap();
     let url = format!("http://{address}");
     let server = {
         let (node, cfg) = (node.clone(), cfg.clone());

@@ -213,3 +213,84 @@ fn a_restored_backup_keeps_collected_deletes_deleted(
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!((absent(&a[0]), absent(&a[1])), (gone.len(), gone.len()));
 }
+
+/// A backup from before a view change is restored. Node 1 left the view (handing
+/// everything over to node 2), node 2 deleted some keys and collected their
+/// tombstones; then node 1's disk is restored from a backup taken while it still held
+/// those keys as a member of the earlier view. Coming back, it would install the newer
+/// view and hand its stale copies over again, and node 2, which remembers nothing of
+/// the deletes any more, would take them. The node must instead see that its disk went
+/// back (node 2 saw it in a later view) and refuse to start, saying so; started on an
+/// empty data directory, it joins as usual.
+#[test]
+fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addrs(56, 2);
+    let extra = [("IDEMPOTENCY_WINDOW", "1")];
+    let mut nodes: Vec<_> = a
+        .iter()
+        .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &extra))
+        .collect();
+    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let (gone, kept) = (keys("gone"), keys("kept"));
+    let mut s = Session::new();
+    for k in gone.iter().chain(&kept) {
+        assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
+    }
+    let all: Vec<String> = [gone.clone(), kept.clone()].concat();
+    wait_until(Duration::from_secs(5), || holds(&a[1], &all) == all.len())
+        .expect("the peer received every write");
+
+    // The backup, in the first view.
+    nodes[0].kill9();
+    let live = data_dir(&nodes[0]);
+    let backup = dir.path().join("backup");
+    copy_dir(&live, &backup);
+    nodes[0].restart();
+
+    // Node 1 leaves: node 2 alone holds everything.
+    let body = serde_json::json!({"view": a[1], "repl-factor": 1});
+    let (code, answer) = call("PUT", &a[1], "/kv-store/view-change", Some(&body)).unwrap();
+    assert_eq!(code, 200, "view change: {answer}");
+    let mut s = Session::new();
+    for k in &gone {
+        assert_eq!(s.delete(&a[1], k).0, 200, "delete {k}");
+    }
+    let collected = || metric(&a[1], "causeway_tombstones_collected_total");
+    wait_until(Duration::from_secs(20), || collected() >= gone.len() as u64)
+        .unwrap_or_else(|| panic!("node 2 collects the tombstones: {}", collected()));
+
+    // The backup is restored on node 1.
+    nodes[0].kill9();
+    copy_dir(&backup, &live);
+    let refused = nodes[0].restart_refused(Duration::from_secs(10));
+
+    let absent = || {
+        gone.iter()
+            .filter(|k| Session::new().get(&a[1], k).0 == 404)
+            .count()
+    };
+    let back = wait_until(Duration::from_secs(5), || absent() < gone.len());
+    assert!(
+        back.is_none(),
+        "deleted keys came back at node 2: {} of {} absent (node 1 {})",
+        absent(),
+        gone.len(),
+        if refused.is_some() {
+            "exited"
+        } else {
+            "is running"
+        }
+    );
+    assert_eq!(holds(&a[1], &kept), kept.len());
+    let (status, stderr) = refused.expect("node 1 refuses to start on a disk that went back");
+    assert!(!status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("went back") && stderr.contains("ALLOW_STALE_DISK"),
+        "the refusal says why and what to do: {stderr}"
+    );
+
+    // On an empty data directory it starts (outside the view, holding nothing).
+    nodes[0].wipe_and_restart();
+    assert_eq!(absent(), gone.len());
+}

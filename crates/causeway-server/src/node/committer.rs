@@ -26,6 +26,7 @@ use crate::state::State;
 use crate::storage::{Batch, PeerClocks, Storage, StorageError};
 pub use causeway_core::changes::{removal_holds, WriteDone};
 use causeway_core::changes::{Changes, ClientWrite, KeyRun, Refused};
+use causeway_core::recall::Seen;
 use causeway_core::replica::HandOverReport;
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -132,10 +133,12 @@ pub enum Job {
         completed: bool,
         reply: oneshot::Sender<Result<bool, CommitError>>,
     },
-    /// Records the clocks shard peers acknowledged (see `node::replication`); replica
-    /// state is not touched.
-    PeerClocks {
-        clocks: PeerClocks,
+    /// Records what this node keeps of other nodes: the clocks shard peers
+    /// acknowledged (see `node::replication`) and the views nodes were seen in (see
+    /// `causeway_core::recall`), whichever is given; replica state is not touched.
+    PeerRecords {
+        clocks: Option<PeerClocks>,
+        seen: Option<Seen>,
         reply: oneshot::Sender<Result<(), CommitError>>,
     },
 }
@@ -268,7 +271,7 @@ enum Reply {
     Remove(oneshot::Sender<Result<usize, CommitError>>, usize),
     HandedOver(oneshot::Sender<Result<(), CommitError>>),
     SetView(oneshot::Sender<Result<bool, CommitError>>, bool),
-    PeerClocks(oneshot::Sender<Result<(), CommitError>>),
+    PeerRecords(oneshot::Sender<Result<(), CommitError>>),
 }
 
 fn run(
@@ -321,15 +324,20 @@ fn commit_batch(
     batches: &Counter,
 ) {
     let mut replies = Vec::with_capacity(jobs.len());
-    let mut peer_clocks = None;
+    let (mut peer_clocks, mut seen) = (None, None);
     let pending = {
         let st = state.read();
         let mut p = Changes::new(&st);
         for job in jobs {
             replies.push(match job {
-                Job::PeerClocks { clocks, reply } => {
-                    peer_clocks = Some(clocks);
-                    Reply::PeerClocks(reply)
+                Job::PeerRecords {
+                    clocks,
+                    seen: s,
+                    reply,
+                } => {
+                    peer_clocks = clocks.or(peer_clocks);
+                    seen = s.or(seen);
+                    Reply::PeerRecords(reply)
                 }
                 job => compute(job, &st, &mut p),
             });
@@ -358,6 +366,7 @@ fn commit_batch(
             completed: pending.completed,
             lineage: pending.lineage.as_ref(),
             peer_clocks: peer_clocks.as_ref(),
+            seen: seen.as_ref(),
         };
         if batch.puts.is_empty()
             && batch.removes.is_empty()
@@ -366,6 +375,7 @@ fn commit_batch(
             && batch.pending.is_none()
             && batch.completed.is_none()
             && batch.peer_clocks.is_none()
+            && batch.seen.is_none()
         {
             Ok(())
         } else {
@@ -407,7 +417,7 @@ fn commit_batch(
                     Reply::Remove(tx, n) => drop(tx.send(Ok(n))),
                     Reply::HandedOver(tx) => drop(tx.send(Ok(()))),
                     Reply::SetView(tx, b) => drop(tx.send(Ok(b))),
-                    Reply::PeerClocks(tx) => drop(tx.send(Ok(()))),
+                    Reply::PeerRecords(tx) => drop(tx.send(Ok(()))),
                 }
             }
         }
@@ -427,7 +437,7 @@ fn commit_batch(
                     Reply::Remove(tx, _) => drop(tx.send(Err(err()))),
                     Reply::HandedOver(tx) => drop(tx.send(Err(err()))),
                     Reply::SetView(tx, _) => drop(tx.send(Err(err()))),
-                    Reply::PeerClocks(tx) => drop(tx.send(Err(err()))),
+                    Reply::PeerRecords(tx) => drop(tx.send(Err(err()))),
                 }
             }
         }
@@ -528,9 +538,9 @@ fn compute(job: Job, st: &State, p: &mut Changes) -> Reply {
             let installed = p.set_view(st, view, completed);
             Reply::SetView(reply, installed)
         }
-        Job::PeerClocks { reply, .. } => {
+        Job::PeerRecords { reply, .. } => {
             // (Taken out in `commit_batch`: it changes no replica state.)
-            Reply::PeerClocks(reply)
+            Reply::PeerRecords(reply)
         }
     }
 }

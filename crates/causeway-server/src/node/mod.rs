@@ -12,6 +12,7 @@
 //! [`crate::view_change`]; both are `impl Node` blocks or tasks over an `Arc<Node>`.
 
 pub mod committer;
+pub mod recall;
 pub mod replication;
 pub mod view_change;
 pub use causeway_core::state;
@@ -199,6 +200,8 @@ pub struct Node {
     /// The clock each shard peer last acknowledged to our replication loops, kept on
     /// disk too (see [`crate::replication::Acked`]).
     pub(crate) acked: Mutex<crate::replication::Acked>,
+    /// The views other nodes were seen in, kept on disk too (see [`recall`]).
+    pub(crate) noted: Mutex<recall::Noted>,
     pub(crate) migrate_lock: tokio::sync::Mutex<()>,
     /// Background tasks, aborted by [`Node::stop`].
     pub(crate) tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -318,6 +321,7 @@ impl Node {
         )
         .map(|bytes| started + crate::replication::sized_timeout(cfg.timeouts.migrate, bytes));
         let acked = crate::replication::Acked::loaded(loaded.meta.peer_clocks);
+        let noted = recall::Noted::loaded(loaded.meta.seen);
         let state = Arc::new(RwLock::new(st));
         let storage = Arc::new(storage);
         let watches = Arc::new(watches::Watches::default());
@@ -341,6 +345,7 @@ impl Node {
             view_tx,
             peer_clocks: Mutex::new(HashMap::new()),
             acked: Mutex::new(acked),
+            noted: Mutex::new(noted),
             migrate_lock: tokio::sync::Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
             rr: AtomicUsize::new(0),
@@ -1071,6 +1076,9 @@ impl Node {
     /// The one handler of node-to-node requests.
     pub async fn handle_rpc(self: &Arc<Self>, env: Envelope) -> RpcReply {
         let Envelope { from, rpc } = env;
+        if let Some(epoch) = rpc.sender_epoch() {
+            self.noted.lock().note(&from, epoch);
+        }
         match rpc {
             Rpc::Key {
                 epoch,
@@ -1216,6 +1224,9 @@ impl Node {
                 self.view_reply()
             }
             Rpc::GetView => self.view_reply(),
+            Rpc::Recall => RpcReply::Recalled {
+                generation: self.noted.lock().of(&from),
+            },
             Rpc::Settle => RpcReply::Settled {
                 complete: self.settle(self.cfg.timeouts.settle).await,
             },

@@ -126,29 +126,42 @@ pub fn spawn(node: Arc<Node>) {
     let n = node.clone();
     let b = tokio::spawn(async move { collect_tombstones(n).await });
     let n = node.clone();
-    let c = tokio::spawn(async move { persist_acked(n).await });
+    let c = tokio::spawn(async move { persist_peer_records(n).await });
     node.tasks
         .lock()
         .extend([a.abort_handle(), b.abort_handle(), c.abort_handle()]);
 }
 
-/// Writes the clocks peers acknowledged to disk, every [`ACKED_PERSIST_EVERY`] while
+/// Writes what this node keeps of other nodes to disk (the clocks peers acknowledged,
+/// the views nodes were seen in: `node::recall`), every [`ACKED_PERSIST_EVERY`] while
 /// they change (a failed write is tried again next time).
-async fn persist_acked(node: Arc<Node>) {
+async fn persist_peer_records(node: Arc<Node>) {
     loop {
         tokio::time::sleep(ACKED_PERSIST_EVERY).await;
         let epoch = node.view().epoch;
-        let Some(clocks) = node.acked.lock().take_dirty(epoch) else {
+        let clocks = node.acked.lock().take_dirty(epoch);
+        let seen = node.noted.lock().take_dirty();
+        if clocks.is_none() && seen.is_none() {
             continue;
-        };
+        }
+        let (had_clocks, had_seen) = (clocks.is_some(), seen.is_some());
         let by = tokio::time::Instant::now() + node.cfg.timeouts.sync;
         let written = node
             .committer
-            .submit_by(Some(by), |reply| Job::PeerClocks { clocks, reply })
+            .submit_by(Some(by), |reply| Job::PeerRecords {
+                clocks,
+                seen,
+                reply,
+            })
             .await;
         if let Err(e) = written {
-            tracing::warn!(error = %e, "recording the clocks shard peers acknowledged failed");
-            node.acked.lock().dirty = true;
+            tracing::warn!(error = %e, "recording what this node keeps of its peers failed");
+            if had_clocks {
+                node.acked.lock().dirty = true;
+            }
+            if had_seen {
+                node.noted.lock().mark_dirty();
+            }
         }
     }
 }

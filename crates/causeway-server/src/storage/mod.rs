@@ -7,8 +7,10 @@
 //! [`Durability`] setting: `sync` (the default) syncs the journal to disk before
 //! returning, surviving power loss; `os` hands the batch to the operating system before
 //! returning (surviving a crash or SIGKILL of the process) and syncs every 50 ms in the
-//! background, so a power loss can lose the last 50 ms. In-memory mode keeps nothing
-//! on disk and is meant for tests and demos.
+//! background, so a power loss can lose the last 50 ms. A batch that installs a view
+//! is synced before it returns under either setting: a node speaks in a view only once
+//! its disk holds it (`causeway_core::recall` counts on that). In-memory mode keeps
+//! nothing on disk and is meant for tests and demos.
 //!
 //! Write path: a commit is one record appended to this store's own write-ahead
 //! [`journal`] (and synced there); the engine (fjall) is given the record afterwards,
@@ -53,6 +55,7 @@ mod journal;
 
 use crate::causal::{VClock, Version};
 use crate::placement::View;
+use causeway_core::recall::Seen;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use journal::{Journal, Op, Space};
 use std::path::Path;
@@ -109,6 +112,9 @@ pub struct Meta {
     pub lineage: Option<std::collections::BTreeMap<u64, Vec<String>>>,
     /// The clock each shard peer last acknowledged, with the view epoch it was in.
     pub peer_clocks: PeerClocks,
+    /// The newest view generation each other node was seen in (see
+    /// `causeway_core::recall`).
+    pub seen: Seen,
 }
 
 /// By shard peer: the view epoch and the clock the peer last acknowledged in it.
@@ -135,6 +141,8 @@ pub struct Batch<'a> {
     pub lineage: Option<&'a std::collections::BTreeMap<u64, Vec<String>>>,
     /// The clocks shard peers acknowledged (see [`Meta::peer_clocks`]).
     pub peer_clocks: Option<&'a PeerClocks>,
+    /// The views other nodes were seen in (see [`Meta::seen`]).
+    pub seen: Option<&'a Seen>,
 }
 
 /// Fault injection for tests: a stalled disk (every commit is delayed) or an engine
@@ -465,6 +473,9 @@ fn batch_ops(batch: &Batch<'_>) -> Vec<Op> {
     if let Some(c) = batch.peer_clocks {
         ops.push(meta("peer_clocks", encode(c)));
     }
+    if let Some(s) = batch.seen {
+        ops.push(meta("seen", encode(s)));
+    }
     ops
 }
 
@@ -559,6 +570,13 @@ impl Storage {
                 Err(e) => tracing::warn!(error = %e, "ignoring the stored peer clocks"),
             }
         }
+        if let Some(b) = meta_ks.get("seen")? {
+            // Advisory too (it only lets a node whose disk went back be told so).
+            match decode("seen", &b) {
+                Ok(s) => meta.seen = s,
+                Err(e) => tracing::warn!(error = %e, "ignoring the views other nodes were seen in"),
+            }
+        }
         if let Some(b) = meta_ks.get("view")? {
             meta.view = Some(decode("view", &b)?);
         }
@@ -650,10 +668,10 @@ impl Storage {
             }
             st.awaiting += size;
         }
-        let appended = e
-            .journal
-            .lock()
-            .append(&ops, self.durability == Durability::Sync);
+        let appended = e.journal.lock().append(
+            &ops,
+            self.durability == Durability::Sync || batch.view.is_some(),
+        );
         let seq = match appended {
             Ok(seq) => seq,
             Err(err) => {
@@ -755,6 +773,26 @@ mod tests {
         }
         let (_s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
         assert_eq!(loaded.meta.peer_clocks, clocks);
+    }
+
+    #[test]
+    fn the_views_other_nodes_were_seen_in_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Seen::default();
+        seen.note("b:1", 3 << causeway_core::placement::EPOCH_FINGERPRINT_BITS);
+        {
+            let (s, loaded) = Storage::open(dir.path(), Durability::Os).unwrap();
+            assert_eq!(loaded.meta.seen, Seen::default());
+            s.commit(&Batch {
+                seen: Some(&seen),
+                ..Batch::default()
+            })
+            .unwrap();
+            // No close: what the journal got to the OS is what a crash leaves.
+        }
+        let (_s, loaded) = Storage::open(dir.path(), Durability::Sync).unwrap();
+        assert_eq!(loaded.meta.seen, seen);
+        assert_eq!(loaded.meta.seen.of("b:1"), Some(3));
     }
 
     #[test]

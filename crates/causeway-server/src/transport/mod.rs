@@ -219,6 +219,27 @@ pub enum Rpc {
         clock: VClock,
         claim: Option<(VClock, VClock)>,
     },
+    /// Which view generation did the receiver last see the sender in? Asked by a node
+    /// restarting with a view on disk (see `node::recall`).
+    Recall,
+}
+
+impl Rpc {
+    /// The view epoch the sender says it is in, for the messages a node sends only in
+    /// a view it installed (replication, hand-over, settling); what `node::recall`
+    /// remembers of it.
+    pub fn sender_epoch(&self) -> Option<u64> {
+        match self {
+            Rpc::Sync { epoch, .. }
+            | Rpc::SyncRun { epoch, .. }
+            | Rpc::HandedOver { epoch }
+            | Rpc::HandedOverWith { epoch, .. }
+            | Rpc::Holds { epoch, .. }
+            | Rpc::Settled { epoch, .. } => Some(*epoch),
+            Rpc::Migrate { view, .. } => Some(view.epoch),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -282,6 +303,10 @@ pub enum RpcReply {
         epoch: u64,
         any: bool,
         report: causeway_core::replica::HandOverReport,
+    },
+    /// The answer to `Recall`: the newest view generation the sender was seen in.
+    Recalled {
+        generation: Option<u64>,
     },
 }
 

@@ -93,6 +93,42 @@ impl NodeProc {
         self.spawn();
     }
 
+    /// Restarts with the same data directory, expecting the node to refuse to start:
+    /// the exit status and what it printed on stderr, if it exits within `within`
+    /// (otherwise it is left running, and `None`).
+    pub fn restart_refused(
+        &mut self,
+        within: Duration,
+    ) -> Option<(std::process::ExitStatus, String)> {
+        self.kill9();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start causeway");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return Some((status, err));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+        None
+    }
+
     /// Restarts with an empty data directory.
     pub fn wipe_and_restart(&mut self) {
         self.kill9();
