@@ -219,13 +219,35 @@ fn a_restored_backup_keeps_collected_deletes_deleted(
 /// tombstones; then node 1's disk is restored from a backup taken while it still held
 /// those keys as a member of the earlier view. Coming back, it would install the newer
 /// view and hand its stale copies over again, and node 2, which remembers nothing of
-/// the deletes any more, would take them. The node must instead see that its disk went
-/// back (node 2 saw it in a later view) and refuse to start, saying so; started on an
-/// empty data directory, it joins as usual.
+/// the deletes any more, would take them.
 #[test]
-fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
+fn a_backup_from_before_a_view_change_does_not_hand_deletes_back() {
+    a_backup_from_before_a_view_change_keeps_deletes_deleted(56, 2, &[1], 1);
+}
+
+/// The same when node 1 stays in the view and the change gives its shard more keys
+/// (4 nodes in shards of 2 become one shard of nodes 1 and 2): installing the newer
+/// view again, the restored node would re-dot every version it holds as new, its stale
+/// copies of deleted keys included, and replicate them to node 2.
+#[test]
+fn a_backup_from_before_a_view_change_does_not_re_dot_deletes_back() {
+    a_backup_from_before_a_view_change_keeps_deletes_deleted(57, 4, &[0, 1], 2);
+}
+
+/// Nodes `1..=n` in shards of 2 take keys; node 1's disk is backed up; a view change to
+/// the nodes of index `members` (`repl` replicas per shard) follows; some keys are
+/// deleted and their tombstones collected; node 1's backup is restored. The node must
+/// see that its disk went back (a node saw it in a later view) and refuse to start,
+/// saying why; started on an empty data directory, it joins as usual. No deleted key
+/// comes back anywhere.
+fn a_backup_from_before_a_view_change_keeps_deletes_deleted(
+    block: u8,
+    n: usize,
+    members: &[usize],
+    repl: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let a = addrs(56, 2);
+    let a = addrs(block, n);
     let extra = [("IDEMPOTENCY_WINDOW", "1")];
     let mut nodes: Vec<_> = a
         .iter()
@@ -238,8 +260,10 @@ fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
         assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
     }
     let all: Vec<String> = [gone.clone(), kept.clone()].concat();
-    wait_until(Duration::from_secs(5), || holds(&a[1], &all) == all.len())
-        .expect("the peer received every write");
+    wait_until(Duration::from_secs(5), || {
+        a.iter().all(|x| holds(x, &all) == all.len())
+    })
+    .expect("every node serves every write");
 
     // The backup, in the first view.
     nodes[0].kill9();
@@ -248,33 +272,48 @@ fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
     copy_dir(&live, &backup);
     nodes[0].restart();
 
-    // Node 1 leaves: node 2 alone holds everything.
-    let body = serde_json::json!({"view": a[1], "repl-factor": 1});
-    let (code, answer) = call("PUT", &a[1], "/kv-store/view-change", Some(&body)).unwrap();
+    let view: Vec<&String> = members.iter().map(|i| &a[*i]).collect();
+    let coordinator = view[0].clone();
+    let body = serde_json::json!({
+        "view": view.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(","),
+        "repl-factor": repl,
+    });
+    let (code, answer) = call("PUT", &coordinator, "/kv-store/view-change", Some(&body)).unwrap();
     assert_eq!(code, 200, "view change: {answer}");
     let mut s = Session::new();
     for k in &gone {
-        assert_eq!(s.delete(&a[1], k).0, 200, "delete {k}");
+        assert_eq!(s.delete(&coordinator, k).0, 200, "delete {k}");
     }
-    let collected = || metric(&a[1], "causeway_tombstones_collected_total");
-    wait_until(Duration::from_secs(20), || collected() >= gone.len() as u64)
-        .unwrap_or_else(|| panic!("node 2 collects the tombstones: {}", collected()));
+    let collected = |x: &str| metric(x, "causeway_tombstones_collected_total");
+    wait_until(Duration::from_secs(20), || {
+        view.iter().all(|x| collected(x) >= gone.len() as u64)
+    })
+    .unwrap_or_else(|| panic!("the replicas collect the tombstones"));
 
     // The backup is restored on node 1.
     nodes[0].kill9();
     copy_dir(&backup, &live);
     let refused = nodes[0].restart_refused(Duration::from_secs(10));
 
-    let absent = || {
+    let absent = |x: &str| {
         gone.iter()
-            .filter(|k| Session::new().get(&a[1], k).0 == 404)
+            .filter(|k| Session::new().get(x, k).0 == 404)
             .count()
     };
-    let back = wait_until(Duration::from_secs(5), || absent() < gone.len());
+    // The view's nodes that run (node 1 too, if it started).
+    let up: Vec<&String> = view
+        .iter()
+        .copied()
+        .filter(|x| **x != a[0] || refused.is_none())
+        .collect();
+    let back = wait_until(Duration::from_secs(5), || {
+        up.iter().any(|x| absent(x) < gone.len())
+    });
     assert!(
         back.is_none(),
-        "deleted keys came back at node 2: {} of {} absent (node 1 {})",
-        absent(),
+        "deleted keys came back: absent at {:?}: {:?} of {} (node 1 {})",
+        up,
+        up.iter().map(|x| absent(x)).collect::<Vec<_>>(),
         gone.len(),
         if refused.is_some() {
             "exited"
@@ -282,7 +321,6 @@ fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
             "is running"
         }
     );
-    assert_eq!(holds(&a[1], &kept), kept.len());
     let (status, stderr) = refused.expect("node 1 refuses to start on a disk that went back");
     assert!(!status.success(), "{status}: {stderr}");
     assert!(
@@ -290,7 +328,20 @@ fn a_backup_from_before_a_view_change_does_not_bring_deletes_back() {
         "the refusal says why and what to do: {stderr}"
     );
 
-    // On an empty data directory it starts (outside the view, holding nothing).
+    // On an empty data directory it starts, and (a member) gets what it owns.
     nodes[0].wipe_and_restart();
-    assert_eq!(absent(), gone.len());
+    let settled = wait_until(Duration::from_secs(10), || {
+        view.iter()
+            .all(|x| absent(x) == gone.len() && holds(x, &kept) == kept.len())
+            && absent(&a[0]) == gone.len()
+            && holds(&a[0], &kept) == kept.len()
+    });
+    assert!(
+        settled.is_some(),
+        "after the wipe: gone keys absent {:?}, kept keys held {:?} (node 1: {} and {})",
+        view.iter().map(|x| absent(x)).collect::<Vec<_>>(),
+        view.iter().map(|x| holds(x, &kept)).collect::<Vec<_>>(),
+        absent(&a[0]),
+        holds(&a[0], &kept)
+    );
 }
