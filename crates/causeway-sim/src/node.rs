@@ -502,6 +502,11 @@ impl SimNode {
             return false;
         }
         self.st.apply(c);
+        // A view is synced as it is installed (the server's storage), and with it
+        // everything committed before it.
+        if self.disk_copies {
+            self.synced = copy_state(&self.st);
+        }
         self.peers.clear();
         self.peer_clocks.clear();
         self.settled = Settled::default();
