@@ -290,6 +290,10 @@ fn a_backup_from_before_a_view_change_keeps_deletes_deleted(
     })
     .unwrap_or_else(|| panic!("the replicas collect the tombstones"));
 
+    // Restarted on its own disk, node 1 starts as usual (`restart` waits until it is
+    // ready): only a disk that went back is refused.
+    nodes[0].restart();
+
     // The backup is restored on node 1.
     nodes[0].kill9();
     copy_dir(&backup, &live);
