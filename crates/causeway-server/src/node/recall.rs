@@ -112,3 +112,70 @@ pub async fn check_disk(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::memory::Network;
+    use crate::transport::{Handler, ReplyFuture};
+    use causeway_core::placement::EPOCH_FINGERPRINT_BITS;
+    use std::sync::Arc;
+
+    /// A node that remembers the asker in generation `seen` (`None`: never saw it).
+    struct Witness {
+        address: String,
+        seen: Option<u64>,
+    }
+
+    impl Handler for Witness {
+        fn address(&self) -> &str {
+            &self.address
+        }
+
+        fn handle(self: Arc<Self>, msg: Envelope) -> ReplyFuture {
+            Box::pin(async move {
+                match msg.rpc {
+                    Rpc::Recall => RpcReply::Recalled {
+                        generation: self.seen,
+                    },
+                    _ => RpcReply::Error("unexpected".into()),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disk_is_refused_only_when_a_node_that_answers_saw_a_later_generation() {
+        let net = Network::new();
+        let gen = |g: u64| g << EPOCH_FINGERPRINT_BITS;
+        let b = Arc::new(Witness {
+            address: "b:1".into(),
+            seen: Some(2),
+        });
+        let c = Arc::new(Witness {
+            address: "c:1".into(),
+            seen: None,
+        });
+        net.register(&b);
+        net.register(&c);
+        let t = net.transport("a:1");
+        // Nobody listens at d.
+        let others = || ["a:1", "b:1", "c:1", "d:1"].map(String::from);
+
+        let e = check_disk(&*t, "a:1", gen(1) | 7, others())
+            .await
+            .unwrap_err();
+        assert_eq!((e.disk, e.seen, e.witness.as_str()), (1, 2, "b:1"));
+        let said = e.to_string();
+        assert!(
+            said.contains("went back") && said.contains("ALLOW_STALE_DISK"),
+            "{said}"
+        );
+
+        // A disk of the generation it was seen in starts.
+        assert!(check_disk(&*t, "a:1", gen(2), others()).await.is_ok());
+        // So does any disk when the one node that saw more does not answer.
+        net.partition(&["a:1"], &["b:1"]);
+        assert!(check_disk(&*t, "a:1", gen(1), others()).await.is_ok());
+    }
+}
