@@ -114,6 +114,34 @@ fn a_restored_backup_keeps_deletes_deleted_when_its_peer_restarted_too() {
     a_restored_backup_keeps_collected_deletes_deleted("sync", 55, true);
 }
 
+/// Writes keys `gone0..19` and `kept0..19` through `a[0]` and waits until every node of
+/// `a` serves them all; returns the two sets.
+fn write_gone_and_kept(a: &[String]) -> (Vec<String>, Vec<String>) {
+    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let (gone, kept) = (keys("gone"), keys("kept"));
+    let mut s = Session::new();
+    for k in gone.iter().chain(&kept) {
+        assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
+    }
+    let all: Vec<String> = [gone.clone(), kept.clone()].concat();
+    wait_until(Duration::from_secs(5), || {
+        a.iter().all(|x| holds(x, &all) == all.len())
+    })
+    .expect("every node serves every write");
+    (gone, kept)
+}
+
+/// Copies `node`'s data directory (stopped for it, then restarted) to `backup` under
+/// `dir`; returns the live directory and the backup's path.
+fn back_up(node: &mut NodeProc, dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    node.kill9();
+    let live = data_dir(node);
+    let backup = dir.join("backup");
+    copy_dir(&live, &backup);
+    node.restart();
+    (live, backup)
+}
+
 /// What `/metrics` at `addr` says of `name` (0 when absent or unreachable).
 fn metric(addr: &str, name: &str) -> u64 {
     call_text("GET", addr, "/metrics", Vec::new())
@@ -143,22 +171,10 @@ fn a_restored_backup_keeps_collected_deletes_deleted(
         .iter()
         .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &extra))
         .collect();
-    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
-    let (gone, kept) = (keys("gone"), keys("kept"));
-    let mut s = Session::new();
-    for k in gone.iter().chain(&kept) {
-        assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
-    }
-    let all: Vec<String> = [gone.clone(), kept.clone()].concat();
-    wait_until(Duration::from_secs(5), || holds(&a[1], &all) == all.len())
-        .expect("the peer received every write");
+    let (gone, kept) = write_gone_and_kept(&a);
 
     // The backup: node 1's disk while it still held the keys about to be deleted.
-    nodes[0].kill9();
-    let live = data_dir(&nodes[0]);
-    let backup = dir.path().join("backup");
-    copy_dir(&live, &backup);
-    nodes[0].restart();
+    let (live, backup) = back_up(&mut nodes[0], dir.path());
 
     let mut s = Session::new();
     for k in &gone {
@@ -253,24 +269,10 @@ fn a_backup_from_before_a_view_change_keeps_deletes_deleted(
         .iter()
         .map(|x| NodeProc::start_with(x, &a, 2, dir.path(), &extra))
         .collect();
-    let keys = |p: &str| (0..20).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
-    let (gone, kept) = (keys("gone"), keys("kept"));
-    let mut s = Session::new();
-    for k in gone.iter().chain(&kept) {
-        assert!(matches!(s.put(&a[0], k, k).0, 200 | 201));
-    }
-    let all: Vec<String> = [gone.clone(), kept.clone()].concat();
-    wait_until(Duration::from_secs(5), || {
-        a.iter().all(|x| holds(x, &all) == all.len())
-    })
-    .expect("every node serves every write");
+    let (gone, kept) = write_gone_and_kept(&a);
 
     // The backup, in the first view.
-    nodes[0].kill9();
-    let live = data_dir(&nodes[0]);
-    let backup = dir.path().join("backup");
-    copy_dir(&live, &backup);
-    nodes[0].restart();
+    let (live, backup) = back_up(&mut nodes[0], dir.path());
 
     let view: Vec<&String> = members.iter().map(|i| &a[*i]).collect();
     let coordinator = view[0].clone();

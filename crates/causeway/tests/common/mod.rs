@@ -51,15 +51,21 @@ impl NodeProc {
         n
     }
 
-    fn spawn(&mut self) {
+    /// `causeway serve` with this node's environment, its stderr to `stderr`.
+    fn command(&self, stderr: Stdio) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = self.command(Stdio::inherit());
         self.child = Some(cmd.spawn().expect("start causeway"));
         wait_until(Duration::from_secs(10), || {
             call("GET", &self.addr, "/ready", None).is_some_and(|(s, _)| s == 200)
@@ -101,15 +107,10 @@ impl NodeProc {
         within: Duration,
     ) -> Option<(std::process::ExitStatus, String)> {
         self.kill9();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start causeway");
+        let mut child = self
+            .command(Stdio::piped())
+            .spawn()
+            .expect("start causeway");
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
