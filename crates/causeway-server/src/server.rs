@@ -105,7 +105,7 @@ pub async fn run(
             _ = failed => {},
         }
     };
-    axum::serve(listener, api::router(app))
+    axum::serve(listener, api::service::Http::new(app))
         .with_graceful_shutdown(stop)
         .await?;
     if let Some(why) = node.failure() {

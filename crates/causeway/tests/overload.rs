@@ -2,7 +2,8 @@
 //! a dead committer, all in-process (nodes over the in-memory transport, or the real
 //! HTTP server on a loopback port), with faults injected through `Node::faults`.
 
-use causeway_server::api::{router, AppState, Limits};
+use causeway_server::api::service::Http;
+use causeway_server::api::{AppState, Limits};
 use causeway_server::causal::{Context, Value};
 use causeway_server::config::ServeConfig;
 use causeway_server::node::{Node, NodeConfig};
@@ -61,7 +62,8 @@ async fn serve_http(node: Arc<Node>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let app = Arc::new(AppState::new(node, Limits::default(), None));
-    tokio::spawn(async move { axum::serve(listener, router(app)).await });
+    // What the binary serves (`server::run`).
+    tokio::spawn(async move { axum::serve(listener, Http::new(app)).await });
     url
 }
 

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod console;
 pub mod error;
 pub mod raw;
+pub mod service;
 
 use crate::causal::{Context, Signer, Value};
 use crate::node::Node;
@@ -159,24 +160,35 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     let method = method_name(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
+    record(&app, route, method, resp.status().as_u16(), start);
+    resp
+}
+
+/// Counts one answered request and its time since `start`.
+pub(crate) fn record(
+    app: &App,
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+    start: Instant,
+) {
     let m = &app.node.metrics;
     m.requests
         .get_or_create(&crate::metrics::RouteLabels {
             route,
             method,
-            status: resp.status().as_u16(),
+            status,
         })
         .inc();
     m.latency
         .get_or_create(&crate::metrics::RouteOnly { route })
         .observe(start.elapsed().as_secs_f64());
     m.answers.inc();
-    match resp.status().as_u16() {
+    match status {
         400..=499 => drop(m.client_errors.inc()),
         500..=599 => drop(m.server_errors.inc()),
         _ => {}
     }
-    resp
 }
 
 fn route_label(path: Option<&str>) -> &'static str {
@@ -286,6 +298,12 @@ async fn key_op(
     key: Result<Path<String>, axum::extract::rejection::PathRejection>,
     req: Request,
 ) -> Response {
+    key_op_parts(&app, key.ok().map(|Path(k)| k), req).await
+}
+
+/// [`key_op`] with its key already taken from the path (`None`: not UTF-8), as
+/// [`service`] calls it.
+pub(crate) async fn key_op_parts(app: &App, key: Option<String>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let method = parts.method;
     let headers = &parts.headers;
@@ -306,7 +324,7 @@ async fn key_op(
             method: method.to_string(),
         });
     }
-    let Ok(Path(key)) = key else {
+    let Some(key) = key else {
         return refuse(ApiError::BadRequest {
             method: name,
             error: "Key is not valid UTF-8".into(),
