@@ -92,6 +92,11 @@ pub const AWAITING_LIMIT: usize = 16 * 1024 * 1024;
 /// last sync, or [`ENGINE_SYNC_EVERY`] after it.
 const ENGINE_SYNC_BYTES: usize = 4 * 1024 * 1024;
 const ENGINE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Once a record arrives, the applier waits this long for more before it gives the
+/// engine one batch of them all: one wake-up of its thread and one engine journal write
+/// for many commits, not one per commit. It is off the acknowledgement path (the records
+/// are durable in the journal and applied to the replica state already).
+const APPLY_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Stored versions at least this large are kept out of the tree (see [`Storage::open`]).
 pub const BLOB_THRESHOLD: u32 = 64 * 1024;
@@ -337,6 +342,9 @@ impl Applier {
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
                     if let Some(first) = first {
+                        if first.2 < ENGINE_SYNC_BYTES {
+                            std::thread::sleep(APPLY_GATHER);
+                        }
                         let mut records = vec![first];
                         while records.len() < 1024 {
                             match rx.try_recv() {
