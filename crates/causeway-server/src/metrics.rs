@@ -33,8 +33,40 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+/// The single-key route's request counters for its usual methods and statuses, and its
+/// latency histogram, once first used (clones share the family's series).
+#[derive(Default)]
+struct KeyRoute {
+    counters: [std::sync::OnceLock<Counter>; 9],
+    latency: std::sync::OnceLock<Histogram>,
+}
+
+impl KeyRoute {
+    /// The counter slot of a `keys` request with this method and status, if it has one.
+    fn slot(route: &str, method: &str, status: u16) -> Option<usize> {
+        if route != "keys" {
+            return None;
+        }
+        let m = match method {
+            "GET" => 0,
+            "PUT" => 1,
+            "DELETE" => 2,
+            _ => return None,
+        };
+        let s = match status {
+            200 => 0,
+            201 => 1,
+            404 => 2,
+            _ => return None,
+        };
+        Some(m * 3 + s)
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The single-key route's series, taken from the families once (see [`Self::count`]).
+    key_route: KeyRoute,
     pub requests: Family<RouteLabels, Counter>,
     pub latency: Family<RouteOnly, Histogram>,
     pub proxied: Family<OutcomeLabels, Counter>,
@@ -185,6 +217,7 @@ impl Metrics {
         registry.register("storage_bytes", "Bytes used on disk", storage_bytes.clone());
         Metrics {
             registry,
+            key_route: KeyRoute::default(),
             requests,
             latency,
             proxied,
@@ -209,10 +242,92 @@ impl Metrics {
         }
     }
 
+    /// Counts one answered request of `route` and observes its latency. The single-key
+    /// route's usual series are looked up in their families once and kept: a family
+    /// lookup takes its lock and hashes the labels, on every request of the hot path.
+    /// A series appears in `/metrics` only once a request counted in it, either way.
+    pub fn count(&self, route: &'static str, method: &'static str, status: u16, seconds: f64) {
+        let labels = || RouteLabels {
+            route,
+            method,
+            status,
+        };
+        match KeyRoute::slot(route, method, status) {
+            Some(i) => {
+                self.key_route.counters[i]
+                    .get_or_init(|| self.requests.get_or_create(&labels()).clone())
+                    .inc();
+                self.key_route
+                    .latency
+                    .get_or_init(|| self.latency.get_or_create(&RouteOnly { route }).clone())
+                    .observe(seconds);
+            }
+            None => {
+                self.requests.get_or_create(&labels()).inc();
+                self.latency
+                    .get_or_create(&RouteOnly { route })
+                    .observe(seconds);
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("write to String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, start: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(start))
+    }
+
+    #[test]
+    fn a_kept_series_counts_in_its_family_and_shows_only_once_used() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            !text.contains(r#"route="keys""#),
+            "nothing counted yet:\n{text}"
+        );
+        m.count("keys", "GET", 200, 0.001);
+        m.count("keys", "GET", 200, 0.001);
+        m.count("keys", "GET", 503, 0.001);
+        m.count("keys", "PATCH", 405, 0.001);
+        m.count("health", "GET", 200, 0.001);
+        // The family's own series, whichever way it was reached.
+        m.requests
+            .get_or_create(&RouteLabels {
+                route: "keys",
+                method: "GET",
+                status: 200,
+            })
+            .inc();
+        let text = m.encode();
+        let requests = r#"causeway_http_requests_total{route="keys",method="#;
+        assert_eq!(
+            line(&text, &format!(r#"{requests}"GET",status="200"}}"#)),
+            Some(r#"causeway_http_requests_total{route="keys",method="GET",status="200"} 3"#)
+        );
+        assert!(line(&text, &format!(r#"{requests}"GET",status="503"}} 1"#)).is_some());
+        assert!(line(&text, &format!(r#"{requests}"PATCH",status="405"}} 1"#)).is_some());
+        assert_eq!(
+            line(
+                &text,
+                r#"causeway_http_request_duration_seconds_count{route="keys"}"#
+            ),
+            Some(r#"causeway_http_request_duration_seconds_count{route="keys"} 4"#)
+        );
+        assert!(line(
+            &text,
+            r#"causeway_http_requests_total{route="health",method="GET",status="200"} 1"#
+        )
+        .is_some());
+        assert!(!text.contains(r#"method="DELETE""#), "{text}");
     }
 }

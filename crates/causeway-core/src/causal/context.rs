@@ -394,6 +394,32 @@ fn recent_json(r: &Recent) -> Json {
     ])
 }
 
+/// An origin as the wire writes it (lower-case hex), without building the string.
+struct Hex(u64);
+
+impl serde::Serialize for Hex {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(&format_args!("{:x}", self.0))
+    }
+}
+
+/// [`recent_json`]'s array, written straight to the serializer.
+struct RecentEntry<'a>(&'a Recent);
+
+impl serde::Serialize for RecentEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        (
+            r.shard,
+            Hex(r.dot.origin),
+            r.dot.counter,
+            r.key,
+            u8::from(r.live),
+        )
+            .serialize(ser)
+    }
+}
+
 /// See [`Context::wire`].
 pub struct WireContext<'a> {
     ctx: &'a Context,
@@ -406,19 +432,19 @@ impl serde::Serialize for WireContext<'_> {
         struct Clock<'a>(&'a VClock);
         impl serde::Serialize for Clock<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                ser.collect_map(self.0.iter().map(|(o, n)| (format!("{o:x}"), n)))
+                ser.collect_map(self.0.iter().map(|(o, n)| (Hex(o), n)))
             }
         }
         struct DepsOut<'a>(&'a Deps);
         impl serde::Serialize for DepsOut<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                ser.collect_map(self.0.iter().map(|(s, c)| (s.to_string(), Clock(c))))
+                ser.collect_map(self.0.iter().map(|(s, c)| (s, Clock(c))))
             }
         }
         struct RecentOut<'a>(&'a [Recent]);
         impl serde::Serialize for RecentOut<'_> {
             fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-                ser.collect_seq(self.0.iter().map(recent_json))
+                ser.collect_seq(self.0.iter().map(RecentEntry))
             }
         }
         let mut m = ser.serialize_map(None)?;
@@ -665,9 +691,20 @@ mod tests {
 
     #[test]
     fn wire_form_is_the_json_form() {
-        let c = ctx(3, 0xfeed, 12);
+        let mut c = ctx(3, 0xfeed, 12);
+        c.deps.add(12, dot(0xab_cdef_0123, 4));
+        for i in 0..3u64 {
+            c.add_recent(2, dot(0x9000 + i, i + 1), &format!("k{i}"), i % 2 == 0);
+        }
+        assert!(!c.recent.is_empty(), "{c:?}");
+        // As text (what goes on the wire) and as a value, the same JSON as `to_json`.
+        let text = |w: WireContext| {
+            serde_json::from_str::<Json>(&serde_json::to_string(&w).unwrap()).unwrap()
+        };
+        assert_eq!(text(c.wire(None)), c.to_json());
         assert_eq!(serde_json::to_value(c.wire(None)).unwrap(), c.to_json());
         let signer = Signer::new("k");
+        assert_eq!(text(c.wire(Some(&signer))), c.to_signed_json(Some(&signer)));
         assert_eq!(
             serde_json::to_value(c.wire(Some(&signer))).unwrap(),
             c.to_signed_json(Some(&signer))

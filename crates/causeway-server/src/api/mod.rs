@@ -173,16 +173,7 @@ pub(crate) fn record(
     start: Instant,
 ) {
     let m = &app.node.metrics;
-    m.requests
-        .get_or_create(&crate::metrics::RouteLabels {
-            route,
-            method,
-            status,
-        })
-        .inc();
-    m.latency
-        .get_or_create(&crate::metrics::RouteOnly { route })
-        .observe(start.elapsed().as_secs_f64());
+    m.count(route, method, status, start.elapsed().as_secs_f64());
     m.answers.inc();
     match status {
         400..=499 => drop(m.client_errors.inc()),
